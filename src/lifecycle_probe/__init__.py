@@ -1,0 +1,44 @@
+"""lifecycle_probe: make the AWS Lambda execution lifecycle visible.
+
+``@probe`` records every invocation's start type (cold, warm, provisioned, proactive,
+restored), its place in the environment's life and the environment's INIT;
+``install()`` puts the hooks in place as early as possible; ``current()`` tells the
+handler where it stands.
+
+Names are loaded on first use: importing the package costs next to nothing at INIT.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lifecycle_probe.decorator import probe
+    from lifecycle_probe.facts import current
+    from lifecycle_probe.installation import install
+
+__all__ = ["__version__", "current", "install", "probe"]
+
+_LAZY = {
+    "current": "lifecycle_probe.facts",
+    "install": "lifecycle_probe.installation",
+    "probe": "lifecycle_probe.decorator",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name == "__version__":
+        # importlib.metadata is slow to import; only pay for it when someone asks.
+        from importlib.metadata import version
+
+        return version("lifecycle-probe")
+    raise AttributeError(f"module 'lifecycle_probe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

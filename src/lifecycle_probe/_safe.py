@@ -1,0 +1,99 @@
+"""The one fail-open guard and the package logger.
+
+Nothing in the probe may raise into user code. Every hook and sink runs behind ``guard``;
+a failure is logged once per kind of failure (where it happened and the exception type),
+never once per invocation, and the invocation goes on.
+
+This module sits on the INIT path, so it imports nothing that a bare interpreter has not
+already loaded: ``logging`` alone costs ~20 ms to import on a small Lambda, and is only
+needed once something has gone wrong.
+"""
+
+from __future__ import annotations
+
+import _thread
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+LOGGER_NAME = "lifecycle_probe"
+
+_warned: set[str] = set()
+_warned_lock = _thread.allocate_lock()
+
+
+def get_logger() -> logging.Logger:
+    """The package logger, ``lifecycle_probe`` (imports ``logging`` on first use)."""
+    import logging
+
+    return logging.getLogger(LOGGER_NAME)
+
+
+def warn_once(key: str, message: str, *args: object) -> None:
+    """Log ``message`` as a warning the first time ``key`` is seen in this process."""
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    try:
+        get_logger().warning(message, *args)
+    except Exception:  # noqa: S110 - a broken logging setup must not break the function
+        pass
+
+
+def report_failure(where: str, exc: BaseException) -> None:
+    """Record that the probe failed in ``where``; the user's code carries on."""
+    # One line per (place, exception type): a broken sink that fails on every
+    # invocation must not flood the function's logs.
+    warn_once(
+        f"failure:{where}:{type(exc).__qualname__}",
+        "lifecycle_probe: %s failed and was skipped (%s: %s); the function is unaffected",
+        where,
+        type(exc).__qualname__,
+        exc,
+    )
+
+
+class guard:  # noqa: N801 - reads like a statement: ``with guard("console sink"):``
+    """Context manager that swallows and reports any ``Exception`` raised inside it."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        # KeyboardInterrupt and SystemExit are the process's business, not ours.
+        if isinstance(exc, Exception):
+            report_failure(self.where, exc)
+            return True
+        return False
+
+
+def call_guarded(where: str, func: Callable[..., T], *args: object) -> T | None:
+    """Call ``func(*args)``; on failure report it and return ``None``."""
+    try:
+        return func(*args)
+    except Exception as exc:
+        report_failure(where, exc)
+        return None
+
+
+def forget_warnings() -> None:
+    """Forget which warnings were given (for tests that simulate a new process)."""
+    with _warned_lock:
+        _warned.clear()

@@ -1,0 +1,202 @@
+"""One frozen configuration: explicit argument > ``LIFECYCLE_PROBE_*`` variable > default.
+
+A bad value never raises: it gives one warning naming the variable (or argument) and the
+value, and the default is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lifecycle_probe._frozen import Record, field
+from lifecycle_probe._safe import warn_once
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
+EXPORTERS = ("otlp", "otlp-file", "emf", "console", "none")
+FLUSH_MODES = ("sync", "after-response")
+GLOBALS_MODES = ("off", "warn")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+# The OTLP endpoint variables whose presence makes ``otlp`` the default exporter.
+_OTLP_ENDPOINT_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+
+
+# Defaults, in field order. ``exporter``'s default depends on the environment (below).
+_DEFAULTS: dict[str, Any] = {
+    "disabled": False,
+    "exporter": ("emf",),
+    "otlp_file": None,
+    "flush": "sync",
+    "flush_timeout_ms": 2000,
+    # An on-demand environment whose caller is waiting is handed its event within
+    # milliseconds of INIT ending; one second is two orders of magnitude above that and
+    # still well below the seconds-to-minutes that proactively initialised environments
+    # wait. See README "Start types".
+    "proactive_init_gap_ms": 1000,
+    "import_min_ms": 1.0,
+    "connections": True,
+    "stale_idle_s": 60.0,
+    "globals": "warn",
+}
+
+
+class Config(Record):
+    """Everything the probe can be told. Build it with :meth:`Config.resolve`."""
+
+    __slots__ = ()
+    _fields = tuple(_DEFAULTS)
+    disabled: bool = field(0)
+    exporter: tuple[str, ...] = field(1)
+    otlp_file: str | None = field(2)
+    flush: str = field(3)
+    flush_timeout_ms: int = field(4)
+    proactive_init_gap_ms: int = field(5)
+    import_min_ms: float = field(6)
+    connections: bool = field(7)
+    stale_idle_s: float = field(8)
+    globals: str = field(9)
+
+    @classmethod
+    def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Config:
+        """Build the configuration from explicit arguments, then ``environ``, then defaults.
+
+        An explicit argument of ``None`` counts as not given.
+        """
+        env = os.environ if environ is None else environ
+        for name, value in explicit.items():
+            if name not in _DEFAULTS:
+                warn_once(
+                    f"config:unknown:{name}",
+                    "lifecycle_probe: unknown option %s=%r ignored (known: %s)",
+                    name,
+                    value,
+                    ", ".join(_DEFAULTS),
+                )
+        values: list[Any] = []
+        for name, parse in _PARSERS.items():
+            default = _default_exporter(env) if name == "exporter" else _DEFAULTS[name]
+            given = explicit.get(name)
+            if given is not None:
+                values.append(_parse_or_default(f"argument {name}", given, parse, default))
+                continue
+            variable = "LIFECYCLE_PROBE_" + name.upper()
+            raw = env.get(variable)
+            if raw is None or not raw.strip():
+                values.append(default)
+            else:
+                values.append(_parse_or_default(variable, raw, parse, default))
+        return tuple.__new__(cls, values)
+
+
+def _default_exporter(env: Mapping[str, str]) -> tuple[str, ...]:
+    if any(env.get(v) for v in _OTLP_ENDPOINT_VARIABLES):
+        return ("otlp",)
+    return ("emf",)
+
+
+def _parse_or_default(source: str, raw: Any, parse: Callable[[Any], Any], default: Any) -> Any:
+    try:
+        return parse(raw)
+    except (TypeError, ValueError) as exc:
+        warn_once(
+            f"config:{source}:{raw!r}",
+            "lifecycle_probe: %s=%r is not valid (%s); using the default %r",
+            source,
+            raw,
+            exc,
+            default,
+        )
+        return default
+
+
+def _parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("expected 1/true/on or 0/false/off")
+
+
+def _parse_switch(raw: Any) -> bool:
+    # ``on``/``off`` variables also accept booleans, which is what Python callers pass.
+    return _parse_bool(raw)
+
+
+def _parse_non_negative_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise TypeError("expected a number of milliseconds, not a boolean")
+    value = int(str(raw).strip()) if not isinstance(raw, int) else raw
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+def _parse_non_negative_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise TypeError("expected a number, not a boolean")
+    value = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
+    if not value >= 0 or value == float("inf"):  # also rejects NaN
+        raise ValueError("must be a finite number >= 0")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        text = str(raw).strip().lower()
+        if text not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return text
+
+    return parse
+
+
+def _parse_exporters(raw: Any) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else list(raw)
+    names: list[str] = []
+    for item in items:
+        for part in str(item).split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in EXPORTERS:
+                raise ValueError(f"unknown exporter {name!r}; expected " + ", ".join(EXPORTERS))
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise ValueError("no exporter named")
+    # ``none`` means nothing at all, whatever else was listed beside it.
+    return ("none",) if "none" in names else tuple(names)
+
+
+def _parse_path(raw: Any) -> str:
+    text = os.fspath(raw) if not isinstance(raw, str) else raw
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("expected a file path")
+    return text
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {
+    "disabled": _parse_bool,
+    "exporter": _parse_exporters,
+    "otlp_file": _parse_path,
+    "flush": _choice(FLUSH_MODES),
+    "flush_timeout_ms": _parse_non_negative_int,
+    "proactive_init_gap_ms": _parse_non_negative_int,
+    "import_min_ms": _parse_non_negative_float,
+    "connections": _parse_switch,
+    "stale_idle_s": _parse_non_negative_float,
+    "globals": _choice(GLOBALS_MODES),
+}

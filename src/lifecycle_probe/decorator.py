@@ -1,0 +1,118 @@
+"""``@probe``: one invocation record per call, handed to the sinks; the handler untouched.
+
+The wrapper does as little as it can on the way in (a clock read, a counter, a small
+tuple) and hands the finished record to the sinks on the way out. Whatever the probe
+does wrong is reported and skipped: the handler's result and exceptions pass through as
+the very same objects.
+"""
+
+from __future__ import annotations
+
+import time
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.config import Config
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.facts import in_flight
+from lifecycle_probe.installation import install_runtime_signals
+from lifecycle_probe.records import ERROR, OK, InvocationRecord
+from lifecycle_probe.sinks import build_sinks, export_to
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from contextvars import Token
+    from typing import Any, TypeVar
+
+    from lifecycle_probe.environment import Environment
+    from lifecycle_probe.records import InitRecord, LifecycleFacts
+    from lifecycle_probe.sinks import Sink
+
+    Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def probe(handler: Handler | None = None, /, **options: Any) -> Any:
+    """Decorate a Lambda handler ``(event, context)``; usable bare or with options.
+
+    ``@probe`` or ``@probe(exporter="console", proactive_init_gap_ms=500)``. Options beat
+    ``LIFECYCLE_PROBE_*`` variables, which beat defaults. When disabled, the handler itself
+    is returned: a pure pass-through.
+    """
+    if handler is None:
+
+        def decorate(function: Handler) -> Handler:
+            return probe(function, **options)  # type: ignore[no-any-return]
+
+        return decorate
+    try:
+        config = Config.resolve(**options)
+        if config.disabled:
+            return handler
+        install_runtime_signals()
+        return _wrap(handler, config, build_sinks(config))
+    except Exception as exc:
+        report_failure("@probe", exc)
+        return handler
+
+
+def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
+    gap_ns = config.proactive_init_gap_ms * 1_000_000
+    clock = time.time_ns
+
+    def invocation(event: Any, context: Any) -> Any:
+        try:
+            environment = current_environment()
+            facts, init = environment.begin_invocation(
+                getattr(context, "aws_request_id", None), gap_ns, clock()
+            )
+            token = in_flight.set(facts)
+        except Exception as exc:
+            report_failure("invocation start", exc)
+            return handler(event, context)
+        try:
+            result = handler(event, context)
+        except BaseException as exc:
+            _finish(environment, facts, init, token, context, ERROR, exc, sinks)
+            raise
+        _finish(environment, facts, init, token, context, OK, None, sinks)
+        return result
+
+    invocation.__name__ = getattr(handler, "__name__", "handler")
+    invocation.__qualname__ = getattr(handler, "__qualname__", invocation.__name__)
+    invocation.__doc__ = handler.__doc__
+    invocation.__module__ = handler.__module__
+    invocation.__wrapped__ = handler  # type: ignore[attr-defined]
+    return invocation  # type: ignore[return-value]
+
+
+def _finish(
+    environment: Environment,
+    facts: LifecycleFacts,
+    init: InitRecord | None,
+    token: Token[LifecycleFacts | None],
+    context: Any,
+    outcome: str,
+    exc: BaseException | None,
+    sinks: tuple[Sink, ...],
+) -> None:
+    try:
+        end_ns = time.time_ns()
+        environment.end_invocation(end_ns)
+        in_flight.reset(token)
+        record = InvocationRecord(
+            facts,
+            end_ns,
+            outcome,
+            None if exc is None else type(exc).__qualname__,
+            init,
+            environment.function,
+            getattr(context, "invoked_function_arn", None),
+        )
+        export_to(sinks, record)
+    except Exception as failure:
+        report_failure("invocation end", failure)
+
+
+def callable_name(handler: Callable[..., Any]) -> str:
+    """``module.qualname`` of a handler, for messages."""
+    return f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', '?')}"

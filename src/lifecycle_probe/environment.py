@@ -1,0 +1,277 @@
+"""Per-process facts of this execution environment: INIT timing, start type, sequence, idle.
+
+One runtime process is one environment (DESIGN.md §2). Its state lives here and nowhere
+else. It is thread-safe (one lock around the counters) and fork-safe: a forked child, as
+Lambda Managed Instances make for each worker, becomes a new environment with its own id,
+INIT and sequence.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import time
+
+from lifecycle_probe.process import process_start_ns, wrapper_start_ns
+from lifecycle_probe.records import (
+    COLD,
+    PROACTIVE,
+    PROVISIONED,
+    RESTORED,
+    SOURCE_ESTIMATED,
+    SOURCE_EXEC_WRAPPER,
+    SOURCE_HANDLER_IMPORT,
+    SOURCE_PROCESS,
+    SOURCE_RESTORE,
+    SOURCE_RUNTIME,
+    SOURCE_SNAPSHOT,
+    WARM,
+    FunctionFacts,
+    InitRecord,
+    LifecycleFacts,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+ON_DEMAND = "on-demand"
+PROVISIONED_CONCURRENCY = "provisioned-concurrency"
+SNAP_START = "snap-start"
+
+# Variable through which the layer's exec wrapper hands over a finer INIT start.
+WRAPPER_START_VARIABLE = "_LIFECYCLE_PROBE_INIT_START"
+
+# Signals of INIT end, weakest first. A stronger signal replaces a weaker one; the first
+# signal of a given strength wins (the runtime asks for events again and again).
+_END_STRENGTH = {SOURCE_ESTIMATED: 0, SOURCE_HANDLER_IMPORT: 1, SOURCE_SNAPSHOT: 2, SOURCE_RUNTIME: 2}
+
+
+def new_environment_id() -> str:
+    """A fresh random environment id (16 hex digits; ``uuid`` costs an import)."""
+    return os.urandom(8).hex()
+
+
+def _int_or_none(text: str | None) -> int | None:
+    try:
+        return int(text) if text else None
+    except ValueError:
+        return None
+
+
+def function_facts(environ: Mapping[str, str]) -> FunctionFacts:
+    """The function's identity as Lambda's variables state it."""
+    return FunctionFacts(
+        environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+        environ.get("AWS_LAMBDA_FUNCTION_VERSION"),
+        _int_or_none(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")),
+        environ.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+        environ.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
+        environ.get("AWS_EXECUTION_ENV"),
+    )
+
+
+class Environment:
+    """The mutable lifecycle state of one environment. Read it through records only."""
+
+    __slots__ = (
+        "_lock",
+        "environment_id",
+        "event_received_ns",
+        "function",
+        "init_end_ns",
+        "init_end_source",
+        "init_start_ns",
+        "init_start_source",
+        "init_type",
+        "last_end_ns",
+        "pid",
+        "restored",
+        "seq",
+    )
+
+    def __init__(
+        self,
+        environ: Mapping[str, str] | None = None,
+        *,
+        init_start_ns: int | None = None,
+        init_start_source: str | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self._lock = _thread.allocate_lock()
+        self.pid = os.getpid()
+        self.environment_id = new_environment_id()
+        self.init_type = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") or ON_DEMAND
+        self.function = function_facts(env)
+        if init_start_ns is None:
+            init_start_ns, init_start_source = _init_start(env, self.pid)
+        self.init_start_ns = init_start_ns
+        self.init_start_source = init_start_source or SOURCE_ESTIMATED
+        self.init_end_ns: int | None = None
+        self.init_end_source = SOURCE_ESTIMATED
+        self.restored = False
+        self.seq = 0
+        self.last_end_ns: int | None = None
+        self.event_received_ns: int | None = None
+
+    # -- signals from hooks ------------------------------------------------------------
+
+    def mark_init_end(self, source: str, at_ns: int | None = None) -> None:
+        """INIT is over by ``source``'s account (first exact signal wins)."""
+        if self.seq:  # INIT ended long ago; later signals are ordinary event requests
+            return
+        strength = _END_STRENGTH.get(source, 0)
+        with self._lock:
+            if self.init_end_ns is not None:
+                current = _END_STRENGTH.get(self.init_end_source, 0)
+                if strength <= current:
+                    return
+            self.init_end_ns = time.time_ns() if at_ns is None else at_ns
+            self.init_end_source = source
+
+    def mark_event_received(self, at_ns: int | None = None) -> None:
+        """The runtime has just been handed an event (the end of any INIT-to-invoke gap)."""
+        self.event_received_ns = time.time_ns() if at_ns is None else at_ns
+
+    def mark_restored(self, at_ns: int | None = None) -> None:
+        """SnapStart restored this environment from a snapshot: a new environment begins."""
+        now = time.time_ns() if at_ns is None else at_ns
+        with self._lock:
+            # Every environment restored from one snapshot shares the memory it had at
+            # snapshot time, so the id must be drawn again here or they would all collide.
+            self.environment_id = new_environment_id()
+            self.pid = os.getpid()
+            self.init_type = SNAP_START
+            self.init_start_ns = now
+            self.init_start_source = SOURCE_RESTORE
+            self.init_end_ns = None
+            self.init_end_source = SOURCE_ESTIMATED
+            self.restored = True
+            self.seq = 0
+            self.last_end_ns = None
+            self.event_received_ns = None
+
+    # -- the invocation --------------------------------------------------------------
+
+    def begin_invocation(
+        self, request_id: str | None, proactive_gap_ns: int, now_ns: int
+    ) -> tuple[LifecycleFacts, InitRecord | None]:
+        """Number and classify the invocation starting now; the first one gets the INIT record."""
+        with self._lock:
+            self.seq = seq = self.seq + 1
+            received_ns = self.event_received_ns
+            self.event_received_ns = None
+            last_end_ns = self.last_end_ns
+            if seq == 1:
+                init = self._close_init(now_ns)
+                start = self._first_start_type(init, received_ns or now_ns, proactive_gap_ns)
+            else:
+                init = None
+                start = WARM
+        idle_s = None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9
+        end_ns = self.init_end_ns
+        facts = LifecycleFacts(
+            start,
+            seq,
+            self.environment_id,
+            self.init_type,
+            None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
+            SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
+            idle_s,
+            (now_ns - self.init_start_ns) / 1e9,
+            request_id,
+            now_ns,
+        )
+        return facts, init
+
+    def end_invocation(self, end_ns: int) -> None:
+        """The handler has returned or raised: the environment may now be frozen."""
+        self.last_end_ns = end_ns
+
+    def _close_init(self, now_ns: int) -> InitRecord:
+        if self.init_end_ns is None:
+            # No exact signal: INIT ended no later than this invocation began.
+            self.init_end_ns = now_ns
+            self.init_end_source = SOURCE_ESTIMATED
+        return InitRecord(
+            self.environment_id,
+            self.init_type,
+            self.init_start_ns,
+            self.init_end_ns,
+            self.init_start_source,
+            self.init_end_source,
+            self.restored,
+            self.pid,
+        )
+
+    def _first_start_type(self, init: InitRecord, received_ns: int, proactive_gap_ns: int) -> str:
+        if self.restored:
+            return RESTORED
+        if self.init_type == PROVISIONED_CONCURRENCY:
+            return PROVISIONED
+        # A gap between INIT end and the event is only measurable when INIT end is known;
+        # an estimated end is the invocation itself, so it can never look proactive.
+        if init.end_source != SOURCE_ESTIMATED and received_ns - init.end_ns > proactive_gap_ns:
+            return PROACTIVE
+        return COLD
+
+    def facts_between_invocations(self) -> LifecycleFacts:
+        """``current()`` outside an invocation: environment facts only."""
+        now_ns = time.time_ns()
+        end_ns = self.init_end_ns
+        return LifecycleFacts(
+            None,
+            self.seq,
+            self.environment_id,
+            self.init_type,
+            None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
+            SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
+            None,
+            (now_ns - self.init_start_ns) / 1e9,
+            None,
+            None,
+        )
+
+
+def _init_start(environ: Mapping[str, str], pid: int) -> tuple[int, str]:
+    now_ns = time.time_ns()
+    os_start = process_start_ns()
+    handed_over = wrapper_start_ns(environ.get(WRAPPER_START_VARIABLE), pid, os_start, now_ns)
+    if handed_over is not None:
+        return handed_over, SOURCE_EXEC_WRAPPER
+    if os_start is not None:
+        return os_start, SOURCE_PROCESS
+    # Without /proc the best we know is that INIT began before the probe was imported.
+    return now_ns, SOURCE_ESTIMATED
+
+
+_current = Environment()
+
+
+def current_environment() -> Environment:
+    """This process's environment."""
+    return _current
+
+
+def start_new_environment(
+    environ: Mapping[str, str] | None = None,
+    *,
+    init_start_ns: int | None = None,
+    init_start_source: str | None = None,
+) -> Environment:
+    """Replace this process's environment (after fork, or in tests) and return the new one."""
+    global _current
+    _current = Environment(environ, init_start_ns=init_start_ns, init_start_source=init_start_source)
+    return _current
+
+
+def _after_fork_in_child() -> None:
+    # The child's own /proc start is the fork: its INIT begins there, under a new id.
+    try:
+        start_new_environment()
+    except Exception:  # noqa: S110 - never break a fork
+        pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,89 @@
+"""``lifecycle_probe.install()``: put the hooks in place as early as possible, once.
+
+Called first thing (by the layer's exec wrapper, or by the user before any other import),
+it sees everything that follows: the runtime client being imported, the handler module
+finishing its import. ``@probe`` calls :func:`install_runtime_signals` itself, so the
+common case, a probe imported from inside the handler module, still gets an exact INIT end.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lifecycle_probe._safe import guard, warn_once
+from lifecycle_probe.config import Config
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.imports import handler_module_name, when_imported
+from lifecycle_probe.records import SOURCE_HANDLER_IMPORT
+from lifecycle_probe.runtime_hooks import (
+    RUNTIME_CLIENT_MODULES,
+    attach_to_loaded_runtime,
+    register_snapshot_hooks,
+    wrap_runtime_client,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+_signals_installed = False
+_installed_with: Config | None = None
+
+
+def install_runtime_signals() -> None:
+    """Watch the runtime for INIT end and SnapStart hooks (idempotent, never raises)."""
+    global _signals_installed
+    if _signals_installed:
+        return
+    _signals_installed = True
+    with guard("runtime signals"):
+        register_snapshot_hooks()
+        if not attach_to_loaded_runtime():
+            # The probe came first: wrap the runtime client when it is imported.
+            for name in RUNTIME_CLIENT_MODULES:
+                when_imported(name, _wrap_when_imported)
+
+
+def _wrap_when_imported(module: ModuleType) -> None:
+    wrap_runtime_client(module)
+
+
+def _mark_handler_imported(module: ModuleType) -> None:
+    current_environment().mark_init_end(SOURCE_HANDLER_IMPORT)
+
+
+def install(**options: Any) -> bool:
+    """Install the probe's hooks; safe to call more than once and outside Lambda.
+
+    Options are those of ``@probe`` (see README). Returns True when the hooks are in
+    place, False when the probe is disabled.
+    """
+    global _installed_with
+    config = Config.resolve(**options)
+    if _installed_with is not None:
+        if config != _installed_with:
+            warn_once(
+                "install:twice",
+                "lifecycle_probe: install() called again with other options; "
+                "the first call's options stay in force",
+            )
+        return not _installed_with.disabled
+    _installed_with = config
+    if config.disabled:
+        return False
+    install_runtime_signals()
+    with guard("handler import hook"):
+        handler = os.environ.get("LIFECYCLE_PROBE_HANDLER") or os.environ.get("_HANDLER")
+        module_name = handler_module_name(handler)
+        if module_name is not None and module_name != "lifecycle_probe.handler":
+            # A fallback signal of INIT end for runtimes whose client we cannot wrap.
+            when_imported(module_name, _mark_handler_imported)
+    return True
+
+
+def reset_installation() -> None:
+    """Forget that install() ran (tests simulating a new process)."""
+    global _installed_with, _signals_installed
+    _installed_with = None
+    _signals_installed = False

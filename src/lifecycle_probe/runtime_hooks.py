@@ -1,0 +1,109 @@
+"""Signals from the runtime itself: INIT end, event arrival, SnapStart snapshot and restore.
+
+INIT is over for Lambda when the runtime first asks the Runtime API for an event. Both
+runtimes Python functions run on, AWS's Runtime Interface Client (``awslambdaric``) and the
+managed runtimes' own modules under ``/var/runtime``, ask through a ``wait_next_invocation``
+method of their runtime-client class. Wrapping that method tells us the exact INIT end,
+even when the probe is imported from inside the handler module, where no import hook
+could see that module finish.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.environment import SNAP_START, current_environment
+from lifecycle_probe.records import SOURCE_RUNTIME, SOURCE_SNAPSHOT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import Any
+
+# Module names of runtime clients: awslambdaric, then the managed runtimes' flat layout.
+RUNTIME_CLIENT_MODULES = ("awslambdaric.lambda_runtime_client", "lambda_runtime_client")
+_MARK = "__lifecycle_probe_wrapped__"
+
+_snapshot_hooks_registered = False
+
+
+def attach_to_loaded_runtime() -> bool:
+    """Wrap the runtime client's event request if its module is loaded; True on success."""
+    attached = False
+    for name in RUNTIME_CLIENT_MODULES:
+        module = sys.modules.get(name)
+        if module is not None:
+            attached = wrap_runtime_client(module) or attached
+    return attached
+
+
+def wrap_runtime_client(module: ModuleType) -> bool:
+    """Wrap ``wait_next_invocation`` on every class of ``module`` that defines it."""
+    wrapped_any = False
+    for candidate in list(vars(module).values()):
+        if not isinstance(candidate, type) or candidate.__module__ != module.__name__:
+            continue
+        method = candidate.__dict__.get("wait_next_invocation")
+        if method is None or not callable(method):
+            continue
+        if not getattr(method, _MARK, False):
+            setattr(candidate, "wait_next_invocation", _wrap_wait_next(method))
+        wrapped_any = True
+    return wrapped_any
+
+
+def _wrap_wait_next(original: Callable[..., Any]) -> Callable[..., Any]:
+    def wait_next_invocation(self: object, *args: Any, **kwargs: Any) -> Any:
+        # Never let the probe break the runtime's loop: both marks are guarded, and the
+        # original call's result and errors pass through untouched.
+        try:
+            current_environment().mark_init_end(SOURCE_RUNTIME)
+        except Exception as exc:
+            report_failure("runtime hook (event request)", exc)
+        request = original(self, *args, **kwargs)
+        try:
+            current_environment().mark_event_received(time.time_ns())
+        except Exception as exc:
+            report_failure("runtime hook (event received)", exc)
+        return request
+
+    setattr(wait_next_invocation, _MARK, True)
+    wait_next_invocation.__wrapped__ = original  # type: ignore[attr-defined]
+    wait_next_invocation.__doc__ = original.__doc__
+    return wait_next_invocation
+
+
+def register_snapshot_hooks() -> bool:
+    """Under SnapStart, mark INIT end before the snapshot and a new environment after restore."""
+    global _snapshot_hooks_registered
+    if _snapshot_hooks_registered:
+        return True
+    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAP_START:
+        return False
+    try:
+        # Only present in SnapStart-capable runtimes; imported only under snap-start.
+        from snapshot_restore_py import register_after_restore, register_before_snapshot
+    except ImportError:
+        return False
+    register_before_snapshot(_before_snapshot)
+    register_after_restore(_after_restore)
+    _snapshot_hooks_registered = True
+    return True
+
+
+def _before_snapshot() -> None:
+    try:
+        current_environment().mark_init_end(SOURCE_SNAPSHOT)
+    except Exception as exc:  # a raising hook would fail the snapshot: never
+        report_failure("before-snapshot hook", exc)
+
+
+def _after_restore() -> None:
+    try:
+        current_environment().mark_restored()
+    except Exception as exc:  # a raising hook fails the restore: never
+        report_failure("after-restore hook", exc)

@@ -1,0 +1,100 @@
+"""The ``console`` sink: one JSON line per record on standard error.
+
+On Lambda, standard error goes to the function's CloudWatch log stream, so this sink is
+also a zero-dependency way to read the lifecycle with CloudWatch Logs Insights.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lifecycle_probe.sinks import Sink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
+
+    from lifecycle_probe.records import InitRecord, InvocationRecord, LifecycleEvent
+
+# Every line starts with this key, so the probe's lines are easy to pick out of a log.
+RECORD_KEY = "lifecycle_probe"
+
+
+def init_line(init: InitRecord) -> dict[str, Any]:
+    """The JSON object written for an INIT record."""
+    return {
+        RECORD_KEY: "init",
+        "environment_id": init.environment_id,
+        "init_type": init.init_type,
+        "start_ns": init.start_ns,
+        "end_ns": init.end_ns,
+        "duration_s": round(init.duration_s, 6),
+        "start_source": init.start_source,
+        "end_source": init.end_source,
+        "estimated": init.estimated,
+        "restored": init.restored,
+        "pid": init.pid,
+    }
+
+
+def invocation_line(record: InvocationRecord) -> dict[str, Any]:
+    """The JSON object written for an invocation record."""
+    facts = record.facts
+    function = record.function
+    return {
+        RECORD_KEY: "invocation",
+        "start": facts.start,
+        "coldstart": facts.coldstart,
+        "invocation_seq": facts.invocation_seq,
+        "environment_id": facts.environment_id,
+        "request_id": facts.request_id,
+        "init_type": facts.init_type,
+        "init_duration_s": facts.init_duration_s,
+        "init_estimated": facts.init_estimated,
+        "idle_s": facts.idle_s,
+        "environment_age_s": round(facts.environment_age_s, 6),
+        "start_ns": facts.invoke_start_ns,
+        "end_ns": record.end_ns,
+        "duration_s": round(record.duration_s, 6),
+        "outcome": record.outcome,
+        "error_type": record.error_type,
+        "function_name": function.function_name,
+        "function_version": function.function_version,
+        "log_stream": function.log_stream,
+    }
+
+
+def event_line(event: LifecycleEvent, environment_id: str, request_id: str | None) -> dict[str, Any]:
+    """The JSON object written for a lifecycle event."""
+    line: dict[str, Any] = {
+        RECORD_KEY: "event",
+        "name": event.name,
+        "time_ns": event.time_ns,
+        "environment_id": environment_id,
+        "request_id": request_id,
+    }
+    line.update(event.attributes)
+    return line
+
+
+class ConsoleSink(Sink):
+    """Writes each record as one JSON line to ``stream`` (standard error by default)."""
+
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    def export(self, record: InvocationRecord) -> None:
+        import json  # only this debugging sink needs it, and only once it is used
+
+        lines = []
+        if record.init is not None:
+            lines.append(init_line(record.init))
+        lines.append(invocation_line(record))
+        facts = record.facts
+        lines.extend(event_line(e, facts.environment_id, facts.request_id) for e in record.events)
+        text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
+        stream = self._stream or sys.stderr
+        stream.write(text)
+        stream.flush()
