@@ -20,19 +20,21 @@ def field(index: int) -> Any:
     return property(itemgetter(index))
 
 
-class Record(tuple):  # type: ignore[type-arg] - fields are typed by each subclass
+class Record(tuple[object, ...]):
     """Base of the immutable records: subclasses set ``_fields`` and declare ``field``s."""
 
     __slots__ = ()
     _fields: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={value!r}" for name, value in zip(self._fields, self))
+        inner = ", ".join(
+            f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)
+        )
         return f"{type(self).__name__}({inner})"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (nested records stay records)."""
-        return dict(zip(self._fields, self))
+        return dict(zip(self._fields, self, strict=True))
 
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed."""

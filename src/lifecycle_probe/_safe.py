@@ -43,7 +43,7 @@ def warn_once(key: str, message: str, *args: object) -> None:
         _warned.add(key)
     try:
         get_logger().warning(message, *args)
-    except Exception:  # noqa: S110 - a broken logging setup must not break the function
+    except Exception:  # a broken logging set-up must not break the function
         pass
 
 
@@ -60,7 +60,7 @@ def report_failure(where: str, exc: BaseException) -> None:
     )
 
 
-class guard:  # noqa: N801 - reads like a statement: ``with guard("console sink"):``
+class guard:
     """Context manager that swallows and reports any ``Exception`` raised inside it."""
 
     __slots__ = ("where",)

@@ -44,7 +44,12 @@ WRAPPER_START_VARIABLE = "_LIFECYCLE_PROBE_INIT_START"
 
 # Signals of INIT end, weakest first. A stronger signal replaces a weaker one; the first
 # signal of a given strength wins (the runtime asks for events again and again).
-_END_STRENGTH = {SOURCE_ESTIMATED: 0, SOURCE_HANDLER_IMPORT: 1, SOURCE_SNAPSHOT: 2, SOURCE_RUNTIME: 2}
+_END_STRENGTH = {
+    SOURCE_ESTIMATED: 0,
+    SOURCE_HANDLER_IMPORT: 1,
+    SOURCE_SNAPSHOT: 2,
+    SOURCE_RUNTIME: 2,
+}
 
 
 def new_environment_id() -> str:
@@ -262,7 +267,9 @@ def start_new_environment(
 ) -> Environment:
     """Replace this process's environment (after fork, or in tests) and return the new one."""
     global _current
-    _current = Environment(environ, init_start_ns=init_start_ns, init_start_source=init_start_source)
+    _current = Environment(
+        environ, init_start_ns=init_start_ns, init_start_source=init_start_source
+    )
     return _current
 
 
@@ -270,7 +277,7 @@ def _after_fork_in_child() -> None:
     # The child's own /proc start is the fork: its INIT begins there, under a new id.
     try:
         start_new_environment()
-    except Exception:  # noqa: S110 - never break a fork
+    except Exception:  # never break a fork
         pass
 
 

@@ -26,7 +26,7 @@ def _load_target(spec: str | None) -> Callable[..., Any]:
         # Without the user's handler there is nothing to run: fail INIT with a clear error.
         raise RuntimeError(
             "LIFECYCLE_PROBE_HANDLER is not set to 'module.function'; the exec wrapper "
-            "sets it from _HANDLER (got %r)" % (spec,)
+            f"sets it from _HANDLER (got {spec!r})"
         )
     function: Callable[..., Any] = getattr(import_module(module_name), spec.rsplit(".", 1)[1])
     return function

@@ -71,7 +71,6 @@ class _NotifyingLoader:
         self._callbacks = callbacks
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        spec.loader = self._loader
         create: Callable[[ModuleSpec], ModuleType | None] | None = getattr(
             self._loader, "create_module", None
         )

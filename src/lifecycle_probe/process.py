@@ -35,7 +35,9 @@ def process_start_ns(stat_path: str = "/proc/self/stat") -> int | None:
     return wall_now_ns - (boot_now_ns - start_ticks * tick_ns)
 
 
-def wrapper_start_ns(value: str | None, pid: int, earliest_ns: int | None, now_ns: int) -> int | None:
+def wrapper_start_ns(
+    value: str | None, pid: int, earliest_ns: int | None, now_ns: int
+) -> int | None:
     """A finer INIT start handed over by the exec wrapper as ``PID:EPOCH_SECONDS``.
 
     The wrapper writes bash's ``$$:$EPOCHREALTIME``. It is only believed for the process

@@ -182,7 +182,15 @@ class FunctionFacts(Record):
     ) -> FunctionFacts:
         return tuple.__new__(
             cls,
-            (function_name, function_version, memory_mb, log_group, log_stream, region, execution_env),
+            (
+                function_name,
+                function_version,
+                memory_mb,
+                log_group,
+                log_stream,
+                region,
+                execution_env,
+            ),
         )
 
 

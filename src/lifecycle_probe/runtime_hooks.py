@@ -51,7 +51,8 @@ def wrap_runtime_client(module: ModuleType) -> bool:
         if method is None or not callable(method):
             continue
         if not getattr(method, _MARK, False):
-            setattr(candidate, "wait_next_invocation", _wrap_wait_next(method))
+            # setattr: the class is whatever the runtime defines, unknown to the type checker.
+            setattr(candidate, "wait_next_invocation", _wrap_wait_next(method))  # noqa: B010
         wrapped_any = True
     return wrapped_any
 

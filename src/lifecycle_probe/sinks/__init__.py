@@ -25,11 +25,11 @@ class Sink:
 
     def flush(self, timeout_s: float) -> None:
         """Push out anything buffered, within ``timeout_s``."""
-        return None
+        return
 
     def shutdown(self) -> None:
         """Release what the sink holds; it is not used again."""
-        return None
+        return
 
 
 # Sinks every probe in the process exports to besides its own (``lifecycle_probe.testing``).

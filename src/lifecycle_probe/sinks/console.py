@@ -64,7 +64,9 @@ def invocation_line(record: InvocationRecord) -> dict[str, Any]:
     }
 
 
-def event_line(event: LifecycleEvent, environment_id: str, request_id: str | None) -> dict[str, Any]:
+def event_line(
+    event: LifecycleEvent, environment_id: str, request_id: str | None
+) -> dict[str, Any]:
     """The JSON object written for a lifecycle event."""
     line: dict[str, Any] = {
         RECORD_KEY: "event",

@@ -1,0 +1,285 @@
+import io
+import json
+import logging
+import threading
+import traceback
+
+import pytest
+
+import lifecycle_probe
+from lifecycle_probe import current, probe
+from lifecycle_probe.records import COLD, ERROR, OK, WARM
+from lifecycle_probe.sinks import Sink
+from lifecycle_probe.sinks.console import ConsoleSink
+from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
+
+
+def test_bare_decorator_passes_the_very_same_result_through():
+    sentinel = object()
+
+    @probe
+    def handler(event, context):
+        return sentinel
+
+    with capture_records() as captured:
+        assert handler({}, FakeContext()) is sentinel
+    assert captured.starts == [COLD]
+    assert handler.__name__ == "handler"
+    assert handler.__wrapped__(None, None) is sentinel
+
+
+def test_decorator_with_options_and_records_for_cold_then_warm():
+    @probe(exporter="none", proactive_init_gap_ms=60_000)
+    def handler(event, context):
+        return event["n"] * 2
+
+    with capture_records() as captured:
+        results = [handler({"n": n}, FakeContext(aws_request_id=f"req-{n}")) for n in range(3)]
+    assert results == [0, 2, 4]
+    assert captured.starts == [COLD, WARM, WARM]
+    first, second, third = captured.records
+    assert [r.facts.invocation_seq for r in captured.records] == [1, 2, 3]
+    assert [r.facts.request_id for r in captured.records] == ["req-0", "req-1", "req-2"]
+    assert first.init is not None
+    assert second.init is None
+    assert third.init is None
+    assert first.facts.idle_s is None
+    assert second.facts.idle_s is not None
+    assert second.facts.idle_s >= 0
+    # idle = the time between the previous end and this start
+    assert second.facts.invoke_start_ns is not None
+    assert second.facts.idle_s == pytest.approx(
+        (second.facts.invoke_start_ns - first.end_ns) / 1e9, abs=1e-9
+    )
+    assert all(r.outcome == OK and r.error_type is None for r in captured.records)
+    assert (
+        first.invoked_function_arn == "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    )
+
+
+def test_raising_handler_propagates_the_same_exception_and_traceback_and_records_error():
+    class Boom(Exception):
+        pass
+
+    raised = Boom("no")
+
+    def original(event, context):
+        raise raised
+
+    handler = probe(exporter="none")(original)
+    with capture_records() as captured, pytest.raises(Boom) as info:
+        handler({}, FakeContext())
+    assert info.value is raised
+    frames = traceback.extract_tb(info.value.__traceback__)
+    # the innermost frame is still the handler's own raise
+    assert frames[-1].name == "original"
+    assert frames[-1].line == "raise raised"
+    assert [(r.outcome, r.error_type) for r in captured.records] == [
+        (
+            ERROR,
+            "test_raising_handler_propagates_the_same_exception_and_traceback_and_records_error.<locals>.Boom",
+        )
+    ]
+    # the environment goes on: the next invocation is warm
+    with capture_records() as later, pytest.raises(Boom):
+        handler({}, FakeContext())
+    assert later.starts == [WARM]
+
+
+@pytest.mark.parametrize("context", [None, object(), FakeContext()])
+def test_works_with_none_or_incomplete_context(context):
+    @probe(exporter="none")
+    def handler(event, context):
+        return current()
+
+    with capture_records() as captured:
+        facts = handler({}, context)
+    assert facts.start == COLD
+    assert captured.records[0].facts.request_id == (
+        None if not isinstance(context, FakeContext) else context.aws_request_id
+    )
+    assert captured.records[0].invoked_function_arn == getattr(
+        context, "invoked_function_arn", None
+    )
+
+
+def test_current_inside_and_outside_the_handler():
+    seen = []
+
+    @probe(exporter="none")
+    def handler(event, context):
+        seen.append(current())
+        return
+
+    outside_before = current()
+    handler({}, FakeContext(aws_request_id="r1"))
+    handler({}, FakeContext(aws_request_id="r2"))
+    outside_after = current()
+    assert [(f.start, f.invocation_seq, f.request_id) for f in seen] == [
+        (COLD, 1, "r1"),
+        (WARM, 2, "r2"),
+    ]
+    assert seen[0].idle_s is None
+    assert seen[1].idle_s is not None
+    assert seen[0].init_duration_s is not None
+    assert seen[0].init_type == "on-demand"
+    assert (outside_before.start, outside_before.invocation_seq) == (None, 0)
+    assert (outside_after.start, outside_after.invocation_seq) == (None, 2)
+    assert outside_after.environment_id == seen[0].environment_id
+    with pytest.raises(AttributeError):
+        seen[0].start = "warm"
+
+
+def test_disabled_probe_is_the_handler_itself(monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_PROBE_DISABLED", "1")
+
+    def handler(event, context):
+        return 1
+
+    assert probe(handler) is handler
+    assert probe(exporter="console")(handler) is handler
+    with capture_records() as captured:
+        assert probe(handler)({}, None) == 1
+    assert captured.records == []
+
+
+def test_explicit_argument_beats_disabled_variable(monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_PROBE_DISABLED", "1")
+
+    def handler(event, context):
+        return 1
+
+    assert probe(disabled=False, exporter="none")(handler) is not handler
+
+
+class ExplodingSink(Sink):
+    name = "exploding"
+
+    def __init__(self):
+        self.calls = 0
+
+    def export(self, record):
+        self.calls += 1
+        raise RuntimeError("collector on fire")
+
+
+def test_raising_sink_warns_once_and_never_touches_the_result(caplog):
+    exploding = ExplodingSink()
+
+    @probe(exporter="none")
+    def handler(event, context):
+        return "fine"
+
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+
+    add_process_sink(exploding)
+    try:
+        with caplog.at_level(logging.WARNING, logger="lifecycle_probe"), capture_records() as after:
+            results = [handler({}, FakeContext()) for _ in range(5)]
+    finally:
+        remove_process_sink(exploding)
+    assert results == ["fine"] * 5
+    assert exploding.calls == 5
+    # the sink after the broken one still got every record
+    assert len(after.records) == 5
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "exploding sink failed" in warnings[0]
+    assert "collector on fire" in warnings[0]
+
+
+def test_broken_capture_falls_back_to_calling_the_handler(monkeypatch, caplog):
+    @probe(exporter="none")
+    def handler(event, context):
+        return event
+
+    def broken(*args):
+        raise ValueError("state corrupted")
+
+    monkeypatch.setattr("lifecycle_probe.environment.Environment.begin_invocation", broken)
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        assert handler("event", None) == "event"
+        assert handler("again", None) == "again"
+    assert len(caplog.records) == 1
+    assert "invocation start failed" in caplog.records[0].getMessage()
+
+
+def test_unavailable_exporter_is_reported_once_and_nothing_raises(caplog):
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        handler = probe(exporter="emf")(lambda event, context: 7)
+        assert handler({}, None) == 7
+        assert handler({}, None) == 7
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert "'emf' is not available" in messages[0]
+
+
+def test_console_sink_writes_one_json_line_per_record_and_no_event_payload():
+    stream = io.StringIO()
+
+    def handler(event, context):
+        return {"ok": True}
+
+    wrapped = probe(exporter="none")(handler)
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+
+    sink = ConsoleSink(stream)
+    add_process_sink(sink)
+    try:
+        secret_event = {"password": "hunter2", "headers": {"Authorization": "Bearer abc"}}
+        wrapped(secret_event, FakeContext(aws_request_id="req-a"))
+        wrapped(secret_event, FakeContext(aws_request_id="req-b"))
+    finally:
+        remove_process_sink(sink)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["lifecycle_probe"] for line in lines] == ["init", "invocation", "invocation"]
+    init, first, second = lines
+    assert (init["end_source"], init["estimated"]) == ("runtime", False)
+    assert (first["start"], first["coldstart"], first["request_id"]) == (COLD, True, "req-a")
+    assert (second["start"], second["invocation_seq"], second["outcome"]) == (WARM, 2, OK)
+    assert "hunter2" not in stream.getvalue()
+    assert "Bearer" not in stream.getvalue()
+
+
+def test_concurrent_invocations_in_threads_get_distinct_sequence_numbers():
+    @probe(exporter="none")
+    def handler(event, context):
+        return current().invocation_seq
+
+    results = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(200):
+            value = handler({}, None)
+            with lock:
+                results.append(value)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == list(range(1, 801))
+
+
+def test_fresh_environment_helper_simulates_a_new_environment():
+    @probe(exporter="none")
+    def handler(event, context):
+        return current()
+
+    first_env = handler({}, None).environment_id
+    assert handler({}, None).start == WARM
+    fresh_environment(init_type="provisioned-concurrency")
+    facts = handler({}, None)
+    assert facts.start == "provisioned"
+    assert facts.environment_id != first_env
+    fresh_environment(init_ended_s_ago=5.0)
+    assert handler({}, None).start == "proactive"
+
+
+def test_public_names_and_version():
+    assert lifecycle_probe.__all__ == ["__version__", "current", "install", "probe"]
+    assert lifecycle_probe.__version__ == "0.1.0"
+    with pytest.raises(AttributeError):
+        lifecycle_probe.nothing_here  # noqa: B018

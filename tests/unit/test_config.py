@@ -1,0 +1,104 @@
+import logging
+
+import pytest
+
+from lifecycle_probe.config import Config
+
+
+def test_defaults_without_any_variable():
+    config = Config.resolve({})
+    assert config.disabled is False
+    assert config.exporter == ("emf",)
+    assert config.flush == "sync"
+    assert config.flush_timeout_ms == 2000
+    assert config.proactive_init_gap_ms == 1000
+    assert config.connections is True
+    assert config.globals == "warn"
+
+
+def test_otlp_is_the_default_exporter_when_an_endpoint_is_set():
+    assert Config.resolve({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}).exporter == (
+        "otlp",
+    )
+    assert Config.resolve({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x"}).exporter == ("otlp",)
+
+
+def test_environment_beats_default_and_explicit_beats_environment():
+    environ = {
+        "LIFECYCLE_PROBE_EXPORTER": "console, otlp-file",
+        "LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS": "250",
+        "LIFECYCLE_PROBE_DISABLED": "true",
+        "LIFECYCLE_PROBE_CONNECTIONS": "off",
+        "LIFECYCLE_PROBE_STALE_IDLE_S": "12.5",
+    }
+    from_env = Config.resolve(environ)
+    assert from_env.exporter == ("console", "otlp-file")
+    assert from_env.proactive_init_gap_ms == 250
+    assert from_env.disabled is True
+    assert from_env.connections is False
+    assert from_env.stale_idle_s == 12.5
+
+    explicit = Config.resolve(environ, exporter="none", proactive_init_gap_ms=10, disabled=False)
+    assert explicit.exporter == ("none",)
+    assert explicit.proactive_init_gap_ms == 10
+    assert explicit.disabled is False
+    # an explicit None counts as not given
+    assert Config.resolve(environ, exporter=None).exporter == ("console", "otlp-file")
+
+
+def test_none_exporter_wins_over_others_and_duplicates_collapse():
+    assert Config.resolve({}, exporter="console,none").exporter == ("none",)
+    assert Config.resolve({}, exporter=["console", "console"]).exporter == ("console",)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "default"),
+    [
+        ("LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS", "soon", "proactive_init_gap_ms", 1000),
+        ("LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS", "-5", "proactive_init_gap_ms", 1000),
+        ("LIFECYCLE_PROBE_FLUSH", "eventually", "flush", "sync"),
+        ("LIFECYCLE_PROBE_EXPORTER", "kafka", "exporter", ("emf",)),
+        ("LIFECYCLE_PROBE_DISABLED", "maybe", "disabled", False),
+        ("LIFECYCLE_PROBE_STALE_IDLE_S", "nan", "stale_idle_s", 60.0),
+        ("LIFECYCLE_PROBE_GLOBALS", "shout", "globals", "warn"),
+    ],
+)
+def test_bad_value_warns_once_naming_variable_and_value_and_uses_default(
+    caplog, variable, value, field, default
+):
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        first = Config.resolve({variable: value})
+        second = Config.resolve({variable: value})
+    assert getattr(first, field) == default
+    assert getattr(second, field) == default
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1, messages
+    assert variable in messages[0]
+    assert repr(value) in messages[0]
+    assert "default" in messages[0]
+
+
+def test_bad_explicit_argument_warns_naming_the_argument(caplog):
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        config = Config.resolve({}, flush_timeout_ms=True, exporter="carrier-pigeon")
+    assert config.flush_timeout_ms == 2000
+    assert config.exporter == ("emf",)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "argument flush_timeout_ms=True" in text
+    assert "argument exporter='carrier-pigeon'" in text
+
+
+def test_unknown_option_is_reported_and_ignored(caplog):
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        config = Config.resolve({}, expoter="console")
+    assert config.exporter == ("emf",)
+    assert "unknown option expoter='console'" in caplog.records[0].getMessage()
+
+
+def test_config_is_immutable_and_comparable():
+    config = Config.resolve({})
+    with pytest.raises(AttributeError):
+        config.flush = "after-response"
+    assert config == Config.resolve({})
+    assert config.replace(flush="after-response").flush == "after-response"
+    assert "flush='sync'" in repr(config)

@@ -1,0 +1,188 @@
+import os
+
+import pytest
+
+from lifecycle_probe.environment import Environment, current_environment
+from lifecycle_probe.records import (
+    COLD,
+    PROACTIVE,
+    PROVISIONED,
+    RESTORED,
+    SOURCE_ESTIMATED,
+    SOURCE_HANDLER_IMPORT,
+    SOURCE_PROCESS,
+    SOURCE_RESTORE,
+    SOURCE_RUNTIME,
+    SOURCE_SNAPSHOT,
+    WARM,
+)
+
+S = 1_000_000_000  # one second in ns
+GAP = S  # the default proactive gap, 1000 ms
+T0 = 1_800_000_000 * S  # an arbitrary wall-clock origin
+
+
+def environment(init_type="on-demand"):
+    return Environment(
+        {"AWS_LAMBDA_INITIALIZATION_TYPE": init_type},
+        init_start_ns=T0,
+        init_start_source=SOURCE_PROCESS,
+    )
+
+
+def test_cold_then_warm_with_sequence_idle_and_age_arithmetic():
+    # GIVEN an on-demand environment whose INIT ran 0.8 s and ended by the runtime's signal
+    env = environment()
+    env.mark_init_end(SOURCE_RUNTIME, T0 + 800_000_000)
+    env.mark_event_received(T0 + 801_000_000)
+    # WHEN it is invoked right away, then again after a 30 s freeze
+    first, init = env.begin_invocation("r1", GAP, T0 + 802_000_000)
+    env.end_invocation(T0 + 900_000_000)
+    second, no_init = env.begin_invocation("r2", GAP, T0 + 30_900_000_000)
+    env.end_invocation(T0 + 31_000_000_000)
+    third, _ = env.begin_invocation("r3", GAP, T0 + 31_500_000_000)
+    # THEN
+    assert (first.start, first.invocation_seq, first.idle_s) == (COLD, 1, None)
+    assert first.coldstart is True
+    assert first.init_duration_s == pytest.approx(0.8)
+    assert first.environment_age_s == pytest.approx(0.802)
+    assert init is not None
+    assert (init.start_ns, init.end_ns, init.end_source) == (T0, T0 + 800_000_000, SOURCE_RUNTIME)
+    assert init.duration_s == pytest.approx(0.8)
+    assert init.estimated is False
+    assert (second.start, second.invocation_seq, second.coldstart) == (WARM, 2, False)
+    assert second.idle_s == pytest.approx(30.0)
+    assert second.environment_age_s == pytest.approx(30.9)
+    assert no_init is None
+    assert (third.start, third.invocation_seq) == (WARM, 3)
+    assert third.idle_s == pytest.approx(0.5)
+    assert len({first.environment_id, second.environment_id, third.environment_id}) == 1
+
+
+def test_provisioned_environment_first_invocation_is_provisioned_whatever_the_gap():
+    env = environment("provisioned-concurrency")
+    env.mark_init_end(SOURCE_RUNTIME, T0 + S)
+    facts, init = env.begin_invocation("r1", GAP, T0 + 600 * S)
+    assert facts.start == PROVISIONED
+    assert facts.coldstart is False
+    assert init.init_type == "provisioned-concurrency"
+    assert env.begin_invocation("r2", GAP, T0 + 601 * S)[0].start == WARM
+
+
+@pytest.mark.parametrize(
+    ("gap_ms", "expected"),
+    [(5, COLD), (999, COLD), (1000, COLD), (1001, PROACTIVE), (120_000, PROACTIVE)],
+)
+def test_proactive_when_the_event_came_more_than_the_gap_after_init(gap_ms, expected):
+    env = environment()
+    env.mark_init_end(SOURCE_RUNTIME, T0 + S)
+    env.mark_event_received(T0 + S + gap_ms * 1_000_000)
+    facts, _ = env.begin_invocation("r1", GAP, T0 + S + gap_ms * 1_000_000 + 200_000)
+    assert facts.start == expected
+    assert facts.coldstart is (expected == COLD)
+
+
+def test_the_gap_threshold_is_configurable():
+    env = environment()
+    env.mark_init_end(SOURCE_RUNTIME, T0 + S)
+    env.mark_event_received(T0 + S + 300_000_000)
+    assert env.begin_invocation("r1", 250_000_000, T0 + 2 * S)[0].start == PROACTIVE
+
+
+def test_estimated_init_end_is_marked_and_never_looks_proactive():
+    # GIVEN no runtime signal at all (a handler called directly, an unknown runtime)
+    env = environment()
+    facts, init = env.begin_invocation("r1", GAP, T0 + 3600 * S)
+    assert facts.start == COLD
+    assert facts.init_estimated is True
+    assert init.end_source == SOURCE_ESTIMATED
+    assert init.estimated is True
+    assert init.end_ns == T0 + 3600 * S
+
+
+def test_restored_environment_has_a_new_id_and_restarts_its_timing():
+    # GIVEN a SnapStart environment: INIT, snapshot, then a restore much later
+    env = environment("snap-start")
+    env.mark_init_end(SOURCE_SNAPSHOT, T0 + 2 * S)
+    before_snapshot_id = env.environment_id
+    env.mark_restored(T0 + 900 * S)
+    env.mark_init_end(SOURCE_RUNTIME, T0 + 900 * S + 150_000_000)
+    env.mark_event_received(T0 + 900 * S + 151_000_000)
+    # WHEN the first invocation after restore arrives
+    facts, init = env.begin_invocation("r1", GAP, T0 + 900 * S + 152_000_000)
+    # THEN it is restored, in a new environment whose INIT is the restore
+    assert facts.start == RESTORED
+    assert facts.coldstart is True
+    assert facts.environment_id != before_snapshot_id
+    assert (facts.invocation_seq, facts.idle_s) == (1, None)
+    assert facts.init_duration_s == pytest.approx(0.15)
+    assert (init.start_source, init.end_source, init.restored) == (
+        SOURCE_RESTORE,
+        SOURCE_RUNTIME,
+        True,
+    )
+    assert init.init_type == "snap-start"
+    assert env.begin_invocation("r2", GAP, T0 + 901 * S)[0].start == WARM
+
+
+def test_stronger_init_end_signal_replaces_weaker_and_first_of_equal_wins():
+    env = environment()
+    env.mark_init_end(SOURCE_HANDLER_IMPORT, T0 + 100)
+    env.mark_init_end(SOURCE_RUNTIME, T0 + 200)
+    env.mark_init_end(SOURCE_RUNTIME, T0 + 300)  # the runtime asks again: not a new end
+    env.mark_init_end(SOURCE_HANDLER_IMPORT, T0 + 400)
+    assert (env.init_end_ns, env.init_end_source) == (T0 + 200, SOURCE_RUNTIME)
+
+
+def test_signals_after_the_first_invocation_do_not_move_init_end():
+    env = environment()
+    env.mark_init_end(SOURCE_RUNTIME, T0 + S)
+    env.begin_invocation("r1", GAP, T0 + 2 * S)
+    env.mark_init_end(SOURCE_RUNTIME, T0 + 5 * S)
+    assert env.init_end_ns == T0 + S
+
+
+def test_facts_between_invocations():
+    env = environment()
+    env.mark_init_end(SOURCE_RUNTIME, T0 + S)
+    facts = env.facts_between_invocations()
+    assert (facts.start, facts.invocation_seq, facts.request_id, facts.idle_s) == (
+        None,
+        0,
+        None,
+        None,
+    )
+    assert facts.init_duration_s == pytest.approx(1.0)
+
+
+def test_forked_child_is_a_new_environment_with_its_own_sequence():
+    # GIVEN a parent environment that has served two invocations
+    parent = current_environment()
+    parent.begin_invocation("p1", GAP, parent.init_start_ns + S)
+    parent.begin_invocation("p2", GAP, parent.init_start_ns + 2 * S)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report what it sees, then leave without running pytest's atexit
+        try:
+            child = current_environment()
+            facts, init = child.begin_invocation("c1", GAP, child.init_start_ns + S)
+            message = " ".join(
+                [
+                    child.environment_id,
+                    str(facts.invocation_seq),
+                    str(facts.start),
+                    str(child.pid),
+                    str(init is not None),
+                ]
+            )
+            os.write(write_end, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        env_id, seq, start, child_pid, has_init = pipe.read().split()
+    os.waitpid(pid, 0)
+    # THEN the child has its own id, pid and sequence, and its first invocation carries INIT
+    assert env_id != parent.environment_id
+    assert (seq, start, int(child_pid), has_init) == ("1", COLD, pid, "True")
+    assert parent.seq == 2
