@@ -6,15 +6,19 @@ import os
 
 import pytest
 
+from lifecycle_probe.config import Config
 from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.testing import fresh_environment
 
 
 @pytest.fixture(autouse=True)
 def _isolated_lifecycle(monkeypatch):
-    # GIVEN no LIFECYCLE_PROBE_*/Lambda variables leak in from the developer's shell
+    # GIVEN no probe configuration or Lambda variables leak in from the developer's shell
+    # (test-run switches such as LIFECYCLE_PROBE_REQUIRE_SERVICES stay)
+    configuration = {"LIFECYCLE_PROBE_" + name.upper() for name in Config._fields}
+    configuration.add("LIFECYCLE_PROBE_HANDLER")
     for name in list(os.environ):
-        if name.startswith(("LIFECYCLE_PROBE_", "OTEL_EXPORTER_OTLP")):
+        if name in configuration or name.startswith("OTEL_EXPORTER_OTLP"):
             monkeypatch.delenv(name)
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
     fresh_environment()

@@ -27,9 +27,12 @@ _LAZY = {
 
 def __getattr__(name: str) -> object:
     if name in _LAZY:
-        from importlib import import_module
+        # __import__ rather than importlib.import_module: the importlib package (and the
+        # warnings module it pulls in) would be the costliest import on the INIT path.
+        import sys
 
-        value = getattr(import_module(_LAZY[name]), name)
+        __import__(_LAZY[name])
+        value = getattr(sys.modules[_LAZY[name]], name)
         globals()[name] = value
         return value
     if name == "__version__":

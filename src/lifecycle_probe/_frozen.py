@@ -8,7 +8,8 @@ properties: immutable, hashable, comparable and as cheap to build as a tuple.
 
 from __future__ import annotations
 
-from operator import itemgetter
+# The C module itself: operator.py would add its own import for nothing.
+from _operator import itemgetter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

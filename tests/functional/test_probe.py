@@ -283,3 +283,24 @@ def test_public_names_and_version():
     assert lifecycle_probe.__version__ == "0.1.0"
     with pytest.raises(AttributeError):
         lifecycle_probe.nothing_here  # noqa: B018
+
+
+def test_console_lines_can_be_read_back_out_of_a_mixed_log():
+    from lifecycle_probe.sinks.console import read_lines
+
+    stream = io.StringIO()
+    stream.write("START RequestId: x\nsome user print\n")
+    sink = ConsoleSink(stream)
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+
+    add_process_sink(sink)
+    try:
+        probe(exporter="none")(lambda e, c: None)({}, FakeContext(aws_request_id="r9"))
+    finally:
+        remove_process_sink(sink)
+    stream.write('{"lifecycle_probe": broken json\nEND\n')
+    lines = read_lines(stream.getvalue())
+    assert [(line["lifecycle_probe"], line.get("request_id")) for line in lines] == [
+        ("init", None),
+        ("invocation", "r9"),
+    ]

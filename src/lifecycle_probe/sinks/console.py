@@ -100,3 +100,25 @@ class ConsoleSink(Sink):
         stream = self._stream or sys.stderr
         stream.write(text)
         stream.flush()
+
+
+def read_lines(log_text: str) -> list[dict[str, Any]]:
+    """The probe's records from a log (a CloudWatch stream, a local Lambda's output).
+
+    Lines that are not the probe's JSON are skipped, so a whole function log can be passed.
+    """
+    import json
+
+    found: list[dict[str, Any]] = []
+    marker = '{"' + RECORD_KEY + '":'
+    for line in log_text.splitlines():
+        start = line.find(marker)
+        if start < 0:
+            continue
+        try:
+            value = json.loads(line[start:])
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+    return found

@@ -1,0 +1,57 @@
+"""``lifecycle-probe``: the demo and the local Lambda from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lifecycle-probe`` argument parser with its subcommands."""
+    from lifecycle_probe.demo import add_arguments as add_demo_arguments
+    from lifecycle_probe.emulator.cli import add_arguments as add_emulate_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="lifecycle-probe",
+        description="See the AWS Lambda execution lifecycle of Python functions.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_demo_arguments(
+        commands.add_parser(
+            "demo",
+            help="run the bundled example functions in the local Lambda and show their lifecycle",
+            description="Runs the bundled example functions in the local Lambda (AWS's own "
+            "runtime client, no AWS account, no Docker) through cold starts, warm reuse, a "
+            "traffic spike, freezes, provisioned, proactive and SnapStart initialisation, "
+            "and prints what the probe recorded beside the emulator's ground truth.",
+        )
+    )
+    add_emulate_arguments(
+        commands.add_parser(
+            "emulate",
+            help="run a handler in the local Lambda",
+            description="Runs HANDLER (module.function) in real runtime processes behind a "
+            "local Lambda Runtime API, one event per line of --events.",
+        )
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lifecycle-probe`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from lifecycle_probe.demo import run as run_demo
+
+        return run_demo(args)
+    from lifecycle_probe.emulator.cli import run as run_emulate
+
+    return run_emulate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
