@@ -1,8 +1,9 @@
 """The smallest probed handler: it reports where it stands in the lifecycle.
 
-Run it in the local Lambda (no AWS, no Docker)::
+Run it in the local Lambda (no AWS, no Docker), from the repository root::
 
-    lifecycle-probe emulate hello.handler --code-dir examples/hello --env LIFECYCLE_PROBE_EXPORTER=console
+    lifecycle-probe emulate hello.handler --code-dir examples/hello \\
+        --env LIFECYCLE_PROBE_EXPORTER=console --log-dir /tmp/hello-logs
 
 Each invocation returns the facts ``lifecycle_probe.current()`` gives the handler, and the
 probe's ``console`` exporter writes one JSON line per INIT and invocation to the log.

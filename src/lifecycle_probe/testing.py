@@ -4,6 +4,9 @@
 - :func:`fresh_environment`: make this process look like a newly initialised environment.
 - :func:`capture_records`: collect every record exported in a ``with`` block.
 - :class:`MemorySink`: an in-memory sink to pass around yourself.
+- ``local_lambda``: a pytest fixture making local Lambdas (real ``awslambdaric`` runtime
+  processes) that are all closed at teardown; in a ``conftest.py``:
+  ``from lifecycle_probe.testing import local_lambda``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,19 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    from lifecycle_probe.emulator.pytest_plugin import local_lambda
     from lifecycle_probe.records import InitRecord, InvocationRecord
 
-__all__ = ["FakeContext", "MemorySink", "capture_records", "fresh_environment"]
+__all__ = ["FakeContext", "MemorySink", "capture_records", "fresh_environment", "local_lambda"]
+
+
+def __getattr__(name: str) -> object:
+    # The fixture module imports pytest and the emulator: load them only when asked for.
+    if name == "local_lambda":
+        from lifecycle_probe.emulator.pytest_plugin import local_lambda
+
+        return local_lambda
+    raise AttributeError(f"module 'lifecycle_probe.testing' has no attribute {name!r}")
 
 
 class FakeContext:

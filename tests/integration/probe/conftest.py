@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_probe.emulator.pytest_plugin import local_lambda
+from lifecycle_probe.testing import local_lambda
 
 __all__ = ["local_lambda"]
 

@@ -1,0 +1,236 @@
+"""``lifecycle-probe demo``: the bundled example functions through a day in the life of Lambda.
+
+The demo runs ``functions/orders.py`` in the local Lambda (real ``awslambdaric`` runtime
+processes) through a cold start, warm reuse, a freeze, a traffic spike that scales out,
+provisioned and proactive initialisation, an idle reap and a SnapStart restore. It reads
+what the probe wrote in each environment's log and prints it beside the local Lambda's
+own ground truth, then writes both as JSON lines to the output directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lifecycle_probe.emulator import FunctionConfig, InvocationResult, LocalLambda
+from lifecycle_probe.sinks.console import read_lines
+
+FUNCTIONS = Path(__file__).resolve().parent / "functions"
+PROACTIVE_GAP_MS = 400
+IDLE_TIMEOUT_S = 4.0
+
+# The function's variables: the probe writes JSON lines to the log (console exporter), and
+# counts an INIT that ended more than 400 ms before its first event as proactive.
+FUNCTION_ENV = {
+    "LIFECYCLE_PROBE_EXPORTER": "console",
+    "LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS": str(PROACTIVE_GAP_MS),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` arguments to ``parser``."""
+    parser.add_argument(
+        "--output-dir",
+        default="lifecycle-probe-demo",
+        metavar="DIR",
+        help="where to write the probe's records, the ground truth and the runtime logs "
+        "(default: ./lifecycle-probe-demo)",
+    )
+
+
+Step = Callable[[LocalLambda], list[InvocationResult]]
+
+
+def _on_demand_steps() -> list[tuple[str, str, Step]]:
+    """The on-demand function's day: (name, what happens, action)."""
+    spike = [{"items": ["fig", "pear"], "work_s": 0.3}] * 6
+
+    def cold(emulator: LocalLambda) -> list[InvocationResult]:
+        return [emulator.invoke({"items": ["apple"]})]
+
+    def warm(emulator: LocalLambda) -> list[InvocationResult]:
+        return [emulator.invoke({"items": ["pear"]}) for _ in range(3)]
+
+    def freeze(emulator: LocalLambda) -> list[InvocationResult]:
+        emulator.freeze_for(1.5)
+        return [emulator.invoke({})]
+
+    def spike_step(emulator: LocalLambda) -> list[InvocationResult]:
+        return emulator.invoke_many(spike, concurrency=3)
+
+    def reap(emulator: LocalLambda) -> list[InvocationResult]:
+        emulator.freeze_for(IDLE_TIMEOUT_S + 1.0)
+        return [emulator.invoke({}) for _ in range(2)]
+
+    return [
+        ("cold start", "first request: a new environment runs INIT", cold),
+        ("warm reuse", "three more requests reuse the same environment", warm),
+        ("freeze", "1.5 s without traffic, the environment frozen (SIGSTOP)", freeze),
+        ("traffic spike", "six requests, three at a time: Lambda scales out", spike_step),
+        ("idle reap", f"{IDLE_TIMEOUT_S + 1:.0f} s idle: every environment reaped", reap),
+    ]
+
+
+def _provisioned(emulator: LocalLambda) -> list[InvocationResult]:
+    emulator.freeze_for(0.5)  # provisioned environments wait for traffic, by design
+    return [emulator.invoke({}) for _ in range(2)]
+
+
+def _proactive(emulator: LocalLambda) -> list[InvocationResult]:
+    emulator.pre_initialise(1)
+    emulator.freeze_for(PROACTIVE_GAP_MS / 1000 + 0.6)
+    return [emulator.invoke({}) for _ in range(2)]
+
+
+def _restored(emulator: LocalLambda) -> list[InvocationResult]:
+    return [emulator.invoke({}) for _ in range(2)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; 0 when every probe tag agrees with the local Lambda's ground truth."""
+    output = Path(args.output_dir).resolve()
+    # A previous run's logs would be read as this run's: start from an empty folder.
+    shutil.rmtree(output / "logs", ignore_errors=True)
+    output.mkdir(parents=True, exist_ok=True)
+    print("lifecycle-probe demo: example functions in the local Lambda (awslambdaric), no AWS")
+    print(f"output: {output}\n")
+    rows: list[tuple[str, InvocationResult]] = []
+    probe_records: list[dict[str, Any]] = []
+    started = time.monotonic()
+
+    def function(init_type: str = "on-demand") -> FunctionConfig:
+        return FunctionConfig(
+            "orders.handler", FUNCTIONS, env=FUNCTION_ENV, timeout_s=5, init_type=init_type
+        )
+
+    sections: list[tuple[str, FunctionConfig, dict[str, Any], list[tuple[str, str, Step]]]] = [
+        ("on-demand", function(), {"idle_timeout_s": IDLE_TIMEOUT_S}, _on_demand_steps()),
+        (
+            "provisioned",
+            function(),
+            {"provisioned_concurrency": 1},
+            [
+                (
+                    "provisioned",
+                    "an environment kept initialised by provisioned concurrency",
+                    _provisioned,
+                )
+            ],
+        ),
+        (
+            "proactive",
+            function(),
+            {},
+            [("proactive", "Lambda initialised an environment ahead of demand", _proactive)],
+        ),
+        (
+            "snap-start",
+            function("snap-start"),
+            {"snapshot_pause_s": 0.5},
+            [("snapstart", "a SnapStart function restored from its snapshot", _restored)],
+        ),
+    ]
+    for section, config, options, steps in sections:
+        with LocalLambda(config, log_dir=output / "logs" / section, **options) as emulator:
+            for name, description, action in steps:
+                print(f"- {name}: {description}")
+                rows.extend((name, result) for result in action(emulator))
+            probe_records.extend(_probe_records(emulator, section))
+
+    agree = _print_table(rows, probe_records)
+    _write_jsonl(output / "probe-records.jsonl", probe_records)
+    _write_jsonl(output / "ground-truth.jsonl", [result.to_dict() for _, result in rows])
+    _print_summary(rows, probe_records, agree, time.monotonic() - started, output)
+    return 0 if agree == len(rows) else 1
+
+
+def _probe_records(emulator: LocalLambda, section: str) -> list[dict[str, Any]]:
+    records = []
+    for env in emulator.environments:
+        for line in read_lines(emulator.logs(env.id)):
+            records.append({**line, "emulator_environment": f"{section}/{env.id}"})
+    return records
+
+
+def _print_table(rows: list[tuple[str, InvocationResult]], records: list[dict[str, Any]]) -> int:
+    by_request = {r["request_id"]: r for r in records if r["lifecycle_probe"] == "invocation"}
+    init_ms = {
+        r["environment_id"]: r["duration_s"] * 1000
+        for r in records
+        if r["lifecycle_probe"] == "init"
+    }
+    print()
+    header = ("step", "request", "env", "truth", "probe", "seq", "idle s", "INIT ms", "")
+    print("{:<14} {:<8} {:<6} {:<12} {:<12} {:>4} {:>7} {:>8} {}".format(*header))
+    agree = 0
+    for step, result in rows:
+        line = by_request.get(result.request_id, {})
+        start = line.get("start", "-")
+        ok = start == result.start_type_truth
+        agree += ok
+        idle = line.get("idle_s")
+        init = init_ms.get(line.get("environment_id", "")) if result.cold else None
+        print(
+            "{:<14} {:<8} {:<6} {:<12} {:<12} {:>4} {:>7} {:>8} {}".format(
+                step,
+                result.request_id[:8],
+                result.environment,
+                result.start_type_truth,
+                start,
+                line.get("invocation_seq", "-"),
+                "-" if idle is None else f"{idle:.3f}",
+                "-" if init is None else f"{init:.2f}",
+                "ok" if ok else "DISAGREES",
+            )
+        )
+    return agree
+
+
+def _print_summary(
+    rows: list[tuple[str, InvocationResult]],
+    records: list[dict[str, Any]],
+    agree: int,
+    elapsed_s: float,
+    output: Path,
+) -> None:
+    invocations = [r for r in records if r["lifecycle_probe"] == "invocation"]
+    inits = [r for r in records if r["lifecycle_probe"] == "init"]
+    cold = sum(1 for r in invocations if r["coldstart"])
+    durations = sorted(r["duration_s"] * 1000 for r in inits)
+    per_env: dict[str, int] = {}
+    for record in invocations:
+        per_env[record["environment_id"]] = per_env.get(record["environment_id"], 0) + 1
+    print()
+    total = len(rows)
+    print(f"requests {total}, environments {len(inits)}, probe agrees with truth {agree}/{total}")
+    if invocations:
+        ratio = cold / len(invocations)
+        print(f"cold-start ratio (cold + restored): {cold}/{len(invocations)} = {ratio:.0%}")
+    if durations:
+        print(
+            "INIT duration ms: min {:.1f}, median {:.1f}, max {:.1f} (exact: {} of {})".format(
+                durations[0],
+                durations[len(durations) // 2],
+                durations[-1],
+                sum(1 for r in inits if not r["estimated"]),
+                len(inits),
+            )
+        )
+    print(
+        "invocations per environment: "
+        + ", ".join(str(n) for n in sorted(per_env.values(), reverse=True))
+    )
+    print(f"\nwrote {output / 'probe-records.jsonl'} (the probe's records, from the runtime logs)")
+    print(f"wrote {output / 'ground-truth.jsonl'} (what the local Lambda observed)")
+    print(f"logs of every runtime process under {output / 'logs'}; {elapsed_s:.1f} s in all")
+
+
+def _write_jsonl(path: Path, items: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for item in items:
+            out.write(json.dumps(item, default=str) + "\n")

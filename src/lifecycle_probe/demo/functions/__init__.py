@@ -1,0 +1,1 @@
+"""Example functions the demo runs in the local Lambda (each its own LAMBDA_TASK_ROOT module)."""

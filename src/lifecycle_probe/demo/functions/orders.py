@@ -1,0 +1,40 @@
+"""An order-lookup function: some INIT work, a module-level cache, a probed handler.
+
+The demo runs it as ``orders.handler`` with this folder as the function's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from lifecycle_probe import current, probe
+
+# INIT work, as a real function does it: configuration, clients, a warm cache.
+time.sleep(float(os.environ.get("ORDERS_INIT_WORK_S", "0.12")))
+PRICES = {"apple": 3, "pear": 4, "fig": 9}
+SERVED = 0
+
+
+@probe
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    global SERVED
+    SERVED += 1
+    work_s = float(event.get("work_s", 0))
+    if work_s:
+        time.sleep(work_s)
+    items = event.get("items", ["apple"])
+    facts = current()
+    return {
+        "statusCode": 200,
+        "body": json.dumps({"total": sum(PRICES.get(i, 0) for i in items)}),
+        "served_by_this_environment": SERVED,
+        "lifecycle": {
+            "start": facts.start,
+            "invocation_seq": facts.invocation_seq,
+            "environment_id": facts.environment_id,
+            "idle_s": facts.idle_s,
+        },
+    }

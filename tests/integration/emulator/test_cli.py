@@ -1,0 +1,154 @@
+"""``lifecycle-probe emulate HANDLER``: events in, one JSON line per request out, a summary."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lifecycle_probe.emulator import cli
+from tests.integration.emulator.emulator_support import subprocess_env
+
+pytestmark = pytest.mark.integration
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser(prog="lifecycle-probe emulate")
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_emulate_writes_one_line_per_request_and_a_summary(handlers_dir, tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"n": 1}\n\n{"raise": "bad event"}\n{"n": 3}\n')
+    output = tmp_path / "out.jsonl"
+
+    status = cli.run(
+        parse(
+            "emu_basic.handler",
+            "--code-dir",
+            str(handlers_dir),
+            "--events",
+            str(events),
+            "--output",
+            str(output),
+            "--env",
+            "USER_VARIABLE=from-cli",
+            "--timeout",
+            "2",
+        )
+    )
+
+    assert status == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["cold"], r["outcome"]) for r in records] == [
+        (True, "ok"),
+        (False, "error"),
+        (False, "ok"),
+    ]
+    assert {r["environment"] for r in records} == {"env-1"}
+    assert all(r["init_type"] == "on-demand" and r["duration_ms"] > 0 for r in records)
+    assert all(len(r["request_id"]) == 36 for r in records)
+    assert records[0]["response"]["env"]["USER_VARIABLE"] == "from-cli"
+    assert records[1]["error"]["errorMessage"] == "bad event"
+    assert "response" not in records[1]
+    assert "error" not in records[0]
+    err = capsys.readouterr().err
+    assert "3 requests in" in err
+    assert "environments: 1" in err
+    assert "cold starts:  1" in err
+    assert "errors:       1" in err
+    assert "timeouts:     0" in err
+    assert "\r" not in err  # no progress line when stderr is not a terminal
+
+
+def test_emulate_provisioned_with_progress_on_a_terminal(
+    handlers_dir, tmp_path, monkeypatch, capsys
+):
+    events = tmp_path / "events.jsonl"
+    events.write_text("{}\n" * 4)
+    terminal = FakeTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+
+    status = cli.run(
+        parse(
+            "emu_basic.handler",
+            "--code-dir",
+            str(handlers_dir),
+            "--events",
+            str(events),
+            "--concurrency",
+            "2",
+            "--init-type",
+            "provisioned-concurrency",
+        )
+    )
+
+    assert status == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 4
+    assert {r["init_type"] for r in records} == {"provisioned-concurrency"}
+    assert sum(r["start_type_truth"] == "provisioned" for r in records) <= 2
+    shown = terminal.getvalue()
+    assert "\r\x1b[K4/4 requests" in shown
+    assert "environments: 2" in shown
+
+
+def test_emulate_rejects_bad_events(handlers_dir, tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"ok": 1}\nnot json\n')
+
+    status = cli.run(
+        parse("emu_basic.handler", "--code-dir", str(handlers_dir), "--events", str(events))
+    )
+
+    assert status == 2
+    assert f"{events}:2: not JSON" in capsys.readouterr().err
+
+
+def test_emulate_rejects_bad_arguments():
+    with pytest.raises(SystemExit):
+        parse("emu_basic.handler", "--env", "NOEQUALS")
+    with pytest.raises(SystemExit):
+        parse("emu_basic.handler", "--concurrency", "0")
+
+
+def test_python_dash_m_runs_emulate(handlers_dir):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle_probe.emulator",
+            "emu_snap.handler",
+            "--code-dir",
+            str(handlers_dir),
+            "--init-type",
+            "snap-start",
+            "--snapshot-pause",
+            "0.05",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=subprocess_env(),
+        check=False,
+    )
+
+    assert run.returncode == 0, run.stderr
+    [record] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert (record["init_type"], record["start_type_truth"], record["outcome"]) == (
+        "snap-start",
+        "restored",
+        "ok",
+    )
+    assert record["response"]["after_restore"] is True
+    assert "1 requests in" in run.stderr
