@@ -7,7 +7,6 @@ import os
 import pytest
 
 from lifecycle_probe.config import Config
-from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.testing import fresh_environment
 
 
@@ -20,8 +19,8 @@ def _isolated_lifecycle(monkeypatch):
     for name in list(os.environ):
         if name in configuration or name.startswith("OTEL_EXPORTER_OTLP"):
             monkeypatch.delenv(name)
-    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    for name in ("AWS_LAMBDA_INITIALIZATION_TYPE", "_HANDLER", "_LIFECYCLE_PROBE_INIT_START"):
+        monkeypatch.delenv(name, raising=False)
     fresh_environment()
-    reset_installation()
     yield
-    reset_installation()
+    fresh_environment()

@@ -12,20 +12,27 @@ needed once something has gone wrong.
 from __future__ import annotations
 
 import _thread
+import os
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    from collections.abc import Callable
     from types import TracebackType
-    from typing import TypeVar
-
-    T = TypeVar("T")
 
 LOGGER_NAME = "lifecycle_probe"
 
 _warned: set[str] = set()
 _warned_lock = _thread.allocate_lock()
+
+
+def _new_lock_after_fork() -> None:
+    # A fork taken while another thread held the lock would leave it held for ever in
+    # the child; the child gets a fresh one.
+    global _warned_lock
+    _warned_lock = _thread.allocate_lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def get_logger() -> logging.Logger:
@@ -82,15 +89,6 @@ class guard:
             report_failure(self.where, exc)
             return True
         return False
-
-
-def call_guarded(where: str, func: Callable[..., T], *args: object) -> T | None:
-    """Call ``func(*args)``; on failure report it and return ``None``."""
-    try:
-        return func(*args)
-    except Exception as exc:
-        report_failure(where, exc)
-        return None
 
 
 def forget_warnings() -> None:

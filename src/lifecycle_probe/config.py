@@ -83,7 +83,8 @@ class Config(Record):
                     ", ".join(_DEFAULTS),
                 )
         values: list[Any] = []
-        for name, parse in _PARSERS.items():
+        for name in cls._fields:
+            parse = _PARSERS[name]
             default = _default_exporter(env) if name == "exporter" else _DEFAULTS[name]
             given = explicit.get(name)
             if given is not None:
@@ -107,7 +108,7 @@ def _default_exporter(env: Mapping[str, str]) -> tuple[str, ...]:
 def _parse_or_default(source: str, raw: Any, parse: Callable[[Any], Any], default: Any) -> Any:
     try:
         return parse(raw)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # ValueError, TypeError, OverflowError (10**400 ms), ...
         warn_once(
             f"config:{source}:{raw!r}",
             "lifecycle_probe: %s=%r is not valid (%s); using the default %r",
@@ -128,11 +129,6 @@ def _parse_bool(raw: Any) -> bool:
     if text in _FALSE:
         return False
     raise ValueError("expected 1/true/on or 0/false/off")
-
-
-def _parse_switch(raw: Any) -> bool:
-    # ``on``/``off`` variables also accept booleans, which is what Python callers pass.
-    return _parse_bool(raw)
 
 
 def _parse_non_negative_int(raw: Any) -> int:
@@ -196,7 +192,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "flush_timeout_ms": _parse_non_negative_int,
     "proactive_init_gap_ms": _parse_non_negative_int,
     "import_min_ms": _parse_non_negative_float,
-    "connections": _parse_switch,
+    "connections": _parse_bool,
     "stale_idle_s": _parse_non_negative_float,
     "globals": _choice(GLOBALS_MODES),
 }

@@ -14,9 +14,9 @@ from lifecycle_probe._safe import report_failure
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.facts import in_flight
-from lifecycle_probe.installation import install_runtime_signals
+from lifecycle_probe.installation import install_runtime_signals, installed_options
 from lifecycle_probe.records import ERROR, OK, InvocationRecord
-from lifecycle_probe.sinks import build_sinks, export_to
+from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -31,12 +31,18 @@ if TYPE_CHECKING:
     Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
+# Set on every wrapper the probe makes, so that a probed handler is never probed twice
+# (the zero-code entry point wrapping a handler that already carries ``@probe``).
+PROBED_MARK = "__lifecycle_probe__"
+
+
 def probe(handler: Handler | None = None, /, **options: Any) -> Any:
     """Decorate a Lambda handler ``(event, context)``; usable bare or with options.
 
     ``@probe`` or ``@probe(exporter="console", proactive_init_gap_ms=500)``. Options beat
-    ``LIFECYCLE_PROBE_*`` variables, which beat defaults. When disabled, the handler itself
-    is returned: a pure pass-through.
+    the options given to ``install()``, which beat ``LIFECYCLE_PROBE_*`` variables, which
+    beat defaults. When disabled, the handler itself is returned: a pure pass-through. A
+    handler that is already probed is returned as it is.
     """
     if handler is None:
 
@@ -45,7 +51,9 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
 
         return decorate
     try:
-        config = Config.resolve(**options)
+        if getattr(handler, PROBED_MARK, False):
+            return handler
+        config = Config.resolve(**{**installed_options(), **options})
         if config.disabled:
             return handler
         install_runtime_signals()
@@ -60,14 +68,22 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     clock = time.time_ns
 
     def invocation(event: Any, context: Any) -> Any:
+        if in_flight.get() is not None:
+            # A probed handler called from inside another: one invocation, one record.
+            return handler(event, context)
         try:
             environment = current_environment()
             facts, init = environment.begin_invocation(
                 getattr(context, "aws_request_id", None), gap_ns, clock()
             )
             token = in_flight.set(facts)
+            captured = True
         except Exception as exc:
             report_failure("invocation start", exc)
+            captured = False
+        if not captured:
+            # Called outside the except block, so that an exception from the handler
+            # carries no trace of the probe's own failure in its __context__.
             return handler(event, context)
         try:
             result = handler(event, context)
@@ -82,6 +98,7 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     invocation.__doc__ = handler.__doc__
     invocation.__module__ = handler.__module__
     invocation.__wrapped__ = handler  # type: ignore[attr-defined]
+    setattr(invocation, PROBED_MARK, True)
     return invocation  # type: ignore[return-value]
 
 
@@ -99,6 +116,8 @@ def _finish(
         end_ns = time.time_ns()
         environment.end_invocation(end_ns)
         in_flight.reset(token)
+        if not sinks and not process_sinks:
+            return  # ``exporter="none"``: nobody to hand a record to
         record = InvocationRecord(
             facts,
             end_ns,
@@ -111,8 +130,3 @@ def _finish(
         export_to(sinks, record)
     except Exception as failure:
         report_failure("invocation end", failure)
-
-
-def callable_name(handler: Callable[..., Any]) -> str:
-    """``module.qualname`` of a handler, for messages."""
-    return f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', '?')}"

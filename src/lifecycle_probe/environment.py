@@ -35,6 +35,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+_new_record = tuple.__new__
+
 ON_DEMAND = "on-demand"
 PROVISIONED_CONCURRENCY = "provisioned-concurrency"
 SNAP_START = "snap-start"
@@ -85,6 +87,8 @@ class Environment:
         "environment_id",
         "event_received_ns",
         "function",
+        "in_flight",
+        "in_flight_facts",
         "init_end_ns",
         "init_end_source",
         "init_start_ns",
@@ -119,11 +123,17 @@ class Environment:
         self.seq = 0
         self.last_end_ns: int | None = None
         self.event_received_ns: int | None = None
+        # Invocations running now (more than one only when a test calls a handler from
+        # several threads) and the facts of the latest, for current() in the handler's
+        # own threads, where the decorator's context variable is not set.
+        self.in_flight = 0
+        self.in_flight_facts: LifecycleFacts | None = None
 
     # -- signals from hooks ------------------------------------------------------------
 
     def mark_init_end(self, source: str, at_ns: int | None = None) -> None:
         """INIT is over by ``source``'s account (first exact signal wins)."""
+        # Read without the lock: seq only grows, and a stale 0 just means taking the lock.
         if self.seq:  # INIT ended long ago; later signals are ordinary event requests
             return
         strength = _END_STRENGTH.get(source, 0)
@@ -137,6 +147,7 @@ class Environment:
 
     def mark_event_received(self, at_ns: int | None = None) -> None:
         """The runtime has just been handed an event (the end of any INIT-to-invoke gap)."""
+        # One runtime thread asks for events, so a plain store (atomic under the GIL) does.
         self.event_received_ns = time.time_ns() if at_ns is None else at_ns
 
     def mark_restored(self, at_ns: int | None = None) -> None:
@@ -174,25 +185,35 @@ class Environment:
             else:
                 init = None
                 start = WARM
-        idle_s = None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9
-        end_ns = self.init_end_ns
-        facts = LifecycleFacts(
-            start,
-            seq,
-            self.environment_id,
-            self.init_type,
-            None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
-            SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
-            idle_s,
-            (now_ns - self.init_start_ns) / 1e9,
-            request_id,
-            now_ns,
-        )
+            end_ns = self.init_end_ns
+            # tuple.__new__ directly: this runs on every invocation, and a Python-level
+            # __new__ with ten arguments costs more than the rest of this method.
+            facts = _new_record(
+                LifecycleFacts,
+                (
+                    start,
+                    seq,
+                    self.environment_id,
+                    self.init_type,
+                    None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
+                    SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
+                    None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9,
+                    (now_ns - self.init_start_ns) / 1e9,
+                    request_id,
+                    now_ns,
+                ),
+            )
+            self.in_flight += 1
+            self.in_flight_facts = facts
         return facts, init
 
     def end_invocation(self, end_ns: int) -> None:
         """The handler has returned or raised: the environment may now be frozen."""
-        self.last_end_ns = end_ns
+        with self._lock:
+            self.last_end_ns = end_ns
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.in_flight_facts = None
 
     def _close_init(self, now_ns: int) -> InitRecord:
         if self.init_end_ns is None:
@@ -211,7 +232,9 @@ class Environment:
         )
 
     def _first_start_type(self, init: InitRecord, received_ns: int, proactive_gap_ns: int) -> str:
-        if self.restored:
+        # snap-start without our after-restore hook having run (no snapshot_restore_py,
+        # or the probe applied after the restore) is still a restore.
+        if self.restored or self.init_type == SNAP_START:
             return RESTORED
         if self.init_type == PROVISIONED_CONCURRENCY:
             return PROVISIONED

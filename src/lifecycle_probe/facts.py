@@ -19,4 +19,9 @@ def current() -> LifecycleFacts:
     facts = in_flight.get()
     if facts is not None:
         return facts
-    return current_environment().facts_between_invocations()
+    environment = current_environment()
+    # A thread the handler started does not inherit the context variable; while exactly
+    # one invocation runs, it is the one that thread works for.
+    if environment.in_flight == 1 and environment.in_flight_facts is not None:
+        return environment.in_flight_facts
+    return environment.facts_between_invocations()

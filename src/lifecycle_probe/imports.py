@@ -9,6 +9,7 @@ guarded: a failing callback is reported and the import carries on unchanged.
 
 from __future__ import annotations
 
+import _thread
 import sys
 
 from lifecycle_probe._safe import report_failure
@@ -30,29 +31,36 @@ class PostImportFinder:
         self._callbacks: dict[str, list[Callback]] = {}
 
     def watch(self, name: str, callback: Callback) -> None:
-        """Call ``callback(module)`` when module ``name`` finishes importing."""
-        self._callbacks.setdefault(name, []).append(callback)
+        """Call ``callback(module)`` when module ``name`` finishes importing (once)."""
+        callbacks = self._callbacks.setdefault(name, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
+
+    def fired(self, name: str) -> list[Callback]:
+        """Take the callbacks of ``name``: its module has been imported."""
+        return self._callbacks.pop(name, [])
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> ModuleSpec | None:
-        callbacks = self._callbacks.pop(fullname, None)
-        if callbacks is None:
+        if fullname not in self._callbacks:
             return None
-        spec = _find_with_other_finders(self, fullname, path, target)
+        spec = _find_with_later_finders(self, fullname, path, target)
         loader = None if spec is None else spec.loader
+        # A namespace package (no loader) runs no code we could wait for: the watch stays.
         if spec is None or loader is None or not hasattr(loader, "exec_module"):
             return spec
-        spec.loader = _NotifyingLoader(loader, fullname, callbacks)  # type: ignore[assignment]
+        spec.loader = _NotifyingLoader(loader, fullname, self)  # type: ignore[assignment]
         return spec
 
 
-def _find_with_other_finders(
+def _find_with_later_finders(
     me: object, fullname: str, path: Sequence[str] | None, target: ModuleType | None
 ) -> ModuleSpec | None:
-    for finder in sys.meta_path:
-        if finder is me:
-            continue
+    # Only the finders after this one: those before it have already said no.
+    finders = list(sys.meta_path)
+    after = finders[finders.index(me) + 1 :] if me in finders else finders
+    for finder in after:
         find_spec = getattr(finder, "find_spec", None)
         if find_spec is None:
             continue
@@ -65,10 +73,10 @@ def _find_with_other_finders(
 class _NotifyingLoader:
     """Executes the module with its real loader, then runs the callbacks."""
 
-    def __init__(self, loader: Any, name: str, callbacks: list[Callback]) -> None:
+    def __init__(self, loader: Any, name: str, finder: PostImportFinder) -> None:
         self._loader = loader
         self._name = name
-        self._callbacks = callbacks
+        self._finder = finder
 
     def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         create: Callable[[ModuleSpec], ModuleType | None] | None = getattr(
@@ -82,8 +90,9 @@ class _NotifyingLoader:
         module.__loader__ = self._loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
+        # If this raises, the watch stays for a retried import; the error is the user's.
         self._loader.exec_module(module)
-        for callback in self._callbacks:
+        for callback in self._finder.fired(self._name):
             try:
                 callback(module)
             except Exception as exc:
@@ -94,19 +103,26 @@ class _NotifyingLoader:
 
 
 _finder: PostImportFinder | None = None
+_finder_lock = _thread.allocate_lock()
 
 
 def when_imported(name: str, callback: Callback) -> None:
-    """Call ``callback(module)`` once module ``name`` is imported (now, if it already is)."""
+    """Call ``callback(module)`` once module ``name`` is imported (now, if it already is).
+
+    A module that is still executing (the caller is inside its import) cannot be watched:
+    no finder sees it again, so nothing is registered for it.
+    """
     module = sys.modules.get(name)
-    if module is not None and not _is_initialising(module):
-        callback(module)
+    if module is not None:
+        if not _is_initialising(module):
+            callback(module)
         return
     global _finder
-    if _finder is None:
-        _finder = PostImportFinder()
-        sys.meta_path.insert(0, _finder)
-    _finder.watch(name, callback)
+    with _finder_lock:
+        if _finder is None:
+            _finder = PostImportFinder()
+            sys.meta_path.insert(0, _finder)
+        _finder.watch(name, callback)
 
 
 def _is_initialising(module: ModuleType) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from lifecycle_probe._safe import guard, warn_once
+from lifecycle_probe._safe import guard, report_failure, warn_once
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.imports import handler_module_name, when_imported
@@ -29,6 +29,13 @@ if TYPE_CHECKING:
 
 _signals_installed = False
 _installed_with: Config | None = None
+# The options install() was called with: the defaults of every later ``@probe``.
+_installed_options: dict[str, Any] = {}
+
+
+def installed_options() -> dict[str, Any]:
+    """The explicit options of the first ``install()`` call (empty if none)."""
+    return _installed_options
 
 
 def install_runtime_signals() -> None:
@@ -56,9 +63,18 @@ def _mark_handler_imported(module: ModuleType) -> None:
 def install(**options: Any) -> bool:
     """Install the probe's hooks; safe to call more than once and outside Lambda.
 
-    Options are those of ``@probe`` (see README). Returns True when the hooks are in
-    place, False when the probe is disabled.
+    Options are those of ``@probe`` (see README) and become the defaults of every later
+    ``@probe``. Returns True when the hooks are in place, False when the probe is
+    disabled (or could not be installed: the reason is logged). Never raises.
     """
+    try:
+        return _install(options)
+    except Exception as exc:
+        report_failure("install()", exc)
+        return False
+
+
+def _install(options: dict[str, Any]) -> bool:
     global _installed_with
     config = Config.resolve(**options)
     if _installed_with is not None:
@@ -70,6 +86,7 @@ def install(**options: Any) -> bool:
             )
         return not _installed_with.disabled
     _installed_with = config
+    _installed_options.update(options)
     if config.disabled:
         return False
     install_runtime_signals()
@@ -87,3 +104,4 @@ def reset_installation() -> None:
     global _installed_with, _signals_installed
     _installed_with = None
     _signals_installed = False
+    _installed_options.clear()

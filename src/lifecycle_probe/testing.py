@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 from lifecycle_probe._safe import forget_warnings
 from lifecycle_probe.environment import Environment, start_new_environment
+from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.records import SOURCE_PROCESS, SOURCE_RUNTIME
 from lifecycle_probe.sinks import Sink, add_process_sink, remove_process_sink
 
@@ -80,7 +81,8 @@ def fresh_environment(
 
     INIT is taken to have lasted ``init_duration_s`` and ended ``init_ended_s_ago`` seconds
     ago, with exact signals (as under a real runtime) unless ``exact`` is False, in which
-    case INIT end is left for the probe to estimate. Warnings already given are forgotten.
+    case INIT end is left for the probe to estimate. Warnings already given are forgotten,
+    and so is any earlier ``install()``, as in a new runtime process.
     """
     env = dict(environ) if environ is not None else {}
     env.setdefault("AWS_LAMBDA_INITIALIZATION_TYPE", init_type)
@@ -94,6 +96,7 @@ def fresh_environment(
     if exact:
         environment.mark_init_end(SOURCE_RUNTIME, end_ns)
     forget_warnings()
+    reset_installation()
     return environment
 
 

@@ -240,3 +240,101 @@ def test_cold_after_exact_runtime_signal_within_gap():
     init = captured.records[0].init
     assert init is not None
     assert init.estimated is False
+
+
+def test_a_presence_check_does_not_use_up_the_watch(importable):
+    import importlib.util
+
+    importable("lp_target_d", "Y = 2\n")
+    seen = []
+    when_imported("lp_target_d", lambda m: seen.append(m.Y))
+    assert importlib.util.find_spec("lp_target_d") is not None
+    assert seen == []
+    import lp_target_d  # type: ignore[import-not-found]  # noqa: F401
+
+    assert seen == [2]
+
+
+def test_a_failed_import_keeps_the_watch_for_the_retry(importable, tmp_path):
+    path = importable("lp_target_e", "raise ImportError('not yet')\n")
+    seen = []
+    when_imported("lp_target_e", lambda m: seen.append(m.__name__))
+    with pytest.raises(ImportError, match="not yet"):
+        import lp_target_e  # type: ignore[import-not-found]
+    path.write_text("Z = 3\n")
+    sys.modules.pop("lp_target_e", None)
+    import importlib
+
+    importlib.invalidate_caches()
+    import lp_target_e  # noqa: F401
+
+    assert seen == ["lp_target_e"]
+
+
+def test_namespace_packages_and_their_modules_import_normally(tmp_path, monkeypatch):
+    (tmp_path / "lp_ns" / "inner").mkdir(parents=True)
+    (tmp_path / "lp_ns" / "inner" / "mod.py").write_text("W = 4\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[object] = []
+    when_imported("lp_ns", seen.append)
+    when_imported("lp_ns.inner.mod", lambda m: seen.append(m.W))
+    try:
+        import lp_ns.inner.mod  # type: ignore[import-not-found]
+
+        assert lp_ns.inner.mod.W == 4
+        # a namespace package runs no code: only the real module notifies
+        assert seen == [4]
+    finally:
+        for name in ("lp_ns", "lp_ns.inner", "lp_ns.inner.mod"):
+            sys.modules.pop(name, None)
+
+
+def test_snapshot_hooks_mark_init_end_and_restore_a_new_environment(monkeypatch, caplog):
+    import snapshot_restore_py
+
+    from lifecycle_probe import runtime_hooks
+    from lifecycle_probe.records import RESTORED, SOURCE_RESTORE, SOURCE_SNAPSHOT
+
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
+    fresh_environment(exact=False, init_type="snap-start")
+    monkeypatch.setattr(runtime_hooks, "_snapshot_hooks_registered", False)
+    before = list(snapshot_restore_py.get_before_snapshot())
+    after = list(snapshot_restore_py.get_after_restore())
+    monkeypatch.setattr(snapshot_restore_py, "_before_snapshot_registry", before)
+    monkeypatch.setattr(snapshot_restore_py, "_after_restore_registry", after)
+    assert runtime_hooks.register_snapshot_hooks() is True
+    env = current_environment()
+    old_id = env.environment_id
+    # WHEN the runtime runs the hooks around the snapshot, as awslambdaric does
+    for func, args, kwargs in snapshot_restore_py.get_before_snapshot():
+        func(*args, **kwargs)
+    assert env.init_end_source == SOURCE_SNAPSHOT
+    for func, args, kwargs in snapshot_restore_py.get_after_restore():
+        func(*args, **kwargs)
+    # THEN a new environment starts at the restore
+    assert env.environment_id != old_id
+    assert (env.init_start_source, env.restored, env.seq) == (SOURCE_RESTORE, True, 0)
+    facts, _ = env.begin_invocation("r", 10**9, env.init_start_ns + 1000)
+    assert facts.start == RESTORED
+
+    # AND a hook that fails never fails the restore
+    def broken():
+        raise RuntimeError("state gone")
+
+    monkeypatch.setattr(runtime_hooks, "current_environment", broken)
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        for func, args, kwargs in snapshot_restore_py.get_after_restore():
+            func(*args, **kwargs)
+    assert "after-restore hook failed" in caplog.text
+
+
+def test_snap_start_without_restore_hook_is_still_restored():
+    fresh_environment(init_type="snap-start")
+
+    @probe(exporter="none")
+    def handler(event, context):
+        return 0
+
+    with capture_records() as captured:
+        handler({}, None)
+    assert captured.starts == ["restored"]

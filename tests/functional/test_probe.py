@@ -304,3 +304,84 @@ def test_console_lines_can_be_read_back_out_of_a_mixed_log():
         ("init", None),
         ("invocation", "r9"),
     ]
+
+
+def test_a_probed_handler_is_never_probed_twice():
+    @probe(exporter="none")
+    def handler(event, context):
+        return current()
+
+    assert probe(handler) is handler
+    assert probe(exporter="console")(handler) is handler
+    with capture_records() as captured:
+        facts = handler({}, None)
+    assert (facts.start, facts.invocation_seq) == (COLD, 1)
+    assert len(captured.records) == 1
+
+
+def test_nested_probed_handlers_make_one_record():
+    @probe(exporter="none")
+    def inner(event, context):
+        return current().invocation_seq
+
+    @probe(exporter="none")
+    def outer(event, context):
+        return inner(event, context)
+
+    with capture_records() as captured:
+        assert outer({}, None) == 1
+        assert outer({}, None) == 2
+    assert captured.starts == [COLD, WARM]
+
+
+def test_failing_capture_leaves_no_trace_in_the_handlers_exception(monkeypatch):
+    def broken(*args):
+        raise ValueError("state corrupted")
+
+    monkeypatch.setattr("lifecycle_probe.environment.Environment.begin_invocation", broken)
+    raised = KeyError("user error")
+
+    @probe(exporter="none")
+    def handler(event, context):
+        raise raised
+
+    with pytest.raises(KeyError) as info:
+        handler({}, None)
+    assert info.value is raised
+    assert info.value.__context__ is None
+
+
+def test_current_from_a_thread_the_handler_started():
+    @probe(exporter="none")
+    def handler(event, context):
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(current()))
+        worker.start()
+        worker.join()
+        return seen[0]
+
+    facts = handler({}, FakeContext(aws_request_id="threaded"))
+    assert (facts.start, facts.request_id, facts.invocation_seq) == (COLD, "threaded", 1)
+    assert current().start is None  # and nothing lingers after the invocation
+
+
+def test_install_options_are_the_defaults_of_later_probes(caplog, capsys):
+    # GIVEN install() told to export to the console (and given one bad option)
+    assert lifecycle_probe.install(exporter="console", import_min_ms=10**400) is True
+    assert any("argument import_min_ms" in r.getMessage() for r in caplog.records)
+    # WHEN a bare @probe and one with its own exporter run
+    probe(lambda e, c: 1)({}, FakeContext(aws_request_id="bare"))
+    probe(exporter="none")(lambda e, c: 2)({}, FakeContext(aws_request_id="explicit"))
+    # THEN the bare one used install()'s exporter, the explicit one its own
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    invocations = [line["request_id"] for line in lines if line["lifecycle_probe"] == "invocation"]
+    assert invocations == ["bare"]
+
+
+def test_disabled_by_install_disables_later_probes():
+    assert lifecycle_probe.install(disabled=True) is False
+
+    def handler(event, context):
+        return 1
+
+    assert probe(handler) is handler

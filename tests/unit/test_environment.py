@@ -1,8 +1,10 @@
 import os
+import time
 
 import pytest
 
 from lifecycle_probe.environment import Environment, current_environment
+from lifecycle_probe.process import clock_tick_ns
 from lifecycle_probe.records import (
     COLD,
     PROACTIVE,
@@ -161,6 +163,7 @@ def test_forked_child_is_a_new_environment_with_its_own_sequence():
     parent.begin_invocation("p1", GAP, parent.init_start_ns + S)
     parent.begin_invocation("p2", GAP, parent.init_start_ns + 2 * S)
     read_end, write_end = os.pipe()
+    forked_at = time.time_ns()
     pid = os.fork()
     if pid == 0:  # the child: report what it sees, then leave without running pytest's atexit
         try:
@@ -173,6 +176,8 @@ def test_forked_child_is_a_new_environment_with_its_own_sequence():
                     str(facts.start),
                     str(child.pid),
                     str(init is not None),
+                    str(child.init_start_ns),
+                    child.init_start_source,
                 ]
             )
             os.write(write_end, message.encode())
@@ -180,8 +185,11 @@ def test_forked_child_is_a_new_environment_with_its_own_sequence():
             os._exit(0)
     os.close(write_end)
     with os.fdopen(read_end) as pipe:
-        env_id, seq, start, child_pid, has_init = pipe.read().split()
+        env_id, seq, start, child_pid, has_init, child_start, source = pipe.read().split()
     os.waitpid(pid, 0)
+    # the child's INIT starts at the fork, read from the OS like any process start
+    assert source == SOURCE_PROCESS
+    assert forked_at - clock_tick_ns() <= int(child_start) <= time.time_ns()
     # THEN the child has its own id, pid and sequence, and its first invocation carries INIT
     assert env_id != parent.environment_id
     assert (seq, start, int(child_pid), has_init) == ("1", COLD, pid, "True")

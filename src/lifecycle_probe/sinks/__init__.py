@@ -33,18 +33,19 @@ class Sink:
 
 
 # Sinks every probe in the process exports to besides its own (``lifecycle_probe.testing``).
-_process_sinks: list[Sink] = []
+# Mutated in place only: the decorator holds a reference to this very list.
+process_sinks: list[Sink] = []
 
 
 def add_process_sink(sink: Sink) -> None:
     """Make every probe in this process also export to ``sink``."""
-    _process_sinks.append(sink)
+    process_sinks.append(sink)
 
 
 def remove_process_sink(sink: Sink) -> None:
     """Undo :func:`add_process_sink` (no error if it was not added)."""
-    if sink in _process_sinks:
-        _process_sinks.remove(sink)
+    if sink in process_sinks:
+        process_sinks.remove(sink)
 
 
 def build_sinks(config: Config) -> tuple[Sink, ...]:
@@ -69,8 +70,8 @@ def build_sinks(config: Config) -> tuple[Sink, ...]:
 
 def export_to(sinks: tuple[Sink, ...], record: InvocationRecord) -> None:
     """Export ``record`` to ``sinks`` and the process sinks, each behind its own guard."""
-    if _process_sinks:
-        sinks = sinks + tuple(_process_sinks)
+    if process_sinks:
+        sinks = sinks + tuple(process_sinks)
     for sink in sinks:
         try:
             sink.export(record)

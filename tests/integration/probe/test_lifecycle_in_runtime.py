@@ -15,6 +15,9 @@ from tests.integration.probe.support import disagreements, init_lines, invocatio
 pytestmark = pytest.mark.integration
 
 GAP_ENV = {"LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS": "300"}
+# The runtime's request for work leaves the process a moment after the probe notes it:
+# one local HTTP round trip, generously bounded for a loaded 2-core machine.
+SIGNAL_TO_SERVER_NS = 250_000_000
 
 
 def facts_of(result):
@@ -44,7 +47,8 @@ def test_cold_then_warm_with_exact_init_timing(local_lambda, probe_handlers):
     assert facts[0]["idle_s"] is None
     assert 0.6 <= facts[2]["idle_s"] < 0.6 + 2.0
     truth_gap_s = (third.delivered_ns - second.end_ns) / 1e9
-    assert abs(facts[2]["idle_s"] - truth_gap_s) < 0.05
+    # the probe's clock readings sit inside the emulator's: a thaw and an HTTP round trip
+    assert abs(facts[2]["idle_s"] - truth_gap_s) < 0.25
     # INIT start: the process's start from /proc, within one tick before the spawn
     env = emulator.environment(first.environment)
     (init,) = init_lines(emulator)[first.environment]
@@ -56,7 +60,7 @@ def test_cold_then_warm_with_exact_init_timing(local_lambda, probe_handlers):
     assert init["end_source"] == "runtime"
     assert init["estimated"] is False
     assert env.first_next_ns is not None
-    assert 0 <= env.first_next_ns - init["end_ns"] < 50_000_000
+    assert 0 <= env.first_next_ns - init["end_ns"] < SIGNAL_TO_SERVER_NS
     assert init["end_ns"] >= first.response["imported_ns"]
     # the INIT duration covers the module's 150 ms of INIT work
     assert init["duration_s"] >= 0.15
@@ -125,7 +129,7 @@ def test_snap_start_restore_is_a_new_environment(local_lambda, probe_handlers):
     assert env.restore_done_ns is not None
     assert env.restored_next_ns is not None
     assert init["start_ns"] >= env.restore_done_ns
-    assert 0 <= env.restored_next_ns - init["end_ns"] < 50_000_000
+    assert 0 <= env.restored_next_ns - init["end_ns"] < SIGNAL_TO_SERVER_NS
     assert init["duration_s"] < 0.5  # the snapshot pause is not restore time
     assert disagreements(emulator) == []
 
@@ -145,7 +149,7 @@ def test_probe_loaded_first_by_an_exec_wrapper(local_lambda, probe_handlers):
     assert init["start_ns"] < first.response["imported_ns"]
     assert init["end_source"] == "runtime"
     assert env.first_next_ns is not None
-    assert 0 <= env.first_next_ns - init["end_ns"] < 50_000_000
+    assert 0 <= env.first_next_ns - init["end_ns"] < SIGNAL_TO_SERVER_NS
     assert disagreements(emulator) == []
 
 
@@ -166,4 +170,20 @@ def test_handler_error_and_timeout(local_lambda, probe_handlers):
     assert timed_out.outcome == "timeout"
     assert after_timeout.environment != timed_out.environment
     assert facts_of(after_timeout)["start"] == "cold"
+    assert disagreements(emulator) == []
+
+
+def test_zero_code_entry_point_under_the_runtime(local_lambda, probe_handlers):
+    # GIVEN a plain handler run through lifecycle_probe.handler, as the layer's wrapper does
+    emulator = local_lambda(
+        "lifecycle_probe.handler.handler",
+        probe_handlers,
+        env={"LIFECYCLE_PROBE_HANDLER": "plain.handler", "LIFECYCLE_PROBE_EXPORTER": "console"},
+    )
+    first, second = emulator.invoke({"n": 1}), emulator.invoke({"n": 2})
+    assert [first.response, second.response] == [{"echo": {"n": 1}}, {"echo": {"n": 2}}]
+    lines = invocation_lines(emulator)
+    assert [lines[r.request_id]["start"] for r in (first, second)] == ["cold", "warm"]
+    (init,) = init_lines(emulator)[first.environment]
+    assert (init["start_source"], init["end_source"]) == ("process", "runtime")
     assert disagreements(emulator) == []
