@@ -36,7 +36,8 @@ _DEFAULTS: dict[str, Any] = {
     "disabled": False,
     "exporter": ("emf",),
     "otlp_file": None,
-    "flush": "sync",
+    # After the response where Lambda allows an extension; sync (bounded) elsewhere.
+    "flush": "after-response",
     "flush_timeout_ms": 2000,
     # An on-demand environment whose caller is waiting is handed its event within
     # milliseconds of INIT ending; one second is two orders of magnitude above that and

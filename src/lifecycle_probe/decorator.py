@@ -9,14 +9,17 @@ the very same objects.
 from __future__ import annotations
 
 import time
+from os import environ
 
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.facts import in_flight
+from lifecycle_probe.import_tracing import active_tracer
 from lifecycle_probe.installation import install_runtime_signals, installed_options
 from lifecycle_probe.records import ERROR, OK, InvocationRecord
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
+from lifecycle_probe.triggers import trigger_of, w3c_context_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -77,6 +80,8 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
                 getattr(context, "aws_request_id", None), gap_ns, clock()
             )
             token = in_flight.set(facts)
+            # What the sinks need of the event, read before the handler can change it.
+            incoming = _incoming(event) if sinks or process_sinks else None
             captured = True
         except Exception as exc:
             report_failure("invocation start", exc)
@@ -88,9 +93,9 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
         try:
             result = handler(event, context)
         except BaseException as exc:
-            _finish(environment, facts, init, token, context, ERROR, exc, sinks)
+            _finish(environment, facts, init, token, context, incoming, exc, sinks)
             raise
-        _finish(environment, facts, init, token, context, OK, None, sinks)
+        _finish(environment, facts, init, token, context, incoming, None, sinks)
         return result
 
     invocation.__name__ = getattr(handler, "__name__", "handler")
@@ -102,13 +107,30 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     return invocation  # type: ignore[return-value]
 
 
+def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
+    """The trigger and the incoming trace context (X-Ray, then W3C headers) of an event."""
+    traceparent, tracestate = w3c_context_of(event)
+    # The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler.
+    return trigger_of(event), environ.get("_X_AMZN_TRACE_ID"), traceparent, tracestate
+
+
+def _deadline_ns(context: Any, now_ns: int) -> int | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        return now_ns + int(remaining()) * 1_000_000
+    except Exception:  # a test's half-built context: no deadline
+        return None
+
+
 def _finish(
     environment: Environment,
     facts: LifecycleFacts,
     init: InitRecord | None,
     token: Token[LifecycleFacts | None],
     context: Any,
-    outcome: str,
+    incoming: tuple[str, str | None, str | None, str | None] | None,
     exc: BaseException | None,
     sinks: tuple[Sink, ...],
 ) -> None:
@@ -116,17 +138,38 @@ def _finish(
         end_ns = time.time_ns()
         environment.end_invocation(end_ns)
         in_flight.reset(token)
-        if not sinks and not process_sinks:
+        if incoming is None:
             return  # ``exporter="none"``: nobody to hand a record to
+        tracer = active_tracer()
+        if init is not None and tracer is not None:
+            init = init.replace(
+                imports=tracer.take_init(), imports_traced_from_ns=tracer.started_ns
+            )
+        trigger, xray_trace_header, traceparent, tracestate = incoming
         record = InvocationRecord(
             facts,
             end_ns,
-            outcome,
+            OK if exc is None else ERROR,
             None if exc is None else type(exc).__qualname__,
             init,
             environment.function,
             getattr(context, "invoked_function_arn", None),
+            (),
+            trigger,
+            xray_trace_header,
+            traceparent,
+            tracestate,
+            exc,
+            tracer.take_later() if tracer is not None and tracer.has_later else (),
+            _deadline_ns(context, end_ns),
         )
         export_to(sinks, record)
     except Exception as failure:
         report_failure("invocation end", failure)
+
+
+# Importing ``probe`` is the earliest moment the decorator case offers: from here on the
+# probe watches for the runtime's first request for work (INIT end) and times the imports
+# that follow (the rest of the handler module). ``install()`` called earlier sees more.
+if not Config.resolve().disabled:
+    install_runtime_signals()

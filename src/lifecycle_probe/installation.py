@@ -13,6 +13,7 @@ import os
 from lifecycle_probe._safe import guard, report_failure, warn_once
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
+from lifecycle_probe.import_tracing import start_import_tracing
 from lifecycle_probe.imports import handler_module_name, when_imported
 from lifecycle_probe.records import SOURCE_HANDLER_IMPORT
 from lifecycle_probe.runtime_hooks import (
@@ -44,12 +45,19 @@ def install_runtime_signals() -> None:
     if _signals_installed:
         return
     _signals_installed = True
+    with guard("import tracing"):
+        start_import_tracing(_during_init)
     with guard("runtime signals"):
         register_snapshot_hooks()
         if not attach_to_loaded_runtime():
             # The probe came first: wrap the runtime client when it is imported.
             for name in RUNTIME_CLIENT_MODULES:
                 when_imported(name, _wrap_when_imported)
+
+
+def _during_init() -> bool:
+    # An import belongs to INIT until the environment's first invocation begins.
+    return current_environment().seq == 0
 
 
 def _wrap_when_imported(module: ModuleType) -> None:

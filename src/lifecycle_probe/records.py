@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from lifecycle_probe._frozen import Record, field
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from lifecycle_probe.import_tracing import ImportRecord
+
 # Start types (DESIGN.md "Start types").
 COLD = "cold"
 WARM = "warm"
@@ -46,6 +50,8 @@ class InitRecord(Record):
         "end_source",
         "restored",
         "pid",
+        "imports",
+        "imports_traced_from_ns",
     )
     environment_id: str = field(0)
     init_type: str = field(1)
@@ -55,6 +61,10 @@ class InitRecord(Record):
     end_source: str = field(5)
     restored: bool = field(6)
     pid: int = field(7)
+    # The import tree of INIT, as far as the probe saw it: from ``imports_traced_from_ns``
+    # (when import tracing began; None if it never did) to INIT end.
+    imports: tuple[ImportRecord, ...] = field(8)
+    imports_traced_from_ns: int | None = field(9)
 
     def __new__(
         cls,
@@ -66,10 +76,23 @@ class InitRecord(Record):
         end_source: str,
         restored: bool,
         pid: int,
+        imports: tuple[ImportRecord, ...] = (),
+        imports_traced_from_ns: int | None = None,
     ) -> InitRecord:
         return tuple.__new__(
             cls,
-            (environment_id, init_type, start_ns, end_ns, start_source, end_source, restored, pid),
+            (
+                environment_id,
+                init_type,
+                start_ns,
+                end_ns,
+                start_source,
+                end_source,
+                restored,
+                pid,
+                imports,
+                imports_traced_from_ns,
+            ),
         )
 
     @property
@@ -225,6 +248,13 @@ class InvocationRecord(Record):
         "function",
         "invoked_function_arn",
         "events",
+        "trigger",
+        "xray_trace_header",
+        "traceparent",
+        "tracestate",
+        "exception",
+        "imports",
+        "deadline_ns",
     )
     facts: LifecycleFacts = field(0)
     end_ns: int = field(1)
@@ -234,6 +264,19 @@ class InvocationRecord(Record):
     function: FunctionFacts = field(5)
     invoked_function_arn: str | None = field(6)
     events: tuple[LifecycleEvent, ...] = field(7)
+    # faas.trigger, from the event's shape (triggers.py).
+    trigger: str = field(8)
+    # Incoming trace context, as received: X-Ray's _X_AMZN_TRACE_ID and the W3C headers of
+    # an HTTP event. The OTel sink parses them; nothing else of the event is kept.
+    xray_trace_header: str | None = field(9)
+    traceparent: str | None = field(10)
+    tracestate: str | None = field(11)
+    # The exception the handler raised, for the span's exception event (None if it returned).
+    exception: BaseException | None = field(12)
+    # Modules first imported during this invocation.
+    imports: tuple[ImportRecord, ...] = field(13)
+    # When Lambda ends the invocation (from the context), bounding a flush before returning.
+    deadline_ns: int | None = field(14)
 
     def __new__(
         cls,
@@ -245,10 +288,33 @@ class InvocationRecord(Record):
         function: FunctionFacts,
         invoked_function_arn: str | None,
         events: tuple[LifecycleEvent, ...] = (),
+        trigger: str = "other",
+        xray_trace_header: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        exception: BaseException | None = None,
+        imports: tuple[ImportRecord, ...] = (),
+        deadline_ns: int | None = None,
     ) -> InvocationRecord:
         return tuple.__new__(
             cls,
-            (facts, end_ns, outcome, error_type, init, function, invoked_function_arn, events),
+            (
+                facts,
+                end_ns,
+                outcome,
+                error_type,
+                init,
+                function,
+                invoked_function_arn,
+                events,
+                trigger,
+                xray_trace_header,
+                traceparent,
+                tracestate,
+                exception,
+                imports,
+                deadline_ns,
+            ),
         )
 
     @property

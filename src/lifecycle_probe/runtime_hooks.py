@@ -30,6 +30,43 @@ _MARK = "__lifecycle_probe_wrapped__"
 
 _snapshot_hooks_registered = False
 
+# Told of every request the runtime makes for an event: the first ends INIT, each later
+# one means the previous response has been sent (the internal extension flushes then).
+_listeners: list[EventRequestListener] = []
+_event_requests = 0
+
+
+class EventRequestListener:
+    """Interface of what ``add_event_request_listener`` accepts."""
+
+    def wait_registered(self, timeout_s: float = 1.0) -> bool:
+        """Called before the runtime's first request; may block, bounded."""
+        raise NotImplementedError
+
+    def response_sent(self) -> None:
+        """Called before each later request: the previous response is out."""
+        raise NotImplementedError
+
+
+def add_event_request_listener(listener: EventRequestListener) -> None:
+    """Tell ``listener`` about the runtime's requests for events."""
+    _listeners.append(listener)
+
+
+def _notify_listeners() -> None:
+    global _event_requests
+    _event_requests += 1
+    for listener in _listeners:
+        try:
+            if _event_requests == 1:
+                # An extension must be registered before INIT ends: hold the runtime's
+                # first request until registration is through (bounded).
+                listener.wait_registered()
+            else:
+                listener.response_sent()
+        except Exception as exc:
+            report_failure("event request listener", exc)
+
 
 def attach_to_loaded_runtime() -> bool:
     """Wrap the runtime client's event request if its module is loaded; True on success."""
@@ -65,6 +102,8 @@ def _wrap_wait_next(original: Callable[..., Any]) -> Callable[..., Any]:
             current_environment().mark_init_end(SOURCE_RUNTIME)
         except Exception as exc:
             report_failure("runtime hook (event request)", exc)
+        if _listeners:
+            _notify_listeners()
         request = original(self, *args, **kwargs)
         try:
             current_environment().mark_event_received(time.time_ns())

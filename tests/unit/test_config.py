@@ -9,7 +9,7 @@ def test_defaults_without_any_variable():
     config = Config.resolve({})
     assert config.disabled is False
     assert config.exporter == ("emf",)
-    assert config.flush == "sync"
+    assert config.flush == "after-response"
     assert config.flush_timeout_ms == 2000
     assert config.proactive_init_gap_ms == 1000
     assert config.connections is True
@@ -56,7 +56,7 @@ def test_none_exporter_wins_over_others_and_duplicates_collapse():
     [
         ("LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS", "soon", "proactive_init_gap_ms", 1000),
         ("LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS", "-5", "proactive_init_gap_ms", 1000),
-        ("LIFECYCLE_PROBE_FLUSH", "eventually", "flush", "sync"),
+        ("LIFECYCLE_PROBE_FLUSH", "eventually", "flush", "after-response"),
         ("LIFECYCLE_PROBE_EXPORTER", "kafka", "exporter", ("emf",)),
         ("LIFECYCLE_PROBE_DISABLED", "maybe", "disabled", False),
         ("LIFECYCLE_PROBE_STALE_IDLE_S", "nan", "stale_idle_s", 60.0),
@@ -98,7 +98,7 @@ def test_unknown_option_is_reported_and_ignored(caplog):
 def test_config_is_immutable_and_comparable():
     config = Config.resolve({})
     with pytest.raises(AttributeError):
-        config.flush = "after-response"
+        config.flush = "sync"
     assert config == Config.resolve({})
-    assert config.replace(flush="after-response").flush == "after-response"
-    assert "flush='sync'" in repr(config)
+    assert config.replace(flush="sync").flush == "sync"
+    assert "flush='after-response'" in repr(config)

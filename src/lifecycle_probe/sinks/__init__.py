@@ -51,6 +51,7 @@ def remove_process_sink(sink: Sink) -> None:
 def build_sinks(config: Config) -> tuple[Sink, ...]:
     """The sinks named by ``config.exporter``, in order."""
     sinks: list[Sink] = []
+    otlp = [name for name in config.exporter if name in ("otlp", "otlp-file")]
     for name in config.exporter:
         if name == "none":
             return ()
@@ -58,11 +59,17 @@ def build_sinks(config: Config) -> tuple[Sink, ...]:
             from lifecycle_probe.sinks.console import ConsoleSink
 
             sinks.append(ConsoleSink())
+        elif name in otlp:
+            if name == otlp[0]:  # one OpenTelemetry pipeline serves both OTLP exporters
+                from lifecycle_probe.sinks.flush import attach_flushing
+                from lifecycle_probe.sinks.otel import OtelSink
+
+                sinks.append(attach_flushing(OtelSink(config, otlp), config))
         else:
             warn_once(
                 f"sink:unavailable:{name}",
                 "lifecycle_probe: exporter %r is not available in this version; "
-                "its records are dropped (available: console, none)",
+                "its records are dropped (available: otlp, otlp-file, console, none)",
                 name,
             )
     return tuple(sinks)

@@ -41,7 +41,9 @@ def disagreements(emulator: LocalLambda) -> list[str]:
             continue  # the environment was killed mid-invocation: nothing to compare
         line = lines.get(result.request_id)
         if line is None:
-            problems.append(f"{result.request_id}: no probe record ({result.outcome})")
+            problems.append(
+                f"{result.request_id}: no probe record ({result.outcome} {result.error_type})"
+            )
             continue
         if line["start"] != result.start_type_truth:
             problems.append(

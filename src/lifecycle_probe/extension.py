@@ -1,0 +1,227 @@
+"""An internal Lambda extension that flushes telemetry after the response, before the freeze.
+
+Lambda freezes an environment only when the runtime *and every registered extension* have
+asked for their next event. The probe registers an internal extension (a thread in the
+runtime process) during INIT through the Extensions API. For each invocation it waits
+until the runtime has sent the response (the runtime asks for its next event), runs the
+registered flushes, bounded by the flush timeout and the invocation's deadline, and only
+then asks for its own next event: the caller never waits for the export, and nothing
+buffered is lost to the freeze.
+
+The HTTP here is a few lines over a socket: ``http.client`` would cost more to import
+than the probe's whole INIT path.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import time
+from _queue import Empty, SimpleQueue
+
+from lifecycle_probe._safe import get_logger, report_failure, warn_once
+from lifecycle_probe.runtime_hooks import EventRequestListener, add_event_request_listener
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+EXTENSION_NAME = "lifecycle-probe"
+API_VERSION = "2020-01-01"
+# How long the runtime's first request for work may wait for registration to finish.
+REGISTRATION_WAIT_S = 1.0
+# Time kept back from the invocation's deadline for the extension's own next request.
+DEADLINE_MARGIN_S = 0.1
+
+
+def http_request(
+    address: str,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+    timeout_s: float | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request to ``host:port`` (``Connection: close``): status, headers, body."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {address}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    lines.append(f"Content-Length: {len(body)}")
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s) as conn:
+        conn.sendall(request)
+        chunks = []
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    raw = b"".join(chunks)
+    head, _, payload = raw.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ", 2)[1])
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    length = parsed.get("content-length")
+    if length is not None and length.isdigit():
+        payload = payload[: int(length)]
+    return status, parsed, payload
+
+
+class InternalExtension(EventRequestListener):
+    """The probe's internal extension: register, then flush after every response."""
+
+    def __init__(self, runtime_api: str, flush_timeout_s: float) -> None:
+        self.runtime_api = runtime_api
+        self.flush_timeout_s = flush_timeout_s
+        self.extension_id: str | None = None
+        self._flushes: list[Callable[[float], object]] = []
+        self._responses: SimpleQueue[int] = SimpleQueue()
+        self._registration = _thread.allocate_lock()
+        self._registration.acquire()
+        self.flushed = 0
+
+    def add_flush(self, flush: Callable[[float], object]) -> None:
+        """Run ``flush(timeout_s)`` after each response."""
+        self._flushes.append(flush)
+
+    def start(self) -> None:
+        """Register from a thread of our own; INIT goes on meanwhile."""
+        _thread.start_new_thread(self._run, ())
+
+    def wait_registered(self, timeout_s: float = REGISTRATION_WAIT_S) -> bool:
+        """Block (bounded) until registration finished, successfully or not."""
+        if self._registration.acquire(timeout=timeout_s):
+            self._registration.release()
+            return True
+        return False
+
+    @property
+    def registered(self) -> bool:
+        """True once Lambda accepted the registration."""
+        return self.extension_id is not None
+
+    def response_sent(self) -> None:
+        """The runtime sent a response and asks for its next event (runtime thread)."""
+        self._responses.put(time.time_ns())
+
+    # -- the extension's thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        # Whatever this thread imports (socket, json, the SDK in a flush) is the probe's.
+        from lifecycle_probe.import_tracing import active_tracer
+
+        tracer = active_tracer()
+        if tracer is not None:
+            tracer.ignore_this_thread()
+        try:
+            self._register()
+        except Exception as exc:
+            report_failure("extension registration", exc)
+        finally:
+            self._registration.release()
+        if self.extension_id is None:
+            return
+        while True:
+            try:
+                event = self._next_event()
+            except Exception as exc:
+                # Lambda is gone (or we are outside it): there is no one to flush for.
+                report_failure("extension event/next", exc)
+                return
+            if event.get("eventType") == "SHUTDOWN":
+                self._flush(self.flush_timeout_s)
+                return
+            self._after_response(event)
+
+    def _register(self) -> None:
+        status, headers, body = http_request(
+            self.runtime_api,
+            "POST",
+            f"/{API_VERSION}/extension/register",
+            {"Lambda-Extension-Name": EXTENSION_NAME, "Content-Type": "application/json"},
+            b'{"events": ["INVOKE"]}',
+            timeout_s=REGISTRATION_WAIT_S,
+        )
+        if status != 200 or not headers.get("lambda-extension-identifier"):
+            warn_once(
+                "extension:refused",
+                "lifecycle_probe: the Extensions API refused registration (HTTP %s: %s); "
+                "flushing before each response instead",
+                status,
+                body[:200].decode("utf-8", "replace"),
+            )
+            return
+        self.extension_id = headers["lambda-extension-identifier"]
+
+    def _next_event(self) -> dict[str, Any]:
+        import json
+
+        assert self.extension_id is not None
+        status, _, body = http_request(
+            self.runtime_api,
+            "GET",
+            f"/{API_VERSION}/extension/event/next",
+            {"Lambda-Extension-Identifier": self.extension_id},
+        )
+        if status != 200:
+            raise RuntimeError(f"event/next answered HTTP {status}")
+        event = json.loads(body)
+        return event if isinstance(event, dict) else {}
+
+    def _after_response(self, event: dict[str, Any]) -> None:
+        deadline_ms = event.get("deadlineMs")
+        now = time.time()
+        left_s = (deadline_ms / 1000 - now) if isinstance(deadline_ms, (int, float)) else 900.0
+        try:
+            # The event reaches us as it reaches the runtime: wait for the response.
+            self._responses.get(timeout=max(0.001, left_s))
+        except Empty:
+            return  # the invocation ran out of time; Lambda ends it, not us
+        budget = min(self.flush_timeout_s, left_s - (time.time() - now) - DEADLINE_MARGIN_S)
+        self._flush(max(0.0, budget))
+
+    def _flush(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        for flush in list(self._flushes):
+            try:
+                flush(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                report_failure("after-response flush", exc)
+        self.flushed += 1
+
+
+_extension: InternalExtension | None = None
+_extension_lock = _thread.allocate_lock()
+
+
+def after_response_extension(flush_timeout_s: float, init_over: bool) -> InternalExtension | None:
+    """The process's internal extension, started on first call; None where Lambda has none.
+
+    Registration is only possible during INIT and inside Lambda (``AWS_LAMBDA_RUNTIME_API``).
+    """
+    global _extension
+    with _extension_lock:
+        if _extension is not None:
+            return _extension
+        runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+        if not runtime_api or init_over:
+            if runtime_api:
+                warn_once(
+                    "extension:late",
+                    "lifecycle_probe: the probe was set up after INIT, too late to register an "
+                    "extension; flushing before each response instead",
+                )
+            else:
+                get_logger().debug("not in Lambda: flushing before each response")
+            return None
+        extension = InternalExtension(runtime_api, flush_timeout_s)
+        add_event_request_listener(extension)
+        extension.start()
+        _extension = extension
+        return extension
