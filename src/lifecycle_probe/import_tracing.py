@@ -113,6 +113,12 @@ def origin_of(path: str | None, task_root: str | None) -> str:
     return ORIGIN_RUNTIME
 
 
+def _bootstrap_module() -> ModuleType | None:
+    # The interpreter calls _find_and_load on its frozen bootstrap module, which the
+    # importlib package (when imported) also registers as importlib._bootstrap.
+    return sys.modules.get("_frozen_importlib") or sys.modules.get("importlib._bootstrap")
+
+
 class ImportTracer:
     """Records imports as a tree. ``during_init`` tells it which phase an import belongs to."""
 
@@ -130,12 +136,12 @@ class ImportTracer:
 
     def start(self) -> bool:
         """Wrap the import machinery; False (with a warning) where it cannot be."""
-        bootstrap = sys.modules.get("importlib._bootstrap")
+        bootstrap = _bootstrap_module()
         original = getattr(bootstrap, "_find_and_load", None)
         if bootstrap is None or original is None:
             warn_once(
                 "imports:unsupported",
-                "lifecycle_probe: this interpreter has no importlib._bootstrap._find_and_load; "
+                "lifecycle_probe: this interpreter has no _frozen_importlib._find_and_load; "
                 "imports are not traced",
             )
             return False
@@ -154,7 +160,7 @@ class ImportTracer:
 
     def stop(self) -> None:
         """Put the import machinery back as it was."""
-        bootstrap = sys.modules.get("importlib._bootstrap")
+        bootstrap = _bootstrap_module()
         current = getattr(bootstrap, "_find_and_load", None)
         if (
             self._original is not None

@@ -18,7 +18,7 @@ DATASOURCE = "datasource"
 TIMER = "timer"
 OTHER = "other"
 
-# ``eventSource`` of a record in ``Records`` (or of a Kafka event) -> trigger.
+# ``eventSource`` of a record in ``Records`` (or of a Kafka or Amazon MQ event) -> trigger.
 _RECORD_SOURCES = {
     "aws:sqs": PUBSUB,
     "aws:sns": PUBSUB,
@@ -50,8 +50,12 @@ def trigger_of(event: Any) -> str:
             return _RECORD_SOURCES.get(source.lower(), OTHER)
         return OTHER
     source = event.get("eventSource")
-    if isinstance(source, str) and isinstance(event.get("records"), dict):
-        return _RECORD_SOURCES.get(source.lower(), PUBSUB)  # MSK, self-managed Kafka
+    if isinstance(source, str) and (
+        isinstance(event.get("records"), dict)  # MSK, self-managed Kafka
+        or isinstance(event.get("messages"), list)  # Amazon MQ for ActiveMQ
+        or isinstance(event.get("rmqMessagesByQueue"), dict)  # Amazon MQ for RabbitMQ
+    ):
+        return _RECORD_SOURCES.get(source.lower(), PUBSUB)
     if "detail-type" in event and "source" in event:
         # EventBridge; its schedules (and CloudWatch Events rules) are timers.
         return TIMER if event.get("detail-type") == "Scheduled Event" else PUBSUB
@@ -67,14 +71,14 @@ def w3c_context_of(event: Any) -> tuple[str | None, str | None]:
         return None, None
     traceparent = headers.get("traceparent")
     tracestate = headers.get("tracestate")
-    if traceparent is None:
+    if traceparent is None or tracestate is None:
         # HTTP header names are case-insensitive; API Gateway v1 keeps the caller's case.
         for name, value in headers.items():
             if isinstance(name, str):
                 lowered = name.lower()
-                if lowered == "traceparent":
+                if lowered == "traceparent" and traceparent is None:
                     traceparent = value
-                elif lowered == "tracestate":
+                elif lowered == "tracestate" and tracestate is None:
                     tracestate = value
     return (
         traceparent if isinstance(traceparent, str) else None,

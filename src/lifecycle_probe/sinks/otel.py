@@ -18,9 +18,9 @@ from __future__ import annotations
 import _thread
 import os
 import time
+from _queue import SimpleQueue
 
 from lifecycle_probe._safe import report_failure, warn_once
-from lifecycle_probe.import_tracing import probe_work
 from lifecycle_probe.records import COLD_START_TYPES, ERROR, TIMEOUT
 from lifecycle_probe.sinks import Sink
 
@@ -73,6 +73,8 @@ class OtelSink(Sink):
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
         self._pipeline: _Pipeline | None = None
+        self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
+        self._worker_pid: int | None = None
         # Set by the flush coordinator when an internal extension drains after the response.
         self.extension: InternalExtension | None = None
 
@@ -93,12 +95,47 @@ class OtelSink(Sink):
         return budget
 
     def drain(self, timeout_s: float) -> bool:
-        """Build spans and metrics of every queued record and export them within ``timeout_s``.
+        """Build spans and metrics of every queued record and export them; wait at most
+        ``timeout_s``. Returns True when everything was exported in that time.
 
-        Returns True when everything was exported in time.
+        The work runs on the sink's own thread: an exporter that hangs (a collector that
+        never answers) keeps that thread, never the caller, past the bound. What it could
+        not export stays queued for the next drain.
         """
-        deadline = time.monotonic() + timeout_s
-        with self._drain_lock, probe_work():
+        request = _DrainRequest(time.monotonic() + timeout_s)
+        self._ensure_worker()
+        self._requests.put(request)
+        return request.wait(timeout_s)
+
+    def _ensure_worker(self) -> None:
+        with self._queue_lock:
+            if self._worker_pid == os.getpid():
+                return
+            # First drain, or a forked child: the parent's thread is not here.
+            self._worker_pid = os.getpid()
+            self._requests = SimpleQueue()
+            _thread.start_new_thread(self._work, ())
+
+    def _work(self) -> None:
+        from lifecycle_probe.import_tracing import active_tracer
+
+        tracer = active_tracer()
+        if tracer is not None:
+            tracer.ignore_this_thread()  # the SDK's imports are the probe's, not the function's
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            ok = False
+            try:
+                ok = self._drain_now(request.deadline)
+            except Exception as exc:
+                report_failure("OpenTelemetry export", exc)
+            finally:
+                request.finish(ok)
+
+    def _drain_now(self, deadline: float) -> bool:
+        with self._drain_lock:
             with self._queue_lock:
                 records, self._queue = self._queue, []
             if self._pipeline is None:
@@ -123,10 +160,29 @@ class OtelSink(Sink):
         self.drain(timeout_s)
 
     def shutdown(self) -> None:
+        if self._worker_pid == os.getpid():
+            self._requests.put(None)
         with self._drain_lock:
             if self._pipeline is not None:
                 self._pipeline.shutdown()
                 self._pipeline = None
+
+
+class _DrainRequest:
+    """One drain asked of the sink's thread; the caller waits on it, bounded."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.ok = False
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+
+    def finish(self, ok: bool) -> None:
+        self.ok = ok
+        self._done.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._done.acquire(timeout=max(0.0, timeout_s)) and self.ok
 
 
 class _Pipeline:
