@@ -44,14 +44,20 @@ def http_request(
     timeout_s: float | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One HTTP/1.1 request to ``host:port`` (``Connection: close``): status, headers, body."""
-    import socket
+    # The C module itself: socket.py would add its own imports (enum, selectors) to INIT.
+    import _socket
 
     host, _, port = address.rpartition(":")
     lines = [f"{method} {path} HTTP/1.1", f"Host: {address}", "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     lines.append(f"Content-Length: {len(body)}")
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s) as conn:
+    # The Runtime API address is an IP and port (127.0.0.1:9001 on Lambda): no DNS.
+    family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+    conn = _socket.socket(family, _socket.SOCK_STREAM)
+    try:
+        conn.settimeout(timeout_s)
+        conn.connect((host.strip("[]") or "127.0.0.1", int(port)))
         conn.sendall(request)
         chunks = []
         while True:
@@ -59,6 +65,8 @@ def http_request(
             if not chunk:
                 break
             chunks.append(chunk)
+    finally:
+        conn.close()
     raw = b"".join(chunks)
     head, _, payload = raw.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")

@@ -19,7 +19,8 @@ from lifecycle_probe.environment import current_environment
 from lifecycle_probe.import_tracing import ImportRecord
 from lifecycle_probe.records import SOURCE_RUNTIME
 from lifecycle_probe.sinks import add_process_sink, remove_process_sink
-from lifecycle_probe.sinks.otel import OtelSink, parse_traceparent, parse_xray
+from lifecycle_probe.sinks.otel import OtelSink
+from lifecycle_probe.sinks.otel.trace_context import parse_traceparent, parse_xray
 from lifecycle_probe.testing import FakeContext, fresh_environment
 
 LAMBDA_ENV = {
@@ -330,6 +331,7 @@ def test_sync_flush_is_bounded_by_the_flush_timeout(monkeypatch):
         (),
         span_exporter=exporter,
         metric_reader=InMemoryMetricReader(),
+        isolate_exports=True,
     )
     add_process_sink(sink)
     try:
@@ -353,6 +355,7 @@ def test_sync_flush_never_outlasts_the_remaining_time():
         (),
         span_exporter=exporter,
         metric_reader=InMemoryMetricReader(),
+        isolate_exports=True,
     )
     add_process_sink(sink)
     try:

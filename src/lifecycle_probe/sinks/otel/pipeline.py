@@ -1,16 +1,7 @@
-"""The OpenTelemetry sink: records become spans and FaaS metrics. The only OTel importer.
+"""Records to OpenTelemetry SDK objects: spans, metric measurements, exporters.
 
-Nothing here runs at INIT. The sink queues each finished invocation record; the SDK is
-imported and the spans are built from the recorded timestamps when the queue is drained:
-after the response (from the internal extension's thread) or, in ``sync`` mode, before
-the handler returns, bounded by the flush timeout and the invocation's remaining time.
-
-Per DESIGN.md §2: ``lambda.init`` (INIT start from the OS to INIT end) with a
-``lambda.import`` child per import at or above the import threshold, both in the trace of
-the environment's first invocation; the invocation span (SERVER, named after the
-function) continuing the incoming trace context; and the FaaS and lifecycle metrics, with
-delta temporality unless ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` says
-otherwise.
+Imported at the first drain (after the response, or in a sync flush), never at INIT: this
+module and the SDK it loads are the heavy part of the export.
 """
 
 from __future__ import annotations
@@ -18,18 +9,14 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from _queue import SimpleQueue
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
-from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe._safe import warn_once
 from lifecycle_probe.records import COLD_START_TYPES, ERROR, TIMEOUT
-from lifecycle_probe.sinks import Sink
+from lifecycle_probe.sinks.otel.trace_context import parse_traceparent, parse_xray
 
-# This module is imported at INIT (when @probe builds its sinks): only what a bare
-# interpreter has loaded may be imported at its top; the SDK comes in at the first drain.
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
-    from typing import IO, Any, TextIO
 
     from opentelemetry.context import Context
     from opentelemetry.sdk.metrics import MeterProvider
@@ -39,153 +26,14 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.import_tracing import ImportRecord
     from lifecycle_probe.records import FunctionFacts, InitRecord, InvocationRecord
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
-# The Collector's file exporter and the report read one export request per line.
 _DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
 
 
-class OtelSink(Sink):
-    """Turns invocation records into OTLP spans and metrics for one or more exporters.
-
-    ``exporters`` are ``otlp`` and/or ``otlp-file``. Tests pass ``span_exporter`` and
-    ``metric_reader`` (e.g. the SDK's in-memory ones) instead.
-    """
-
-    name = "otel"
-
-    def __init__(
-        self,
-        config: Config,
-        exporters: Sequence[str] = ("otlp",),
-        *,
-        span_exporter: SpanExporter | None = None,
-        metric_reader: MetricReader | None = None,
-    ) -> None:
-        self._config = config
-        self._exporters = tuple(exporters)
-        self._span_exporter = span_exporter
-        self._metric_reader = metric_reader
-        self._queue: list[InvocationRecord] = []
-        self._queue_lock = _thread.allocate_lock()
-        self._drain_lock = _thread.allocate_lock()
-        self._pipeline: _Pipeline | None = None
-        self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
-        self._worker_pid: int | None = None
-        # Set by the flush coordinator when an internal extension drains after the response.
-        self.extension: InternalExtension | None = None
-
-    def export(self, record: InvocationRecord) -> None:
-        with self._queue_lock:
-            self._queue.append(record)
-        extension = self.extension
-        if extension is None or not extension.registered:
-            self.drain(self.sync_budget_s(record))
-
-    def sync_budget_s(self, record: InvocationRecord) -> float:
-        """How long a flush before the response may take: the flush timeout, and never
-        more than the invocation's remaining time (less a margin for the response)."""
-        budget = self._config.flush_timeout_ms / 1000
-        if record.deadline_ns is not None:
-            remaining = (record.deadline_ns - time.time_ns()) / 1e9 - 0.05
-            budget = min(budget, max(0.0, remaining))
-        return budget
-
-    def drain(self, timeout_s: float) -> bool:
-        """Build spans and metrics of every queued record and export them; wait at most
-        ``timeout_s``. Returns True when everything was exported in that time.
-
-        The work runs on the sink's own thread: an exporter that hangs (a collector that
-        never answers) keeps that thread, never the caller, past the bound. What it could
-        not export stays queued for the next drain.
-        """
-        request = _DrainRequest(time.monotonic() + timeout_s)
-        self._ensure_worker()
-        self._requests.put(request)
-        return request.wait(timeout_s)
-
-    def _ensure_worker(self) -> None:
-        with self._queue_lock:
-            if self._worker_pid == os.getpid():
-                return
-            # First drain, or a forked child: the parent's thread is not here.
-            self._worker_pid = os.getpid()
-            self._requests = SimpleQueue()
-            _thread.start_new_thread(self._work, ())
-
-    def _work(self) -> None:
-        from lifecycle_probe.import_tracing import active_tracer
-
-        tracer = active_tracer()
-        if tracer is not None:
-            tracer.ignore_this_thread()  # the SDK's imports are the probe's, not the function's
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            ok = False
-            try:
-                ok = self._drain_now(request.deadline)
-            except Exception as exc:
-                report_failure("OpenTelemetry export", exc)
-            finally:
-                request.finish(ok)
-
-    def _drain_now(self, deadline: float) -> bool:
-        with self._drain_lock:
-            with self._queue_lock:
-                records, self._queue = self._queue, []
-            if self._pipeline is None:
-                if not records:
-                    return True
-                self._pipeline = _Pipeline(
-                    self._config,
-                    records[0].function,
-                    self._exporters,
-                    self._span_exporter,
-                    self._metric_reader,
-                )
-            pipeline = self._pipeline
-            for record in records:
-                try:
-                    pipeline.emit(record)
-                except Exception as exc:
-                    report_failure("OpenTelemetry span/metric building", exc)
-            return pipeline.flush(max(0.0, deadline - time.monotonic()))
-
-    def flush(self, timeout_s: float) -> None:
-        self.drain(timeout_s)
-
-    def shutdown(self) -> None:
-        if self._worker_pid == os.getpid():
-            self._requests.put(None)
-        with self._drain_lock:
-            if self._pipeline is not None:
-                self._pipeline.shutdown()
-                self._pipeline = None
-
-
-class _DrainRequest:
-    """One drain asked of the sink's thread; the caller waits on it, bounded."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.ok = False
-        self._done = _thread.allocate_lock()
-        self._done.acquire()
-
-    def finish(self, ok: bool) -> None:
-        self.ok = ok
-        self._done.release()
-
-    def wait(self, timeout_s: float) -> bool:
-        return self._done.acquire(timeout=max(0.0, timeout_s)) and self.ok
-
-
-class _Pipeline:
+class Pipeline:
     """The SDK objects: tracer and meter providers, instruments, exporters."""
 
     def __init__(
@@ -500,50 +348,6 @@ def _parent_context(record: InvocationRecord) -> Context | None:
         trace_state=state,
     )
     return set_span_in_context(NonRecordingSpan(context))
-
-
-def parse_traceparent(value: str | None) -> tuple[int, int, bool] | None:
-    """(trace id, parent span id, sampled) of a W3C ``traceparent``, or None if invalid."""
-    if not value:
-        return None
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
-        return None
-    version, trace_hex, span_hex, flags_hex = parts[:4]
-    if len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
-        return None
-    if version == "00" and len(parts) != 4:
-        return None
-    try:
-        trace_id, span_id, flags = int(trace_hex, 16), int(span_hex, 16), int(flags_hex, 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return trace_id, span_id, bool(flags & 1)
-
-
-def parse_xray(value: str | None) -> tuple[int, int, bool] | None:
-    """(trace id, parent span id, sampled) of an X-Ray trace header, or None if invalid."""
-    if not value:
-        return None
-    fields = {}
-    for part in value.split(";"):
-        key, _, item = part.strip().partition("=")
-        fields[key] = item
-    root, parent = fields.get("Root", ""), fields.get("Parent", "")
-    pieces = root.split("-")
-    if len(pieces) != 3 or pieces[0] != "1" or len(pieces[1]) != 8 or len(pieces[2]) != 24:
-        return None
-    if len(parent) != 16:
-        return None
-    try:
-        trace_id, span_id = int(pieces[1] + pieces[2], 16), int(parent, 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return trace_id, span_id, fields.get("Sampled") == "1"
 
 
 def _resource(function: FunctionFacts) -> Resource:

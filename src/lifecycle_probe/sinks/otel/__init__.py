@@ -1,0 +1,191 @@
+"""The OpenTelemetry sink: records become spans and FaaS metrics (only this package imports OTel).
+
+Nothing here runs at INIT. The sink queues each finished invocation record; the SDK is
+imported and the spans are built from the recorded timestamps when the queue is drained:
+after the response (from the internal extension's thread) or, in ``sync`` mode, before
+the handler returns, bounded by the flush timeout and the invocation's remaining time.
+
+Per DESIGN.md §2: ``lambda.init`` (INIT start from the OS to INIT end) with a
+``lambda.import`` child per import at or above the import threshold, both in the trace of
+the environment's first invocation; the invocation span (SERVER, named after the
+function) continuing the incoming trace context; and the FaaS and lifecycle metrics, with
+delta temporality unless ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` says
+otherwise.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import time
+from _queue import SimpleQueue
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.import_tracing import probe_work
+from lifecycle_probe.sinks import Sink
+
+# This module is imported at INIT (when @probe builds its sinks): only what a bare
+# interpreter has loaded may be imported at its top. The SDK, and pipeline.py which
+# translates records into it, come in at the first drain.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.trace.export import SpanExporter
+
+    from lifecycle_probe.config import Config
+    from lifecycle_probe.extension import InternalExtension
+    from lifecycle_probe.records import InvocationRecord
+    from lifecycle_probe.sinks.otel.pipeline import Pipeline
+
+
+class OtelSink(Sink):
+    """Turns invocation records into OTLP spans and metrics for one or more exporters.
+
+    ``exporters`` are ``otlp`` and/or ``otlp-file``. Tests pass ``span_exporter`` and
+    ``metric_reader`` (e.g. the SDK's in-memory ones) instead. ``isolate_exports`` runs
+    each drain on the sink's own thread so that the caller's wait is bounded even when an
+    exporter hangs; by default only network exporters (``otlp``) need that.
+    """
+
+    name = "otel"
+
+    def __init__(
+        self,
+        config: Config,
+        exporters: Sequence[str] = ("otlp",),
+        *,
+        span_exporter: SpanExporter | None = None,
+        metric_reader: MetricReader | None = None,
+        isolate_exports: bool | None = None,
+    ) -> None:
+        self._config = config
+        # A file or in-memory exporter cannot hang: handing the drain to a thread would
+        # only add a thread switch (~0.1 ms here) to every sync flush.
+        self._isolate = "otlp" in exporters if isolate_exports is None else isolate_exports
+        self._exporters = tuple(exporters)
+        self._span_exporter = span_exporter
+        self._metric_reader = metric_reader
+        self._queue: list[InvocationRecord] = []
+        self._queue_lock = _thread.allocate_lock()
+        self._drain_lock = _thread.allocate_lock()
+        self._pipeline: Pipeline | None = None
+        self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
+        self._worker_pid: int | None = None
+        # Set by the flush coordinator when an internal extension drains after the response.
+        self.extension: InternalExtension | None = None
+
+    def export(self, record: InvocationRecord) -> None:
+        with self._queue_lock:
+            self._queue.append(record)
+        extension = self.extension
+        if extension is None or not extension.registered:
+            self.drain(self.sync_budget_s(record))
+
+    def sync_budget_s(self, record: InvocationRecord) -> float:
+        """How long a flush before the response may take: the flush timeout, and never
+        more than the invocation's remaining time (less a margin for the response)."""
+        budget = self._config.flush_timeout_ms / 1000
+        if record.deadline_ns is not None:
+            remaining = (record.deadline_ns - time.time_ns()) / 1e9 - 0.05
+            budget = min(budget, max(0.0, remaining))
+        return budget
+
+    def drain(self, timeout_s: float) -> bool:
+        """Build spans and metrics of every queued record and export them; wait at most
+        ``timeout_s``. Returns True when everything was exported in that time.
+
+        The work runs on the sink's own thread: an exporter that hangs (a collector that
+        never answers) keeps that thread, never the caller, past the bound. What it could
+        not export stays queued for the next drain.
+        """
+        if not self._isolate:
+            try:
+                return self._drain_now(time.monotonic() + timeout_s)
+            except Exception as exc:
+                report_failure("OpenTelemetry export", exc)
+                return False
+        request = _DrainRequest(time.monotonic() + timeout_s)
+        self._ensure_worker()
+        self._requests.put(request)
+        return request.wait(timeout_s)
+
+    def _ensure_worker(self) -> None:
+        with self._queue_lock:
+            if self._worker_pid == os.getpid():
+                return
+            # First drain, or a forked child: the parent's thread is not here.
+            self._worker_pid = os.getpid()
+            self._requests = SimpleQueue()
+            _thread.start_new_thread(self._work, ())
+
+    def _work(self) -> None:
+        from lifecycle_probe.import_tracing import active_tracer
+
+        tracer = active_tracer()
+        if tracer is not None:
+            tracer.ignore_this_thread()  # the SDK's imports are the probe's, not the function's
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            ok = False
+            try:
+                ok = self._drain_now(request.deadline)
+            except Exception as exc:
+                report_failure("OpenTelemetry export", exc)
+            finally:
+                request.finish(ok)
+
+    def _drain_now(self, deadline: float) -> bool:
+        with self._drain_lock, probe_work():
+            with self._queue_lock:
+                records, self._queue = self._queue, []
+            if self._pipeline is None:
+                if not records:
+                    return True
+                from lifecycle_probe.sinks.otel.pipeline import Pipeline
+
+                self._pipeline = Pipeline(
+                    self._config,
+                    records[0].function,
+                    self._exporters,
+                    self._span_exporter,
+                    self._metric_reader,
+                )
+            pipeline = self._pipeline
+            for record in records:
+                try:
+                    pipeline.emit(record)
+                except Exception as exc:
+                    report_failure("OpenTelemetry span/metric building", exc)
+            return pipeline.flush(max(0.0, deadline - time.monotonic()))
+
+    def flush(self, timeout_s: float) -> None:
+        self.drain(timeout_s)
+
+    def shutdown(self) -> None:
+        if self._worker_pid == os.getpid():
+            self._requests.put(None)
+        with self._drain_lock:
+            if self._pipeline is not None:
+                self._pipeline.shutdown()
+                self._pipeline = None
+
+
+class _DrainRequest:
+    """One drain asked of the sink's thread; the caller waits on it, bounded."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.ok = False
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+
+    def finish(self, ok: bool) -> None:
+        self.ok = ok
+        self._done.release()
+
+    def wait(self, timeout_s: float) -> bool:
+        return self._done.acquire(timeout=max(0.0, timeout_s)) and self.ok
