@@ -14,10 +14,11 @@ from os import environ
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
+from lifecycle_probe.extension import active_extension
 from lifecycle_probe.facts import in_flight
 from lifecycle_probe.import_tracing import active_tracer
 from lifecycle_probe.installation import install_runtime_signals, installed_options
-from lifecycle_probe.records import ERROR, OK, InvocationRecord
+from lifecycle_probe.records import ERROR, OK, TIMEOUT, InvocationRecord
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 from lifecycle_probe.triggers import trigger_of, w3c_context_of
 
@@ -60,7 +61,11 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
         if config.disabled:
             return handler
         install_runtime_signals()
-        return _wrap(handler, config, build_sinks(config))
+        sinks = build_sinks(config)
+        extension = active_extension()
+        if extension is not None and sinks:
+            extension.add_timeout_report(report_timeout)
+        return _wrap(handler, config, sinks)
     except Exception as exc:
         report_failure("@probe", exc)
         return handler
@@ -81,7 +86,10 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
             )
             token = in_flight.set(facts)
             # What the sinks need of the event, read before the handler can change it.
-            incoming = _incoming(event) if sinks or process_sinks else None
+            incoming = None
+            if sinks or process_sinks:
+                incoming = _incoming(event)
+                environment.in_flight_capture = (facts, init, incoming, context, sinks)
             captured = True
         except Exception as exc:
             report_failure("invocation start", exc)
@@ -140,6 +148,8 @@ def _finish(
         in_flight.reset(token)
         if incoming is None:
             return  # ``exporter="none"``: nobody to hand a record to
+        if environment.timeout_reported == facts.invocation_seq:
+            return  # reported as a timeout just before the deadline; it finished after all
         tracer = active_tracer()
         if init is not None and tracer is not None:
             init = init.replace(
@@ -166,6 +176,39 @@ def _finish(
         export_to(sinks, record)
     except Exception as failure:
         report_failure("invocation end", failure)
+
+
+def report_timeout(deadline_ns: int) -> None:
+    """Export the invocation in flight as a timeout (the internal extension calls this just
+    before the deadline, when Lambda is about to end it without telling the runtime)."""
+    environment = current_environment()
+    capture = environment.in_flight_capture
+    if capture is None or environment.timeout_reported == capture[0].invocation_seq:
+        return
+    facts, init, incoming, context, sinks = capture
+    environment.timeout_reported = facts.invocation_seq
+    tracer = active_tracer()
+    if init is not None and tracer is not None:
+        init = init.replace(imports=tracer.take_init(), imports_traced_from_ns=tracer.started_ns)
+    trigger, xray_trace_header, traceparent, tracestate = incoming
+    record = InvocationRecord(
+        facts,
+        deadline_ns,
+        TIMEOUT,
+        "Sandbox.Timedout",
+        init,
+        environment.function,
+        getattr(context, "invoked_function_arn", None),
+        (),
+        trigger,
+        xray_trace_header,
+        traceparent,
+        tracestate,
+        None,
+        (),
+        deadline_ns,
+    )
+    export_to(sinks, record)
 
 
 # Importing ``probe`` is the earliest moment the decorator case offers: from here on the

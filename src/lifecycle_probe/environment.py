@@ -34,6 +34,7 @@ from lifecycle_probe.records import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 _new_record = tuple.__new__
 
@@ -88,6 +89,7 @@ class Environment:
         "event_received_ns",
         "function",
         "in_flight",
+        "in_flight_capture",
         "in_flight_facts",
         "init_end_ns",
         "init_end_source",
@@ -98,6 +100,7 @@ class Environment:
         "pid",
         "restored",
         "seq",
+        "timeout_reported",
     )
 
     def __init__(
@@ -128,6 +131,11 @@ class Environment:
         # own threads, where the decorator's context variable is not set.
         self.in_flight = 0
         self.in_flight_facts: LifecycleFacts | None = None
+        # What a timeout report needs of the invocation in flight (set by the decorator
+        # when it has sinks), and the sequence number of the last invocation reported as
+        # timed out: its own record, should it finish after all, is not exported twice.
+        self.in_flight_capture: tuple[Any, ...] | None = None
+        self.timeout_reported = 0
 
     # -- signals from hooks ------------------------------------------------------------
 
@@ -214,6 +222,7 @@ class Environment:
             self.in_flight -= 1
             if not self.in_flight:
                 self.in_flight_facts = None
+                self.in_flight_capture = None
 
     def _close_init(self, now_ns: int) -> InitRecord:
         if self.init_end_ns is None:

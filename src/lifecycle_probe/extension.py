@@ -33,6 +33,10 @@ API_VERSION = "2020-01-01"
 REGISTRATION_WAIT_S = 1.0
 # Time kept back from the invocation's deadline for the extension's own next request.
 DEADLINE_MARGIN_S = 0.1
+# An invocation still running this long before its deadline is reported as a timeout:
+# enough to build and export the record (the SDK may have to load on a first invocation)
+# before Lambda ends the invocation with no warning to the runtime.
+TIMEOUT_MARGIN_S = 0.2
 
 
 def http_request(
@@ -89,6 +93,7 @@ class InternalExtension(EventRequestListener):
         self.flush_timeout_s = flush_timeout_s
         self.extension_id: str | None = None
         self._flushes: list[Callable[[float], object]] = []
+        self._timeout_reports: list[Callable[[int], object]] = []
         self._responses: SimpleQueue[int] = SimpleQueue()
         self._registration = _thread.allocate_lock()
         self._registration.acquire()
@@ -97,6 +102,10 @@ class InternalExtension(EventRequestListener):
     def add_flush(self, flush: Callable[[float], object]) -> None:
         """Run ``flush(timeout_s)`` after each response."""
         self._flushes.append(flush)
+
+    def add_timeout_report(self, report: Callable[[int], object]) -> None:
+        """Call ``report(deadline_ns)`` when an invocation is about to time out."""
+        self._timeout_reports.append(report)
 
     def start(self) -> None:
         """Register from a thread of our own; INIT goes on meanwhile."""
@@ -184,15 +193,34 @@ class InternalExtension(EventRequestListener):
 
     def _after_response(self, event: dict[str, Any]) -> None:
         deadline_ms = event.get("deadlineMs")
-        now = time.time()
-        left_s = (deadline_ms / 1000 - now) if isinstance(deadline_ms, (int, float)) else 900.0
+        if not isinstance(deadline_ms, (int, float)):
+            deadline_ms = (time.time() + 900) * 1000
+        deadline_s = deadline_ms / 1000
+        # The event reaches us as it reaches the runtime: wait for the response, but not
+        # past the moment a timeout must be reported to reach the exporter in time.
+        if self._wait_for_response(deadline_s - TIMEOUT_MARGIN_S):
+            self._flush(
+                max(0.0, min(self.flush_timeout_s, deadline_s - time.time() - DEADLINE_MARGIN_S))
+            )
+            return
+        # Still running just before the deadline: Lambda will end it as a timeout and
+        # freeze or reset the environment with no warning. Report it now.
+        for report in list(self._timeout_reports):
+            try:
+                report(int(deadline_ms * 1_000_000))
+            except Exception as exc:
+                report_failure("timeout report", exc)
+        self._flush(max(0.0, deadline_s - time.time() - 0.01))
+        # If the handler makes it after all, its own record was already replaced by the
+        # timeout's (see Environment.timeout_reported): just wait for the runtime.
+        self._wait_for_response(deadline_s + 1.0)
+
+    def _wait_for_response(self, until_s: float) -> bool:
         try:
-            # The event reaches us as it reaches the runtime: wait for the response.
-            self._responses.get(timeout=max(0.001, left_s))
+            self._responses.get(timeout=max(0.001, until_s - time.time()))
         except Empty:
-            return  # the invocation ran out of time; Lambda ends it, not us
-        budget = min(self.flush_timeout_s, left_s - (time.time() - now) - DEADLINE_MARGIN_S)
-        self._flush(max(0.0, budget))
+            return False
+        return True
 
     def _flush(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -206,6 +234,11 @@ class InternalExtension(EventRequestListener):
 
 _extension: InternalExtension | None = None
 _extension_lock = _thread.allocate_lock()
+
+
+def active_extension() -> InternalExtension | None:
+    """The process's internal extension, if one was started."""
+    return _extension
 
 
 def after_response_extension(flush_timeout_s: float, init_over: bool) -> InternalExtension | None:

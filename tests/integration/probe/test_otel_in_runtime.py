@@ -92,3 +92,30 @@ def test_after_response_flush_registers_an_extension_and_keeps_the_caller_waitin
     # the cold invocation took about as long as the warm one (the handler does nothing)
     assert first.duration_ms < 100
     assert second.duration_ms < 100
+
+
+def test_a_timeout_is_reported_before_lambda_ends_the_invocation(
+    local_lambda, probe_handlers, tmp_path
+):
+    # GIVEN a 1 s function timeout and flushing through the internal extension
+    path = tmp_path / "otlp.jsonl"
+    emulator = local_lambda(
+        "traced.handler", probe_handlers, env=otel_env(path, "after-response"), timeout_s=1.0
+    )
+    quick = emulator.invoke({})
+    # WHEN an invocation runs past its deadline (the local Lambda kills the environment)
+    slow = emulator.invoke({"sleep_s": 5})
+    after = emulator.invoke({})
+    emulator.close()
+    assert (quick.outcome, slow.outcome, after.outcome) == ("ok", "timeout", "ok")
+    spans, points = read_otlp(path)
+    invocations = {s["attrs"]["faas.invocation_id"]: s for s in spans if s["kind"] == 2}
+    # THEN the extension exported it as a timeout before the kill, ending at the deadline
+    timed_out = invocations[slow.request_id]
+    assert timed_out["attrs"]["lifecycle.outcome"] == "timeout"
+    assert timed_out["status"]["code"] == 2
+    assert abs(int(timed_out["endTimeUnixNano"]) - slow.end_ns) < 300_000_000
+    assert invocations[quick.request_id]["attrs"]["lifecycle.outcome"] == "ok"
+    assert invocations[after.request_id]["attrs"]["lifecycle.start"] == "cold"
+    assert total(points, "faas.timeouts") == 1
+    assert total(points, "faas.invocations") == 3
