@@ -4,7 +4,9 @@ The demo runs ``functions/orders.py`` in the local Lambda (real ``awslambdaric``
 processes) through a cold start, warm reuse, a freeze, a traffic spike that scales out,
 provisioned and proactive initialisation, an idle reap and a SnapStart restore. It reads
 what the probe wrote in each environment's log and prints it beside the local Lambda's
-own ground truth, then writes both as JSON lines to the output directory.
+own ground truth, then writes both as JSON lines to the output directory, beside the
+OpenTelemetry export (OTLP JSON lines, the Collector file-exporter format) that the
+probe's internal extension wrote after each response.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ FUNCTIONS = Path(__file__).resolve().parent / "functions"
 PROACTIVE_GAP_MS = 400
 IDLE_TIMEOUT_S = 4.0
 
-# The function's variables: the probe writes JSON lines to the log (console exporter), and
-# counts an INIT that ended more than 400 ms before its first event as proactive.
+# The function's variables: the probe writes JSON lines to the log (console exporter) and
+# OTLP JSON to a file (otlp-file), and counts an INIT that ended more than 400 ms before
+# its first event as proactive.
 FUNCTION_ENV = {
-    "LIFECYCLE_PROBE_EXPORTER": "console",
+    "LIFECYCLE_PROBE_EXPORTER": "console,otlp-file",
     "LIFECYCLE_PROBE_PROACTIVE_INIT_GAP_MS": str(PROACTIVE_GAP_MS),
 }
 
@@ -97,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     # A previous run's logs would be read as this run's: start from an empty folder.
     shutil.rmtree(output / "logs", ignore_errors=True)
     output.mkdir(parents=True, exist_ok=True)
+    otlp_file = output / "otlp.jsonl"
+    otlp_file.unlink(missing_ok=True)
+    function_env = {**FUNCTION_ENV, "LIFECYCLE_PROBE_OTLP_FILE": str(otlp_file)}
     print("lifecycle-probe demo: example functions in the local Lambda (awslambdaric), no AWS")
     print(f"output: {output}\n")
     rows: list[tuple[str, InvocationResult]] = []
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     def function(init_type: str = "on-demand") -> FunctionConfig:
         return FunctionConfig(
-            "orders.handler", FUNCTIONS, env=FUNCTION_ENV, timeout_s=5, init_type=init_type
+            "orders.handler", FUNCTIONS, env=function_env, timeout_s=5, init_type=init_type
         )
 
     sections: list[tuple[str, FunctionConfig, dict[str, Any], list[tuple[str, str, Step]]]] = [
@@ -146,7 +152,23 @@ def run(args: argparse.Namespace) -> int:
     _write_jsonl(output / "probe-records.jsonl", probe_records)
     _write_jsonl(output / "ground-truth.jsonl", [result.to_dict() for _, result in rows])
     _print_summary(rows, probe_records, agree, time.monotonic() - started, output)
+    _print_otlp_summary(otlp_file)
     return 0 if agree == len(rows) else 1
+
+
+def _print_otlp_summary(path: Path) -> None:
+    spans: dict[str, int] = {}
+    metric_requests = 0
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            request = json.loads(line)
+            metric_requests += "resourceMetrics" in request
+            for resource in request.get("resourceSpans", []):
+                for scope in resource["scopeSpans"]:
+                    for span in scope["spans"]:
+                        spans[span["name"]] = spans.get(span["name"], 0) + 1
+    described = ", ".join(f"{count} {name}" for name, count in sorted(spans.items()))
+    print(f"wrote {path} (OTLP JSON: {described or 'no spans'}; {metric_requests} metric exports)")
 
 
 def _probe_records(emulator: LocalLambda, section: str) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from typing import IO, TYPE_CHECKING, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any
 
 from lifecycle_probe._safe import warn_once
 from lifecycle_probe.records import COLD_START_TYPES, ERROR, TIMEOUT
@@ -52,7 +52,7 @@ class Pipeline:
         self._config = config
         self._import_min_ns = int(config.import_min_ms * 1_000_000)
         resource = _resource(function)
-        self._stream: _LockedLines | None = None
+        self._stream: _AppendedLines | None = None
         span_exporters = [span_exporter] if span_exporter is not None else []
         readers: list[MetricReader] = [metric_reader] if metric_reader is not None else []
         timeout_s = config.flush_timeout_ms / 1000
@@ -92,8 +92,8 @@ class Pipeline:
                     path,
                 )
             if self._stream is None:
-                self._stream = _LockedLines(path)
-            # _LockedLines stands in for the IO[str] the exporters expect (write/flush/closed).
+                self._stream = _AppendedLines(path)
+            # _AppendedLines stands in for the IO[str] the exporters expect (write/flush/closed).
             stream: IO[str] = self._stream  # type: ignore[assignment]
             return (
                 FileSpanExporter(stream=stream),
@@ -423,25 +423,30 @@ def _max_rss_bytes() -> int | None:
         return None
 
 
-class _LockedLines:
-    """A text file shared by the span and metric file exporters: one whole line at a time."""
+class _AppendedLines:
+    """The OTLP file, shared by the span and metric exporters of this process and by other
+    processes (every environment of a function may write to one file): each line goes out
+    in one ``write`` on an ``O_APPEND`` descriptor, so lines never interleave."""
 
     def __init__(self, path: str) -> None:
-        self._file: TextIO = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self._lock = _thread.allocate_lock()
-
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
+        self.closed = False
 
     def write(self, text: str) -> int:
+        data = text.encode("utf-8")
         with self._lock:
-            return self._file.write(text)
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        return len(text)
 
     def flush(self) -> None:
-        with self._lock:
-            self._file.flush()
+        return None  # every write went straight to the file
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if not self.closed:
+                self.closed = True
+                os.close(self._fd)
