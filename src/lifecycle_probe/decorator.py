@@ -148,54 +148,44 @@ def _finish(
         in_flight.reset(token)
         if incoming is None:
             return  # ``exporter="none"``: nobody to hand a record to
-        if environment.timeout_reported == facts.invocation_seq:
+        if not environment.claim_report(facts.invocation_seq):
             return  # reported as a timeout just before the deadline; it finished after all
-        tracer = active_tracer()
-        if init is not None and tracer is not None:
-            init = init.replace(
-                imports=tracer.take_init(), imports_traced_from_ns=tracer.started_ns
-            )
-        trigger, xray_trace_header, traceparent, tracestate = incoming
-        record = InvocationRecord(
-            facts,
-            end_ns,
-            OK if exc is None else ERROR,
-            None if exc is None else type(exc).__qualname__,
-            init,
-            environment.function,
-            getattr(context, "invoked_function_arn", None),
-            (),
-            trigger,
-            xray_trace_header,
-            traceparent,
-            tracestate,
-            exc,
-            tracer.take_later() if tracer is not None and tracer.has_later else (),
-            _deadline_ns(context, end_ns),
+        outcome = OK if exc is None else ERROR
+        error_type = None if exc is None else type(exc).__qualname__
+        record = _record(
+            environment, facts, init, context, incoming, end_ns, outcome, error_type, exc
         )
         export_to(sinks, record)
     except Exception as failure:
         report_failure("invocation end", failure)
 
 
-def report_timeout(deadline_ns: int) -> None:
-    """Export the invocation in flight as a timeout (the internal extension calls this just
-    before the deadline, when Lambda is about to end it without telling the runtime)."""
-    environment = current_environment()
-    capture = environment.in_flight_capture
-    if capture is None or environment.timeout_reported == capture[0].invocation_seq:
-        return
-    facts, init, incoming, context, sinks = capture
-    environment.timeout_reported = facts.invocation_seq
+def _record(
+    environment: Environment,
+    facts: LifecycleFacts,
+    init: InitRecord | None,
+    context: Any,
+    incoming: tuple[str, str | None, str | None, str | None],
+    end_ns: int,
+    outcome: str,
+    error_type: str | None,
+    exc: BaseException | None,
+) -> InvocationRecord:
+    """The finished invocation's record, with the import tree on the first one."""
     tracer = active_tracer()
     if init is not None and tracer is not None:
-        init = init.replace(imports=tracer.take_init(), imports_traced_from_ns=tracer.started_ns)
+        # Imports from before this environment's INIT began (a forked parent's, or those
+        # of the INIT before a SnapStart snapshot) are not this INIT's.
+        imports = tuple(r for r in tracer.take_init() if r.start_ns >= init.start_ns)
+        init = init.replace(
+            imports=imports, imports_traced_from_ns=max(tracer.started_ns, init.start_ns)
+        )
     trigger, xray_trace_header, traceparent, tracestate = incoming
-    record = InvocationRecord(
+    return InvocationRecord(
         facts,
-        deadline_ns,
-        TIMEOUT,
-        "Sandbox.Timedout",
+        end_ns,
+        outcome,
+        error_type,
         init,
         environment.function,
         getattr(context, "invoked_function_arn", None),
@@ -204,9 +194,24 @@ def report_timeout(deadline_ns: int) -> None:
         xray_trace_header,
         traceparent,
         tracestate,
-        None,
-        (),
-        deadline_ns,
+        exc,
+        tracer.take_later() if tracer is not None and tracer.has_later else (),
+        _deadline_ns(context, end_ns),
+    )
+
+
+def report_timeout(deadline_ns: int) -> None:
+    """Export the invocation in flight as a timeout (the internal extension calls this just
+    before the deadline, when Lambda is about to end it without telling the runtime)."""
+    environment = current_environment()
+    capture = environment.in_flight_capture
+    if capture is None:
+        return
+    facts, init, incoming, context, sinks = capture
+    if not environment.claim_report(facts.invocation_seq, timed_out=True):
+        return  # it finished (and was exported) in the meantime
+    record = _record(
+        environment, facts, init, context, incoming, deadline_ns, TIMEOUT, "Sandbox.Timedout", None
     )
     export_to(sinks, record)
 

@@ -215,6 +215,21 @@ class Environment:
             self.in_flight_facts = facts
         return facts, init
 
+    def claim_report(self, seq: int, timed_out: bool = False) -> bool:
+        """Whether the record of invocation ``seq`` is still to be exported; claims it.
+
+        The decorator (when the handler ends) and the internal extension (just before the
+        deadline, as a timeout) may race for the same invocation: exactly one exports it.
+        """
+        with self._lock:
+            if self.timeout_reported == seq:
+                return False
+            if timed_out:
+                if self.in_flight_facts is None or self.in_flight_facts.invocation_seq != seq:
+                    return False  # it has finished: its own record goes out
+                self.timeout_reported = seq
+            return True
+
     def end_invocation(self, end_ns: int) -> None:
         """The handler has returned or raised: the environment may now be frozen."""
         with self._lock:

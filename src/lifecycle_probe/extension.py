@@ -19,7 +19,7 @@ import os
 import time
 from _queue import Empty, SimpleQueue
 
-from lifecycle_probe._safe import get_logger, report_failure, warn_once
+from lifecycle_probe._safe import report_failure, warn_once
 from lifecycle_probe.runtime_hooks import EventRequestListener, add_event_request_listener
 
 TYPE_CHECKING = False
@@ -34,9 +34,11 @@ REGISTRATION_WAIT_S = 1.0
 # Time kept back from the invocation's deadline for the extension's own next request.
 DEADLINE_MARGIN_S = 0.1
 # An invocation still running this long before its deadline is reported as a timeout:
-# enough to build and export the record (the SDK may have to load on a first invocation)
-# before Lambda ends the invocation with no warning to the runtime.
-TIMEOUT_MARGIN_S = 0.2
+# enough to export the record before Lambda ends the invocation with no warning to the
+# runtime, and short, because a handler finishing inside it is reported as timed out.
+TIMEOUT_MARGIN_S = 0.1
+# event/next failures in a row before the extension leaves (with exit/error).
+NEXT_EVENT_ATTEMPTS = 3
 
 
 def http_request(
@@ -92,9 +94,11 @@ class InternalExtension(EventRequestListener):
         self.runtime_api = runtime_api
         self.flush_timeout_s = flush_timeout_s
         self.extension_id: str | None = None
+        self._pid = os.getpid()
         self._flushes: list[Callable[[float], object]] = []
         self._timeout_reports: list[Callable[[int], object]] = []
-        self._responses: SimpleQueue[int] = SimpleQueue()
+        # Request ids of the responses the runtime has sent, in order.
+        self._responses: SimpleQueue[str | None] = SimpleQueue()
         self._registration = _thread.allocate_lock()
         self._registration.acquire()
         self.flushed = 0
@@ -120,12 +124,13 @@ class InternalExtension(EventRequestListener):
 
     @property
     def registered(self) -> bool:
-        """True once Lambda accepted the registration."""
-        return self.extension_id is not None
+        """True while Lambda counts on this extension in this process (not in a fork)."""
+        return self.extension_id is not None and self._pid == os.getpid()
 
-    def response_sent(self) -> None:
-        """The runtime sent a response and asks for its next event (runtime thread)."""
-        self._responses.put(time.time_ns())
+    def response_sent(self, request_id: str | None = None) -> None:
+        """The runtime sent the response to ``request_id`` and asks for its next event."""
+        if self.registered:
+            self._responses.put(request_id)
 
     # -- the extension's thread -------------------------------------------------------------
 
@@ -142,19 +147,10 @@ class InternalExtension(EventRequestListener):
             report_failure("extension registration", exc)
         finally:
             self._registration.release()
-        if self.extension_id is None:
-            return
-        while True:
-            try:
-                event = self._next_event()
-            except Exception as exc:
-                # Lambda is gone (or we are outside it): there is no one to flush for.
-                report_failure("extension event/next", exc)
-                return
-            if event.get("eventType") == "SHUTDOWN":
-                self._flush(self.flush_timeout_s)
-                return
-            self._after_response(event)
+        while self.registered:
+            event = self._next_event_or_leave()
+            if event is not None:
+                self._after_response(event)
 
     def _register(self) -> None:
         status, headers, body = http_request(
@@ -176,6 +172,35 @@ class InternalExtension(EventRequestListener):
             return
         self.extension_id = headers["lambda-extension-identifier"]
 
+    def _next_event_or_leave(self) -> dict[str, Any] | None:
+        """The next event; after repeated failures, leave Lambda's books (never hang it)."""
+        for attempt in range(NEXT_EVENT_ATTEMPTS):
+            try:
+                return self._next_event()
+            except Exception as exc:
+                if attempt + 1 < NEXT_EVENT_ATTEMPTS:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                report_failure("extension event/next", exc)
+        # Lambda would wait for our next request after every response, for ever: tell it
+        # we are gone, and let the sinks flush before each response instead.
+        extension_id, self.extension_id = self.extension_id, None
+        try:
+            http_request(
+                self.runtime_api,
+                "POST",
+                f"/{API_VERSION}/extension/exit/error",
+                {
+                    "Lambda-Extension-Identifier": str(extension_id),
+                    "Lambda-Extension-Function-Error-Type": "Extension.EventNextFailed",
+                },
+                b"{}",
+                timeout_s=REGISTRATION_WAIT_S,
+            )
+        except Exception as exc:
+            report_failure("extension exit/error", exc)
+        return None
+
     def _next_event(self) -> dict[str, Any]:
         import json
 
@@ -189,38 +214,43 @@ class InternalExtension(EventRequestListener):
         if status != 200:
             raise RuntimeError(f"event/next answered HTTP {status}")
         event = json.loads(body)
-        return event if isinstance(event, dict) else {}
+        if not isinstance(event, dict):
+            raise RuntimeError("event/next answered with something other than an object")
+        return event
 
     def _after_response(self, event: dict[str, Any]) -> None:
+        request_id = event.get("requestId")
         deadline_ms = event.get("deadlineMs")
         if not isinstance(deadline_ms, (int, float)):
             deadline_ms = (time.time() + 900) * 1000
         deadline_s = deadline_ms / 1000
-        # The event reaches us as it reaches the runtime: wait for the response, but not
+        # The event reaches us as it reaches the runtime: wait for its response, but not
         # past the moment a timeout must be reported to reach the exporter in time.
-        if self._wait_for_response(deadline_s - TIMEOUT_MARGIN_S):
-            self._flush(
-                max(0.0, min(self.flush_timeout_s, deadline_s - time.time() - DEADLINE_MARGIN_S))
-            )
+        if self._wait_for_response(request_id, deadline_s - TIMEOUT_MARGIN_S):
+            budget = min(self.flush_timeout_s, deadline_s - time.time() - DEADLINE_MARGIN_S)
+            self._flush(max(0.0, budget))
             return
         # Still running just before the deadline: Lambda will end it as a timeout and
-        # freeze or reset the environment with no warning. Report it now.
+        # freeze or reset the environment with no word to the runtime. Report it now.
         for report in list(self._timeout_reports):
             try:
                 report(int(deadline_ms * 1_000_000))
             except Exception as exc:
                 report_failure("timeout report", exc)
         self._flush(max(0.0, deadline_s - time.time() - 0.01))
-        # If the handler makes it after all, its own record was already replaced by the
-        # timeout's (see Environment.timeout_reported): just wait for the runtime.
-        self._wait_for_response(deadline_s + 1.0)
+        # Should the handler make it after all, its own record is not exported twice
+        # (Environment.timeout_reported); wait for the runtime before the next event.
+        self._wait_for_response(request_id, deadline_s + 1.0)
 
-    def _wait_for_response(self, until_s: float) -> bool:
-        try:
-            self._responses.get(timeout=max(0.001, until_s - time.time()))
-        except Empty:
-            return False
-        return True
+    def _wait_for_response(self, request_id: object, until_s: float) -> bool:
+        while True:
+            try:
+                sent = self._responses.get(timeout=max(0.001, until_s - time.time()))
+            except Empty:
+                return False
+            # A response to an older request (one that outlived its deadline) is stale.
+            if sent is None or request_id is None or sent == request_id:
+                return True
 
     def _flush(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -258,8 +288,8 @@ def after_response_extension(flush_timeout_s: float, init_over: bool) -> Interna
                     "lifecycle_probe: the probe was set up after INIT, too late to register an "
                     "extension; flushing before each response instead",
                 )
-            else:
-                get_logger().debug("not in Lambda: flushing before each response")
+            # Outside Lambda: flush before each response, silently (logging would cost
+            # an import at INIT for a message nobody needs).
             return None
         extension = InternalExtension(runtime_api, flush_timeout_s)
         add_event_request_listener(extension)

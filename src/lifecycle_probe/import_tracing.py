@@ -134,6 +134,12 @@ class ImportTracer:
         self._task_root = os.environ.get("LAMBDA_TASK_ROOT")
         self._original: Callable[[str, Any], ModuleType] | None = None
 
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with fresh locks and no INIT imports of its own yet."""
+        self._lock = _thread.allocate_lock()
+        self._local = _thread._local()
+        self._init, self._later = [], []
+
     def start(self) -> bool:
         """Wrap the import machinery; False (with a warning) where it cannot be."""
         bootstrap = _bootstrap_module()
@@ -180,11 +186,28 @@ class ImportTracer:
             local.ignored = 0
         if local.ignored:
             return original(name, import_)
+        loaded = sys.modules.get(name)
+        if loaded is not None and not getattr(
+            getattr(loaded, "__spec__", None), "_initializing", False
+        ):
+            # importlib.import_module of a module already imported still comes through
+            # here: nothing is imported, nothing to record.
+            return original(name, import_)
+        package = name.rpartition(".")[0]
+        if package and package not in sys.modules:
+            # The machinery would import the package from inside this import, nesting it
+            # under its own submodule: import it first, as the import it really is.
+            self.traced(package, import_)
+            if name in sys.modules:  # importing the package imported this one too
+                return original(name, import_)
         # [import id, time spent in nested imports]
         frame = [next(self._ids), 0]
         parent_id = stack[-1][0] if stack else None
         stack.append(frame)
+        # Wall clock for when, the performance counter for how long: a clock step (NTP,
+        # a SnapStart restore) must never make a duration negative.
         start_ns = time.time_ns()
+        started = time.perf_counter_ns()
         error_type = None
         try:
             module = original(name, import_)
@@ -192,13 +215,18 @@ class ImportTracer:
             error_type = type(exc).__qualname__
             raise
         finally:
-            end_ns = time.time_ns()
+            elapsed = time.perf_counter_ns() - started
             stack.pop()
-            elapsed = end_ns - start_ns
             if stack:
                 stack[-1][1] += elapsed
             self._record(
-                name, start_ns, end_ns, elapsed - frame[1], frame[0], parent_id, error_type
+                name,
+                start_ns,
+                start_ns + elapsed,
+                elapsed - frame[1],
+                frame[0],
+                parent_id,
+                error_type,
             )
         return module
 
@@ -251,7 +279,7 @@ class ImportTracer:
         if not hasattr(local, "stack"):
             local.stack = []
             local.ignored = 0
-        local.ignored += 1 if ignore else -1
+        local.ignored = max(0, local.ignored + (1 if ignore else -1))
 
     @property
     def has_later(self) -> bool:
@@ -282,6 +310,14 @@ def start_import_tracing(during_init: Callable[[], bool]) -> ImportTracer | None
             return None
         _active = tracer
     return _active
+
+
+def _after_fork_in_child() -> None:
+    if _active is not None:
+        _active.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stop_import_tracing() -> None:

@@ -34,6 +34,7 @@ _snapshot_hooks_registered = False
 # one means the previous response has been sent (the internal extension flushes then).
 _listeners: list[EventRequestListener] = []
 _event_requests = 0
+_last_request_id: str | None = None
 
 
 class EventRequestListener:
@@ -43,8 +44,8 @@ class EventRequestListener:
         """Called before the runtime's first request; may block, bounded."""
         raise NotImplementedError
 
-    def response_sent(self) -> None:
-        """Called before each later request: the previous response is out."""
+    def response_sent(self, request_id: str | None = None) -> None:
+        """Called before each later request: the response to ``request_id`` is out."""
         raise NotImplementedError
 
 
@@ -63,7 +64,7 @@ def _notify_listeners() -> None:
                 # first request until registration is through (bounded).
                 listener.wait_registered()
             else:
-                listener.response_sent()
+                listener.response_sent(_last_request_id)
         except Exception as exc:
             report_failure("event request listener", exc)
 
@@ -107,6 +108,10 @@ def _wrap_wait_next(original: Callable[..., Any]) -> Callable[..., Any]:
         request = original(self, *args, **kwargs)
         try:
             current_environment().mark_event_received(time.time_ns())
+            if _listeners:
+                global _last_request_id
+                invoke_id = getattr(request, "invoke_id", None)
+                _last_request_id = invoke_id if isinstance(invoke_id, str) else None
         except Exception as exc:
             report_failure("runtime hook (event received)", exc)
         return request

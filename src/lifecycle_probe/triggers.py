@@ -68,7 +68,10 @@ def w3c_context_of(event: Any) -> tuple[str | None, str | None]:
         return None, None
     headers = event.get("headers")
     if not isinstance(headers, dict) or not headers:
-        return None, None
+        multi = event.get("multiValueHeaders")  # ALB with multi-value headers on
+        if not isinstance(multi, dict) or not multi:
+            return None, None
+        headers = {k: v[0] for k, v in multi.items() if isinstance(v, list) and v}
     traceparent = headers.get("traceparent")
     tracestate = headers.get("tracestate")
     if traceparent is None or tracestate is None:

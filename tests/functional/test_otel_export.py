@@ -225,6 +225,10 @@ def test_spans_are_recorded_even_when_xray_did_not_sample(otel, monkeypatch):
         ("00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", None),
         ("ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
         ("00-xyz-b7ad6b7169203331-01", None),
+        ("zz-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
+        ("00-+af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", None),
+        ("00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", None),
+        ("00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333_-01", None),
         ("garbage", None),
         (None, None),
     ],
@@ -266,7 +270,13 @@ def test_raising_handler_gives_error_status_and_exception_event(otel):
     (event,) = span.events
     assert event.name == "exception"
     assert event.attributes["exception.type"] == "ValueError"
-    assert event.attributes["exception.message"] == "stock service down"
+    # the message may carry payload values: it never leaves the function
+    assert event.attributes["exception.message"] == ""
+    stack = event.attributes["exception.stacktrace"]
+    assert "ValueError: stock service down" not in stack
+    assert stack.startswith("Traceback (most recent call last):")
+    assert stack.endswith("builtins.ValueError")
+    assert "in handler" in stack
     assert metric_points(reader)["faas.errors"][1][0].value == 1
 
 
@@ -425,3 +435,29 @@ def test_otlp_file_writes_one_export_request_per_line(tmp_path, monkeypatch):
     assert span_names.count("lambda.init") == 1
     resource = lines[0]["resourceSpans"][0]["resource"]["attributes"]
     assert {"key": "service.name", "value": {"stringValue": "orders"}} in resource
+
+
+def test_a_forked_child_exports_on_its_own_even_if_the_parent_held_the_locks(tmp_path):
+    # GIVEN an OTel sink whose drain lock is held (a parent thread mid-export) at the fork
+    import os
+
+    fresh_environment()
+    path = tmp_path / "child.jsonl"
+    sink = OtelSink(Config.resolve({}, flush="sync", otlp_file=str(path)), ("otlp-file",))
+    add_process_sink(sink)
+    handler = probe(exporter="none")(lambda e, c: None)
+    sink._drain_lock.acquire()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            handler({}, None)  # WHEN the child invokes: it must export, not wait for ever
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    sink._drain_lock.release()
+    remove_process_sink(sink)
+    sink.shutdown()
+    # THEN the child wrote its spans
+    assert status == 0
+    spans = [json.loads(line) for line in path.read_text().splitlines() if "resourceSpans" in line]
+    assert len(spans) == 1

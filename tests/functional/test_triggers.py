@@ -274,3 +274,10 @@ def test_tracestate_in_another_case_beside_a_lower_case_traceparent():
         "TraceState": "vendor=1",
     }
     assert w3c_context_of({"headers": headers}) == (headers["traceparent"], "vendor=1")
+
+
+def test_alb_with_multi_value_headers_keeps_the_trace_context():
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    event = {"requestContext": {"elb": {}}, "multiValueHeaders": {"traceparent": [traceparent]}}
+    assert trigger_of(event) == "http"
+    assert w3c_context_of(event) == (traceparent, None)

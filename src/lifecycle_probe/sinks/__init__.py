@@ -1,7 +1,8 @@
 """Sinks: where finished records go. Each one only translates records; none captures.
 
-A sink is built from the configured exporter names. Sinks that arrive in later releases
-(``otlp``, ``otlp-file``, ``emf``) are reported once and skipped, never raised.
+A sink is built from the configured exporter names: ``console``, and one OpenTelemetry
+sink for ``otlp`` and ``otlp-file`` together. ``emf`` arrives in a later release: naming
+it is reported once and skipped, never raised.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ returns, bounded by ``LIFECYCLE_PROBE_FLUSH_TIMEOUT_MS`` and the remaining time.
 from __future__ import annotations
 
 from lifecycle_probe.environment import current_environment
+from lifecycle_probe.records import SOURCE_RUNTIME
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def attach_flushing(sink: OtelSink, config: Config) -> OtelSink:
     from lifecycle_probe.extension import after_response_extension
 
     environment = current_environment()
-    init_over = environment.seq > 0 or environment.init_end_source == "runtime"
+    init_over = environment.seq > 0 or environment.init_end_source == SOURCE_RUNTIME
     extension = after_response_extension(config.flush_timeout_ms / 1000, init_over)
     if extension is not None:
         sink.extension = extension

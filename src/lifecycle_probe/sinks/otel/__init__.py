@@ -40,13 +40,18 @@ if TYPE_CHECKING:
     from lifecycle_probe.sinks.otel.pipeline import Pipeline
 
 
+# Records kept while exports cannot keep up (a collector down for a long while).
+MAX_QUEUED = 1000
+
+
 class OtelSink(Sink):
     """Turns invocation records into OTLP spans and metrics for one or more exporters.
 
     ``exporters`` are ``otlp`` and/or ``otlp-file``. Tests pass ``span_exporter`` and
     ``metric_reader`` (e.g. the SDK's in-memory ones) instead. ``isolate_exports`` runs
     each drain on the sink's own thread so that the caller's wait is bounded even when an
-    exporter hangs; by default only network exporters (``otlp``) need that.
+    exporter hangs (a collector that never answers, a file on a stuck network share); by
+    default every named exporter gets that, injected in-memory ones do not.
     """
 
     name = "otel"
@@ -61,9 +66,9 @@ class OtelSink(Sink):
         isolate_exports: bool | None = None,
     ) -> None:
         self._config = config
-        # A file or in-memory exporter cannot hang: handing the drain to a thread would
-        # only add a thread switch (~0.1 ms here) to every sync flush.
-        self._isolate = "otlp" in exporters if isolate_exports is None else isolate_exports
+        # An in-memory exporter cannot hang: handing its drain to a thread would only add
+        # a thread switch (~0.1 ms here) to every sync flush.
+        self._isolate = bool(exporters) if isolate_exports is None else isolate_exports
         self._exporters = tuple(exporters)
         self._span_exporter = span_exporter
         self._metric_reader = metric_reader
@@ -71,13 +76,29 @@ class OtelSink(Sink):
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
         self._pipeline: Pipeline | None = None
+        self._pid = os.getpid()
+        self.dropped = 0
         self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
         self._worker_pid: int | None = None
         # Set by the flush coordinator when an internal extension drains after the response.
         self.extension: InternalExtension | None = None
 
+    def _forked(self) -> None:
+        # A child of fork (a Lambda Managed Instances worker) may have inherited a lock
+        # held by a thread that does not exist in it: start over with fresh ones.
+        self._pid = os.getpid()
+        self._queue_lock = _thread.allocate_lock()
+        self._drain_lock = _thread.allocate_lock()
+        self._worker_pid = None
+
     def export(self, record: InvocationRecord) -> None:
+        if self._pid != os.getpid():
+            self._forked()
         with self._queue_lock:
+            if len(self._queue) >= MAX_QUEUED:
+                # Exports keep failing or hanging: keep memory bounded, newest first.
+                del self._queue[0]
+                self.dropped += 1
             self._queue.append(record)
         extension = self.extension
         if extension is None or not extension.registered:
@@ -100,6 +121,8 @@ class OtelSink(Sink):
         never answers) keeps that thread, never the caller, past the bound. What it could
         not export stays queued for the next drain.
         """
+        if self._pid != os.getpid():
+            self._forked()
         if not self._isolate:
             try:
                 return self._drain_now(time.monotonic() + timeout_s)
@@ -165,13 +188,18 @@ class OtelSink(Sink):
     def flush(self, timeout_s: float) -> None:
         self.drain(timeout_s)
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop the sink's thread and the SDK pipeline (waiting at most ``timeout_s``)."""
         if self._worker_pid == os.getpid():
             self._requests.put(None)
-        with self._drain_lock:
+        if not self._drain_lock.acquire(timeout=timeout_s):
+            return  # an export hangs; the process is ending anyway
+        try:
             if self._pipeline is not None:
                 self._pipeline.shutdown()
                 self._pipeline = None
+        finally:
+            self._drain_lock.release()
 
 
 class _DrainRequest:

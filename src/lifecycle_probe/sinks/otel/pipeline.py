@@ -30,6 +30,18 @@ if TYPE_CHECKING:
     from lifecycle_probe.records import FunctionFacts, InitRecord, InvocationRecord
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
+
+# Histogram buckets in each instrument's own unit (the SDK's defaults are for milliseconds).
+# Durations: 1 ms to 15 min, Lambda's longest timeout.
+SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# Idle (frozen) time: a second to the hours an environment can be kept.
+IDLE_SECONDS = (0.1, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
+# Memory: 16 MiB to 10 GiB, Lambda's range.
+BYTES = tuple(
+    float(mib * 1024 * 1024) for mib in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10240)
+)
+# Reuse: how many invocations an environment has served.
+SEQUENCE = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 10000)
 _DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
 
 
@@ -152,7 +164,17 @@ class Pipeline:
             span.add_event(event.name, dict(event.attributes), timestamp=event.time_ns)
         if record.outcome == ERROR:
             if record.exception is not None:
-                span.record_exception(record.exception, timestamp=record.end_ns)
+                # Type and stack trace, never the message: messages carry payload values
+                # (KeyError('alice@example.com'), f"bad token {token}") and nothing of
+                # the payload may reach telemetry.
+                span.record_exception(
+                    record.exception,
+                    attributes={
+                        "exception.message": "",
+                        "exception.stacktrace": _stack_without_message(record.exception),
+                    },
+                    timestamp=record.end_ns,
+                )
             span.set_status(Status(StatusCode.ERROR, record.error_type))
         elif record.outcome == TIMEOUT:
             span.set_status(Status(StatusCode.ERROR, "timeout"))
@@ -238,13 +260,23 @@ class _Instruments:
         self.coldstarts = meter.create_counter("faas.coldstarts", unit="{coldstart}")
         self.errors = meter.create_counter("faas.errors", unit="{error}")
         self.timeouts = meter.create_counter("faas.timeouts", unit="{timeout}")
-        self.init_duration = meter.create_histogram("faas.init_duration", unit="s")
-        self.invoke_duration = meter.create_histogram("faas.invoke_duration", unit="s")
-        self.mem_usage = meter.create_histogram("faas.mem_usage", unit="By")
+        self.init_duration = meter.create_histogram(
+            "faas.init_duration", unit="s", explicit_bucket_boundaries_advisory=SECONDS
+        )
+        self.invoke_duration = meter.create_histogram(
+            "faas.invoke_duration", unit="s", explicit_bucket_boundaries_advisory=SECONDS
+        )
+        self.mem_usage = meter.create_histogram(
+            "faas.mem_usage", unit="By", explicit_bucket_boundaries_advisory=BYTES
+        )
         self.starts = meter.create_counter("lifecycle.starts", unit="{invocation}")
-        self.idle_duration = meter.create_histogram("lifecycle.idle_duration", unit="s")
+        self.idle_duration = meter.create_histogram(
+            "lifecycle.idle_duration", unit="s", explicit_bucket_boundaries_advisory=IDLE_SECONDS
+        )
         self.invocation_seq = meter.create_histogram(
-            "lifecycle.invocation_seq", unit="{invocation}"
+            "lifecycle.invocation_seq",
+            unit="{invocation}",
+            explicit_bucket_boundaries_advisory=SEQUENCE,
         )
         self.stale_connections = meter.create_counter("lifecycle.connection.stale", unit="{event}")
         self.global_leaks = meter.create_counter("lifecycle.global.leaks", unit="{event}")
@@ -314,6 +346,16 @@ def invocation_attributes(record: InvocationRecord) -> dict[str, Any]:
     }
     attributes.update({k: v for k, v in optional.items() if v is not None})
     return attributes
+
+
+def _stack_without_message(exc: BaseException) -> str:
+    """The traceback's frames and the exception's type, as Python prints them, minus the
+    message (which may carry payload values)."""
+    import traceback
+
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    return f"Traceback (most recent call last):\n{frames}{kind}"
 
 
 def _account_of(arn: str | None) -> str | None:
