@@ -41,8 +41,8 @@ How
     the next measurement. Under back-to-back traffic an environment still flushing is
     not available, so a slow collector (here 1 s) means more environments (cold
     starts) and more billed time: the ``busy after`` column is that cost, and it is not
-    part of the PASS verdicts, which are about the caller's wait. Warm invocations of the cases alternate (order rotated
-    per round); each extra cold sample is a new local Lambda, closed right after its
+    part of the PASS verdicts, which are about the caller's wait. Warm invocations of
+    the cases alternate (order rotated per round); each extra cold sample is a new local Lambda, closed right after its
     first response.
 
     In-process overhead: each case is called ``--number`` times back to back, ``--repeats``
