@@ -42,8 +42,8 @@ How
     not available, so a slow collector (here 1 s) means more environments (cold
     starts) and more billed time: the ``busy after`` column is that cost, and it is not
     part of the PASS verdicts, which are about the caller's wait. Warm invocations of
-    the cases alternate (order rotated per round); each extra cold sample is a new local Lambda, closed right after its
-    first response.
+    the cases alternate (order rotated per round); each extra cold sample is a new local
+    Lambda, closed right after its first response.
 
     In-process overhead: each case is called ``--number`` times back to back, ``--repeats``
     times, interleaved; ns per call, the added time against the bare handler, and the

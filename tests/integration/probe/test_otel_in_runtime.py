@@ -81,6 +81,7 @@ def test_after_response_flush_registers_an_extension_and_keeps_the_caller_waitin
     emulator = local_lambda("traced.handler", probe_handlers, env=otel_env(path, "after-response"))
     first, second = emulator.invoke({}), emulator.invoke({})
     env = emulator.environment(first.environment)
+    assert second.environment == first.environment
     # THEN the probe's internal extension registered during INIT, and the environment was
     # frozen only after it had exported (the spans are in the file before we read it)
     assert env.extensions == ("lifecycle-probe",)
