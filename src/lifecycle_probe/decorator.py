@@ -189,7 +189,7 @@ def _record(
         init,
         environment.function,
         getattr(context, "invoked_function_arn", None),
-        (),
+        environment.take_events() if environment.events else (),
         trigger,
         xray_trace_header,
         traceparent,

@@ -28,6 +28,7 @@ from lifecycle_probe.records import (
     WARM,
     FunctionFacts,
     InitRecord,
+    LifecycleEvent,
     LifecycleFacts,
 )
 
@@ -41,6 +42,10 @@ _new_record = tuple.__new__
 ON_DEMAND = "on-demand"
 PROVISIONED_CONCURRENCY = "provisioned-concurrency"
 SNAP_START = "snap-start"
+
+# Events kept for one invocation record at most: a loop reusing a dead connection must
+# not grow memory without bound.
+MAX_EVENTS = 100
 
 # Variable through which the layer's exec wrapper hands over a finer INIT start.
 WRAPPER_START_VARIABLE = "_LIFECYCLE_PROBE_INIT_START"
@@ -88,6 +93,7 @@ class Environment:
         "environment_id",
         "event_received_ns",
         "function",
+        "events",
         "in_flight",
         "in_flight_capture",
         "in_flight_facts",
@@ -136,6 +142,9 @@ class Environment:
         # timed out: its own record, should it finish after all, is not exported twice.
         self.in_flight_capture: tuple[Any, ...] | None = None
         self.timeout_reported = 0
+        # Lifecycle events (stale connections, leaked globals) noted since the last
+        # invocation record took them.
+        self.events: list[LifecycleEvent] = []
 
     # -- signals from hooks ------------------------------------------------------------
 
@@ -214,6 +223,18 @@ class Environment:
             self.in_flight += 1
             self.in_flight_facts = facts
         return facts, init
+
+    def add_event(self, event: LifecycleEvent) -> None:
+        """Note a lifecycle event; the record of the invocation in flight will carry it."""
+        with self._lock:
+            if len(self.events) < MAX_EVENTS:
+                self.events.append(event)
+
+    def take_events(self) -> tuple[LifecycleEvent, ...]:
+        """The events noted since the last call."""
+        with self._lock:
+            taken, self.events = tuple(self.events), []
+        return taken
 
     def claim_report(self, seq: int, timed_out: bool = False) -> bool:
         """Whether the record of invocation ``seq`` is still to be exported; claims it.

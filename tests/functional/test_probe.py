@@ -385,3 +385,24 @@ def test_disabled_by_install_disables_later_probes():
         return 1
 
     assert probe(handler) is handler
+
+
+def test_events_noted_during_an_invocation_ride_on_its_record():
+    from lifecycle_probe.environment import current_environment
+    from lifecycle_probe.records import LifecycleEvent
+
+    @probe(exporter="none")
+    def handler(event, context):
+        current_environment().add_event(
+            LifecycleEvent("lifecycle.connection.stale", 123, (("db.system", "postgresql"),))
+        )
+        return None
+
+    with capture_records() as captured:
+        handler({}, None)
+        probe(exporter="none")(lambda e, c: None)({}, None)
+    first, second = captured.records
+    assert [(e.name, e.attributes) for e in first.events] == [
+        ("lifecycle.connection.stale", (("db.system", "postgresql"),))
+    ]
+    assert second.events == ()
