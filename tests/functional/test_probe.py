@@ -396,7 +396,7 @@ def test_events_noted_during_an_invocation_ride_on_its_record():
         current_environment().add_event(
             LifecycleEvent("lifecycle.connection.stale", 123, (("db.system", "postgresql"),))
         )
-        return None
+        return
 
     with capture_records() as captured:
         handler({}, None)
