@@ -333,11 +333,20 @@ class HangingExporter(SpanExporter):
         self.release.set()
 
 
-def test_sync_flush_is_bounded_by_the_flush_timeout(monkeypatch):
+@pytest.mark.parametrize(
+    ("flush_timeout_ms", "function_timeout_s", "bound_s"),
+    [
+        (300, 60.0, 0.3),  # bounded by the flush timeout
+        (5000, 0.4, 0.4),  # never more than the invocation's remaining time
+    ],
+)
+def test_sync_flush_with_a_collector_that_never_answers_is_bounded(
+    flush_timeout_ms, function_timeout_s, bound_s
+):
     fresh_environment()
     exporter = HangingExporter()
     sink = OtelSink(
-        Config.resolve({}, flush="sync", flush_timeout_ms=300),
+        Config.resolve({}, flush="sync", flush_timeout_ms=flush_timeout_ms),
         (),
         span_exporter=exporter,
         metric_reader=InMemoryMetricReader(),
@@ -348,37 +357,13 @@ def test_sync_flush_is_bounded_by_the_flush_timeout(monkeypatch):
         handler = probe(exporter="none")(lambda e, c: "answer")
         handler({}, None)  # the first drain imports the SDK: not what is measured
         started = time.monotonic()
-        assert handler({}, FakeContext(timeout_s=60)) == "answer"
+        assert handler({}, FakeContext(timeout_s=function_timeout_s)) == "answer"
         elapsed = time.monotonic() - started
     finally:
         remove_process_sink(sink)
         exporter.release.set()
         sink.shutdown()
-    assert elapsed < 0.3 + 0.25
-
-
-def test_sync_flush_never_outlasts_the_remaining_time():
-    fresh_environment()
-    exporter = HangingExporter()
-    sink = OtelSink(
-        Config.resolve({}, flush="sync", flush_timeout_ms=5000),
-        (),
-        span_exporter=exporter,
-        metric_reader=InMemoryMetricReader(),
-        isolate_exports=True,
-    )
-    add_process_sink(sink)
-    try:
-        handler = probe(exporter="none")(lambda e, c: "answer")
-        handler({}, None)
-        started = time.monotonic()
-        handler({}, FakeContext(timeout_s=0.4))  # 400 ms left, flush timeout 5 s
-        elapsed = time.monotonic() - started
-    finally:
-        remove_process_sink(sink)
-        exporter.release.set()
-        sink.shutdown()
-    assert elapsed < 0.4 + 0.25
+    assert elapsed < bound_s + 0.25
 
 
 def sum_temporalities(lines):
