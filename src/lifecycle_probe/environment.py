@@ -214,7 +214,10 @@ class Environment:
                     self.init_type,
                     None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
                     SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
-                    None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9,
+                    # (a clock step backwards must not make idle negative; no max(): hot path)
+                    None
+                    if last_end_ns is None
+                    else (now_ns - last_end_ns if now_ns > last_end_ns else 0) / 1e9,
                     (now_ns - self.init_start_ns) / 1e9,
                     request_id,
                     now_ns,
