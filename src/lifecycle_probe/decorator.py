@@ -17,7 +17,11 @@ from lifecycle_probe.environment import current_environment
 from lifecycle_probe.extension import active_extension
 from lifecycle_probe.facts import in_flight
 from lifecycle_probe.import_tracing import active_tracer
-from lifecycle_probe.installation import install_runtime_signals, installed_options
+from lifecycle_probe.installation import (
+    install_connection_hooks,
+    install_runtime_signals,
+    installed_options,
+)
 from lifecycle_probe.records import ERROR, OK, TIMEOUT, InvocationRecord
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 from lifecycle_probe.triggers import trigger_of, w3c_context_of
@@ -61,6 +65,7 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
         if config.disabled:
             return handler
         install_runtime_signals()
+        install_connection_hooks(config)
         sinks = build_sinks(config)
         extension = active_extension()
         if extension is not None and sinks:

@@ -55,6 +55,30 @@ def install_runtime_signals() -> None:
                 when_imported(name, _wrap_when_imported)
 
 
+# Client libraries whose connections are tracked (lifecycle_probe.connections).
+TRACKED_CLIENTS = ("psycopg2", "pymysql", "redis")
+
+
+def install_connection_hooks(config: Config) -> None:
+    """Track database and cache connections for stale reuse, when the config says so.
+
+    Only post-import hooks here: the tracking code is imported with the first client
+    library a function imports, not at INIT for functions that use none.
+    """
+    if not config.connections:
+        return
+    stale_idle_s = config.stale_idle_s
+
+    def track(module: ModuleType) -> None:
+        from lifecycle_probe.connections import install_connection_tracking
+
+        install_connection_tracking(stale_idle_s)
+
+    with guard("connection tracking"):
+        for client in TRACKED_CLIENTS:
+            when_imported(client, track)
+
+
 def _during_init() -> bool:
     # An import belongs to INIT until the environment's first invocation begins.
     return current_environment().seq == 0
@@ -98,6 +122,7 @@ def _install(options: dict[str, Any]) -> bool:
     if config.disabled:
         return False
     install_runtime_signals()
+    install_connection_hooks(config)
     with guard("handler import hook"):
         handler = os.environ.get("LIFECYCLE_PROBE_HANDLER") or os.environ.get("_HANDLER")
         module_name = handler_module_name(handler)

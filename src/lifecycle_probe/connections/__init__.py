@@ -1,0 +1,70 @@
+"""Stale-connection tracking: reuse of a connection across a freeze (DESIGN.md §2).
+
+:func:`install_connection_tracking` only registers post-import hooks. Nothing is patched,
+and ``wrapt`` is not imported, until the client library itself is imported; then the
+driver module of this package patches it.
+"""
+
+from __future__ import annotations
+
+import _thread
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.tracking import set_stale_idle_s, stale_idle_s
+from lifecycle_probe.imports import when_imported
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+
+__all__ = ["install_connection_tracking", "stale_idle_s"]
+
+_installed = False
+_lock = _thread.allocate_lock()
+
+
+def _track_psycopg2(module: ModuleType) -> None:
+    try:
+        from lifecycle_probe.connections import _psycopg2
+
+        _psycopg2.patch(module)
+    except Exception as exc:
+        report_failure("psycopg2 connection tracking", exc)
+
+
+def _track_pymysql(module: ModuleType) -> None:
+    try:
+        from lifecycle_probe.connections import _pymysql
+
+        _pymysql.patch(module)
+    except Exception as exc:
+        report_failure("pymysql connection tracking", exc)
+
+
+def _track_redis(module: ModuleType) -> None:
+    try:
+        from lifecycle_probe.connections import _redis
+
+        _redis.patch(module)
+    except Exception as exc:
+        report_failure("redis connection tracking", exc)
+
+
+def install_connection_tracking(stale_idle_s: float) -> None:
+    """Track psycopg2, PyMySQL and redis-py connections once they are imported.
+
+    Idempotent: a later call only changes the idle time after which a reuse that worked
+    is reported as a ``risk``. Never raises.
+    """
+    global _installed
+    try:
+        set_stale_idle_s(stale_idle_s)
+        with _lock:
+            if _installed:
+                return
+            _installed = True
+        when_imported("psycopg2", _track_psycopg2)
+        when_imported("pymysql", _track_pymysql)
+        when_imported("redis", _track_redis)
+    except Exception as exc:
+        report_failure("connection tracking install", exc)

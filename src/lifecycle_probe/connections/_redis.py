@@ -1,0 +1,165 @@
+"""redis-py: its pure-Python connection classes are patched in place (no proxy needed).
+
+redis-py replaces a dropped pooled connection by itself: ``ConnectionPool.get_connection``
+calls ``connect()`` (a no-op on a connected socket) and then ``can_read()``, which sees the
+server's FIN, disconnects and connects again. The socket check runs in that first
+``connect()`` after a freeze, so the reuse is ``detected`` and the reconnect's cost is the
+time the next real connect (TCP, HELLO/AUTH, SELECT) took. A connection-level error in
+the middle of a command may still be retried by the client's ``Retry``: it becomes
+``failed`` only if it escapes ``Redis.execute_command`` or ``Pipeline.execute``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.tracking import (
+    ConnectionState,
+    begin_reuse,
+    is_socket_gone,
+    note_use,
+    settle_reuse,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+CLIENT = "redis-py"
+DB_SYSTEM = "redis"
+STATE = "_lifecycle_probe_connection"
+
+# The connection whose reuse met an error the client may still retry, per thread.
+_retrying = threading.local()
+
+
+def _closing(data: bytes) -> bool:
+    # RESP3 pushes (client-side caching invalidations) may arrive unasked on a live
+    # connection: only EOF or a reset means the server is gone.
+    return False
+
+
+def _fd_of(connection: Any) -> int | None:
+    sock = connection._sock
+    return None if sock is None else int(sock.fileno())
+
+
+def _make_is_connection_error(module: ModuleType) -> Any:
+    exceptions = module.exceptions
+    gone = (exceptions.ConnectionError, exceptions.TimeoutError)
+    # Subclasses of ConnectionError that say nothing about a dropped connection.
+    not_gone = tuple(
+        getattr(exceptions, name)
+        for name in ("AuthenticationError", "MaxConnectionsError")
+        if hasattr(exceptions, name)
+    )
+
+    def is_connection_error(exc: BaseException) -> bool:
+        if isinstance(exc, gone):
+            return not isinstance(exc, not_gone)
+        return is_socket_gone(exc)
+
+    return is_connection_error
+
+
+def patch(module: ModuleType) -> None:
+    """Track every redis-py connection (once per class)."""
+    cls = module.connection.AbstractConnection
+    if cls.__dict__.get("_lifecycle_probe_tracked", False):
+        return
+    is_connection_error = _make_is_connection_error(module)
+
+    def connect_check_health(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        state = instance.__dict__.get(STATE)
+        if instance._sock is not None:
+            # Already connected: the pool is handing this connection out again.
+            if state is not None:
+                try:
+                    if state.reuse is None and not state.busy and state.crossed_boundary():
+                        begin_reuse(state, _fd_of(instance), _closing)
+                except Exception as exc:
+                    report_failure("redis connection tracking", exc)
+            return wrapped(*args, **kwargs)
+        if state is not None:
+            # A reconnect: its handshake (HELLO, AUTH, SELECT) is part of the reconnect's
+            # cost, not the reuse's first reply.
+            state.busy = True
+        started_ns = time.perf_counter_ns()
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            if state is not None:
+                state.busy = False
+        try:
+            cost_ns = time.perf_counter_ns() - started_ns
+            if state is None:
+                host = getattr(instance, "host", None)
+                port = getattr(instance, "port", None)
+                instance.__dict__[STATE] = ConnectionState(
+                    CLIENT,
+                    DB_SYSTEM,
+                    host if host is not None else getattr(instance, "path", None),
+                    None if host is None or port is None else int(port),
+                )
+            else:
+                state.reconnected(cost_ns)
+        except Exception as exc:
+            report_failure("redis connection tracking", exc)
+        return result
+
+    def _deferred(state: ConnectionState, exc: BaseException) -> None:
+        reuse = state.reuse
+        if is_connection_error(exc) and reuse is not None:
+            reuse.error = exc
+            _retrying.state = state
+        else:
+            settle_reuse(state, exc, is_connection_error)
+
+    def send_packed_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        state = instance.__dict__.get(STATE)
+        if state is None:
+            return wrapped(*args, **kwargs)
+        note_use(state, instance, _fd_of, _closing)
+        if state.reuse is None or state.busy:
+            return wrapped(*args, **kwargs)  # the hot path
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _deferred(state, exc)
+            raise
+
+    def read_response(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        state = instance.__dict__.get(STATE)
+        if state is None or state.reuse is None or state.busy:
+            return wrapped(*args, **kwargs)  # the hot path
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _deferred(state, exc)
+            raise
+        # A reply came back: the reuse is over, whatever happened before this attempt.
+        settle_reuse(state, None, is_connection_error)
+        return result
+
+    def command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            return wrapped(*args, **kwargs)
+        except BaseException:
+            # The client gave up: the connection error its retries could not mend
+            # reaches the user, and the reuse failed.
+            state = _retrying.__dict__.pop("state", None)
+            if state is not None and state.reuse is not None and state.reuse.error is not None:
+                settle_reuse(state, state.reuse.error, is_connection_error)
+            raise
+
+    wrapt.wrap_function_wrapper(cls, "connect_check_health", connect_check_health)
+    wrapt.wrap_function_wrapper(cls, "send_packed_command", send_packed_command)
+    wrapt.wrap_function_wrapper(cls, "read_response", read_response)
+    wrapt.wrap_function_wrapper(module.client.Redis, "execute_command", command)
+    wrapt.wrap_function_wrapper(module.client.Pipeline, "execute", command)
+    cls._lifecycle_probe_tracked = True

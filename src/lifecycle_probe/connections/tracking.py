@@ -1,0 +1,335 @@
+"""Per-connection lifecycle state and the three stale-reuse outcomes (DESIGN.md §2).
+
+A connection is "reused" at its first use in a later invocation than its last use: the
+environment may have been frozen in between, long enough for the server, a NAT or a load
+balancer to drop it. Only that first use does any work; every other use costs an
+attribute read, two comparisons and a clock read.
+
+Nothing here knows a driver: the driver modules say where a connection's socket is,
+which errors mean "the connection is gone", and call :func:`note_use`,
+:func:`settle_reuse` and :meth:`ConnectionState.reconnected`.
+"""
+
+from __future__ import annotations
+
+import _socket
+import errno
+import select
+import time
+from time import time_ns as _time_ns
+
+from lifecycle_probe._safe import get_logger, report_failure
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.records import LifecycleEvent
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from lifecycle_probe.environment import Environment
+
+STALE_EVENT = "lifecycle.connection.stale"
+FAILED = "failed"
+DETECTED = "detected"
+RISK = "risk"
+
+# What the socket check saw at the first use after a freeze.
+CHECK_DEAD = "dead"
+CHECK_ALIVE = "alive"
+CHECK_SKIPPED = "skipped"  # no socket to look at (already disconnected, or unknown)
+
+# Errors of the socket layer itself that mean the peer is gone, whatever the driver.
+_GONE_ERRNOS = frozenset(
+    {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT}
+)
+
+# _socket, not socket.py: this module is imported at INIT, where socket.py (and the enum
+# module it loads) would cost more than all of connection tracking.
+_PEEK_FLAGS = _socket.MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
+
+# Reusing a connection idle longer than this is a risk (Config.stale_idle_s).
+_stale_idle_s = 60.0
+
+
+def set_stale_idle_s(seconds: float) -> None:
+    """Idle time after which a reuse that worked is still reported as a ``risk``."""
+    global _stale_idle_s
+    _stale_idle_s = float(seconds)
+
+
+def stale_idle_s() -> float:
+    """The current ``risk`` threshold in seconds."""
+    return _stale_idle_s
+
+
+def created_in(seq: int) -> str:
+    """``init`` for a connection made during INIT, else the invocation that made it."""
+    return "init" if seq == 0 else f"invocation:{seq}"
+
+
+class Reuse:
+    """What the first use after a freeze found, until that use's outcome is known."""
+
+    __slots__ = ("age_s", "check", "created_in", "error", "freezes", "idle_s", "reconnect_ns")
+
+    def __init__(self, idle_s: float, age_s: float, created: str, freezes: int, check: str) -> None:
+        self.idle_s = idle_s
+        self.age_s = age_s
+        self.created_in = created
+        self.freezes = freezes
+        self.check = check
+        # Time spent reconnecting during this use (the driver replaced the dead socket).
+        self.reconnect_ns = 0
+        # A connection-level error seen during this use that the driver may still retry.
+        self.error: BaseException | None = None
+
+
+class ConnectionState:
+    """The lifecycle of one client connection. No DSN, password or query is ever kept."""
+
+    __slots__ = (
+        "address",
+        "busy",
+        "client",
+        "created_in",
+        "created_ns",
+        "db_system",
+        "environment",
+        "freezes",
+        "last_use_ns",
+        "port",
+        "reuse",
+        "seq",
+        "uses",
+    )
+
+    def __init__(self, client: str, db_system: str, address: str | None, port: int | None) -> None:
+        environment = current_environment()
+        now_ns = time.time_ns()
+        self.client = client
+        self.db_system = db_system
+        self.address = address
+        self.port = port
+        self.environment: Environment = environment
+        self.seq = environment.seq
+        self.created_in = created_in(environment.seq)
+        self.created_ns = now_ns
+        self.last_use_ns = now_ns
+        self.uses = 0
+        self.freezes = 0
+        self.reuse: Reuse | None = None
+        # True while a settling use runs: the driver's own nested calls (a reconnect's
+        # set-up queries, ping's retry) are part of that use, not uses of their own.
+        self.busy = False
+
+    def crossed_boundary(self) -> bool:
+        """Whether an invocation boundary lies between the last use and now (cheap)."""
+        environment = current_environment()
+        return environment.seq != self.seq or environment is not self.environment
+
+    def reconnected(self, cost_ns: int) -> None:
+        """The driver replaced this connection's socket: a new server session begins."""
+        environment = current_environment()
+        reuse = self.reuse
+        if reuse is not None:
+            reuse.reconnect_ns += cost_ns
+        self.created_ns = time.time_ns()
+        self.created_in = created_in(environment.seq)
+
+
+def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes], bool]) -> None:
+    """First use after a freeze: measure idle time and look at the socket (no traffic)."""
+    environment = current_environment()
+    if state.reuse is not None:
+        # The previous reuse never reached an outcome (its use did not go through a
+        # settling call): give it one now rather than lose it.
+        settle_reuse(state, None, _never_connection_error)
+    now_ns = time.time_ns()
+    if environment is state.environment and environment.seq > state.seq:
+        crossed = environment.seq - state.seq
+    else:
+        crossed = 1  # a new environment (fork, restore, tests): at least one boundary
+    state.freezes += crossed
+    state.environment = environment
+    state.seq = environment.seq
+    check = CHECK_SKIPPED if fd is None or fd < 0 else peer_closed(fd, closing)
+    state.reuse = Reuse(
+        (now_ns - state.last_use_ns) / 1e9,
+        (now_ns - state.created_ns) / 1e9,
+        state.created_in,
+        state.freezes,
+        check,
+    )
+
+
+def note_use(
+    state: ConnectionState,
+    owner: Any,
+    fd_of: Callable[[Any], int | None],
+    closing: Callable[[bytes], bool],
+) -> None:
+    """Count one use; at the first use after an invocation boundary, begin a reuse."""
+    try:
+        if state.reuse is None and not state.busy and state.crossed_boundary():
+            begin_reuse(state, _fd_or_none(owner, fd_of), closing)
+        state.uses += 1
+        state.last_use_ns = time.time_ns()
+    except Exception as exc:
+        report_failure(f"{state.client} connection tracking", exc)
+
+
+def _fd_or_none(owner: Any, fd_of: Callable[[Any], int | None]) -> int | None:
+    try:
+        return fd_of(owner)
+    except Exception:  # a closed connection has no descriptor: nothing to look at
+        return None
+
+
+def settle_reuse(
+    state: ConnectionState,
+    exc: BaseException | None,
+    is_connection_error: Callable[[BaseException], bool],
+) -> None:
+    """The first use after a freeze is over: note its outcome, if it has one worth noting."""
+    try:
+        reuse = state.reuse
+        state.reuse = None
+        if reuse is None:
+            return
+        if exc is not None and is_connection_error(exc):
+            outcome = FAILED
+        elif reuse.check == CHECK_DEAD or reuse.reconnect_ns:
+            outcome = DETECTED
+        elif reuse.idle_s > _stale_idle_s:
+            # It worked: a reply, even an error reply (a bad query), came back.
+            outcome = RISK
+        else:
+            return
+        _note(state, reuse, outcome, exc)
+    except Exception as failure:
+        report_failure(f"{state.client} connection tracking", failure)
+
+
+def _never_connection_error(exc: BaseException) -> bool:
+    return False
+
+
+def is_socket_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is the socket layer saying the peer is gone (ECONNRESET, EPIPE...)."""
+    return isinstance(exc, OSError) and exc.errno in _GONE_ERRNOS
+
+
+def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException | None) -> None:
+    attributes: list[tuple[str, str | int | float | bool]] = [("db.system", state.db_system)]
+    if state.address is not None:
+        attributes.append(("server.address", state.address))
+    if state.port is not None:
+        attributes.append(("server.port", state.port))
+    attributes += [
+        ("lifecycle.connection.idle_s", round(reuse.idle_s, 6)),
+        ("lifecycle.connection.age_s", round(reuse.age_s, 6)),
+        ("lifecycle.connection.created_in", reuse.created_in),
+        ("lifecycle.connection.outcome", outcome),
+        ("lifecycle.connection.freezes", reuse.freezes),
+        ("lifecycle.connection.uses", state.uses),
+        ("lifecycle.connection.check", reuse.check),
+    ]
+    if reuse.reconnect_ns:
+        attributes.append(("lifecycle.connection.reconnect_s", round(reuse.reconnect_ns / 1e9, 6)))
+    if exc is not None and outcome == FAILED:
+        # The type only: an error's message may quote the DSN or the query.
+        attributes.append(("error.type", type(exc).__qualname__))
+    current_environment().add_event(LifecycleEvent(STALE_EVENT, time.time_ns(), tuple(attributes)))
+    where = state.address if state.port is None else f"{state.address}:{state.port}"
+    if outcome == FAILED:
+        what = "failed on reuse"
+    elif reuse.reconnect_ns:
+        cost_ms = reuse.reconnect_ns / 1e6
+        what = f"was found dead on reuse and replaced (reconnecting took {cost_ms:.1f} ms)"
+    elif outcome == DETECTED:
+        what = "was found dead on reuse"
+    else:
+        what = "was reused and worked"
+    get_logger().warning(
+        "lifecycle_probe: stale connection (%s): %s connection to %s %s after %.1f s idle "
+        "(created in %s, lived through %d freezes)",
+        outcome,
+        state.client,
+        where,
+        what,
+        reuse.idle_s,
+        reuse.created_in,
+        reuse.freezes,
+    )
+
+
+def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:
+    """Look at a connection's socket without sending or consuming a byte.
+
+    An idle connection's socket is readable only when the peer closed it (EOF), reset it,
+    or said something unsolicited; ``closing`` decides whether the bytes waiting are the
+    server's parting words (PostgreSQL's FATAL ErrorResponse, MySQL's error packet).
+    """
+    if not _readable(fd):
+        return CHECK_ALIVE
+    # A socket object over the descriptor, detached before it can close it: the driver
+    # owns the descriptor.
+    sock = _socket.socket(fileno=fd)
+    try:
+        data = sock.recv(512, _PEEK_FLAGS)
+    except (BlockingIOError, InterruptedError):
+        return CHECK_ALIVE
+    except OSError as exc:
+        return CHECK_DEAD if exc.errno in _GONE_ERRNOS else CHECK_SKIPPED
+    finally:
+        sock.detach()
+    if not data or closing(data):
+        return CHECK_DEAD
+    return CHECK_ALIVE
+
+
+def _readable(fd: int) -> bool:
+    poll = getattr(select, "poll", None)
+    if poll is not None:
+        poller = poll()
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+def tracked_call(
+    state: ConnectionState,
+    wrapped: Callable[..., object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    owner: Any,
+    fd_of: Callable[[Any], int | None],
+    closing: Callable[[bytes], bool],
+    is_connection_error: Callable[[BaseException], bool],
+) -> object:
+    """Run one network operation of a connection, settling a reuse if this use began one.
+
+    The operation's result or exception passes through untouched (the same object).
+    """
+    if state.reuse is None and not state.busy:
+        # The hot path, inlined: no invocation boundary since the last use.
+        environment = current_environment()
+        if environment.seq == state.seq and environment is state.environment:
+            state.uses += 1
+            state.last_use_ns = _time_ns()
+            return wrapped(*args, **kwargs)
+    note_use(state, owner, fd_of, closing)
+    if state.reuse is None or state.busy:
+        return wrapped(*args, **kwargs)
+    state.busy = True
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        state.busy = False
+        settle_reuse(state, exc, is_connection_error)
+        raise
+    state.busy = False
+    settle_reuse(state, None, is_connection_error)
+    return result

@@ -1,0 +1,117 @@
+"""PyMySQL connections made at INIT and reused after the server dropped them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.functional.connections.conftest import assert_no_secrets
+
+
+def _run(connection, sql):
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def _drop_by_wait_timeout(mariadb, connection):
+    _run(connection, "SET SESSION wait_timeout = 1")
+    time.sleep(1.5)
+
+
+def _drop_by_kill(mariadb, connection):
+    killer = mariadb()
+    _run(killer, f"KILL {connection.thread_id()}")
+    killer.close()
+    time.sleep(0.3)
+
+
+@pytest.mark.parametrize("drop", [_drop_by_wait_timeout, _drop_by_kill], ids=["timeout", "kill"])
+def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
+    mariadb, pymysql, function, warnings_logged, drop
+):
+    # GIVEN a connection made at INIT that the server drops before the next invocation
+    connection = mariadb()
+    _run(connection, "SELECT 1")
+    last_use = time.time()
+    drop(mariadb, connection)
+    idle_s = time.time() - last_use
+
+    # WHEN the first invocation queries it
+    raised = []
+
+    def body():
+        try:
+            _run(connection, "SELECT 1")
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    with pytest.raises((pymysql.err.OperationalError, pymysql.err.InterfaceError)) as caught:
+        function.invoke(body)
+
+    # THEN the driver's own error reached the caller unchanged, and the reuse failed
+    assert caught.value is raised[0]
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["db.system"] == "mysql"
+    assert event["server.address"] == "127.0.0.1"
+    assert event["server.port"] == 3306
+    assert event["lifecycle.connection.created_in"] == "init"
+    assert event["lifecycle.connection.check"] == "dead"
+    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
+    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    assert "pymysql" in line
+    assert "127.0.0.1:3306" in line
+    assert_no_secrets(function.stale_events(), warnings_logged)
+
+
+def test_ping_with_reconnect_is_detected_with_the_cost_of_reconnecting(
+    mariadb, function, warnings_logged
+):
+    # GIVEN a connection made at INIT and killed by the server
+    connection = mariadb()
+    _drop_by_kill(mariadb, connection)
+
+    # WHEN the invocation guards it with PyMySQL's ping(reconnect=True), then queries
+    def body():
+        with pytest.warns(DeprecationWarning, match="reconnect"):
+            connection.ping(reconnect=True)
+        return _run(connection, "SELECT 1")
+
+    assert function.invoke(body) == ((1,),)
+
+    # THEN the reuse is detected, with what reconnecting cost
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "detected"
+    assert event["lifecycle.connection.check"] == "dead"
+    assert event["lifecycle.connection.created_in"] == "init"
+    assert 0 < event["lifecycle.connection.reconnect_s"] < 2
+    assert "reconnecting took" in warnings_logged.text
+    # AND the new session counts as made in this invocation: its next reuse says so
+    assert function.invoke(lambda: _run(connection, "SELECT 2")) == ((2,),)
+    assert function.stale_events() == []
+
+
+def test_a_connection_used_within_its_timeout_is_not_reported(mariadb, function, warnings_logged):
+    connection = mariadb()
+    _run(connection, "SET SESSION wait_timeout = 5")
+    time.sleep(0.2)
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == ((1,),)
+    assert function.stale_events() == []
+    assert "stale connection" not in warnings_logged.text
+
+
+def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
+    mariadb, pymysql, tracking, function
+):
+    tracking(0.2)
+    connection = mariadb()
+    assert isinstance(connection, pymysql.connections.Connection)
+    time.sleep(0.4)
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == ((1,),)
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "risk"
+    assert event["lifecycle.connection.check"] == "alive"
+    assert event["lifecycle.connection.created_in"] == "init"

@@ -1,0 +1,132 @@
+"""psycopg2 connections made at INIT and reused after the server dropped them."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.functional.connections.conftest import assert_no_secrets
+
+
+def _run(connection, sql):
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else None
+
+
+def _drop_by_idle_session_timeout(postgres, connection):
+    _run(connection, "SET idle_session_timeout = '1s'")
+    time.sleep(1.5)
+    return 1.5
+
+
+def _drop_by_terminate_backend(postgres, connection):
+    pid = connection.get_backend_pid()
+    killer = postgres()
+    assert _run(killer, f"SELECT pg_terminate_backend({pid})") == [(True,)]
+    killer.close()
+    time.sleep(0.3)
+    return 0.3
+
+
+@pytest.mark.parametrize(
+    "drop", [_drop_by_idle_session_timeout, _drop_by_terminate_backend], ids=["timeout", "kill"]
+)
+def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
+    postgres, psycopg2, function, warnings_logged, drop
+):
+    # GIVEN a connection made at INIT that the server drops before the next invocation
+    connection = postgres()
+    _run(connection, "SELECT 1")
+    last_use = time.time()
+    drop(postgres, connection)
+    idle_s = time.time() - last_use
+
+    # WHEN the first invocation queries it
+    raised = []
+
+    def body():
+        try:
+            _run(connection, "SELECT 1")
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    with pytest.raises(psycopg2.OperationalError) as caught:
+        function.invoke(body)
+
+    # THEN the driver's own error reached the handler's caller, unchanged
+    assert caught.value is raised[0]
+    assert connection.closed == 2
+    # AND the reuse is reported as failed, with the socket check having seen it dead
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["db.system"] == "postgresql"
+    assert event["server.address"] == "127.0.0.1"
+    assert event["server.port"] == 5432
+    assert event["lifecycle.connection.created_in"] == "init"
+    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
+    assert event["lifecycle.connection.age_s"] >= event["lifecycle.connection.idle_s"]
+    assert event["lifecycle.connection.check"] == "dead"
+    assert event["lifecycle.connection.freezes"] == 1
+    # AND one warning names the client, the server and the idle time
+    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    assert "psycopg2" in line
+    assert "127.0.0.1:5432" in line
+    assert f"{event['lifecycle.connection.idle_s']:.1f} s idle" in line
+    assert_no_secrets(function.stale_events(), warnings_logged)
+
+
+def test_a_connection_used_within_its_timeout_is_not_reported(postgres, function, warnings_logged):
+    # GIVEN a connection made at INIT with a server idle timeout far longer than the pause
+    connection = postgres()
+    _run(connection, "SET idle_session_timeout = '5s'")
+    time.sleep(0.2)
+
+    # WHEN two invocations use it
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    assert function.invoke(lambda: _run(connection, "SELECT 2")) == [(2,)]
+
+    # THEN nothing is reported
+    assert function.stale_events(0) == []
+    assert function.stale_events(1) == []
+    assert "stale connection" not in warnings_logged.text
+
+
+def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
+    postgres, tracking, function, warnings_logged
+):
+    # GIVEN a risk threshold of 0.2 s and a connection made during the first invocation
+    tracking(0.2)
+    connection = function.invoke(postgres)
+    _run(connection, "SELECT 1")  # used after the handler returned: still invocation 1
+    time.sleep(0.4)
+
+    # WHEN the next invocation uses it, and it works
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+
+    # THEN it is reported as a risk
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "risk"
+    assert event["lifecycle.connection.created_in"] == "invocation:1"
+    assert event["lifecycle.connection.check"] == "alive"
+    assert event["lifecycle.connection.idle_s"] == pytest.approx(0.4, abs=0.2)
+    assert_no_secrets(function.stale_events(), warnings_logged)
+
+
+def test_tracked_connections_and_cursors_stay_transparent(postgres, psycopg2, function):
+    # GIVEN a tracked connection
+    connection = postgres()
+
+    # THEN it passes for psycopg2's own types, in and out of context managers
+    assert isinstance(connection, psycopg2.extensions.connection)
+    with connection as entered:
+        assert entered is connection
+        with connection.cursor() as cursor:
+            assert isinstance(cursor, psycopg2.extensions.cursor)
+            cursor.execute("SELECT generate_series(1, 3)")
+            assert [row for (row,) in cursor] == [1, 2, 3]
+    # AND the real connection is at hand for C functions that demand the exact type
+    assert type(connection.__wrapped__) is psycopg2.extensions.connection
+    assert connection.info.port == 5432
