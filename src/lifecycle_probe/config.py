@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from lifecycle_probe._frozen import Record, field
 from lifecycle_probe._safe import warn_once
+from lifecycle_probe.records import Record, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.extension import active_extension
 from lifecycle_probe.facts import in_flight
-from lifecycle_probe.import_tracing import active_tracer
+from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import (
     install_connection_hooks,
     install_runtime_signals,

@@ -136,7 +136,7 @@ class InternalExtension(EventRequestListener):
 
     def _run(self) -> None:
         # Whatever this thread imports (socket, json, the SDK in a flush) is the probe's.
-        from lifecycle_probe.import_tracing import active_tracer
+        from lifecycle_probe.imports import active_tracer
 
         tracer = active_tracer()
         if tracer is not None:

@@ -1,18 +1,31 @@
-"""The import hook: run callbacks when a named module has finished importing.
+"""The import hooks: post-import callbacks, and the import tree of INIT.
 
 A finder placed first on ``sys.meta_path`` lets the real finders locate the module, then
 wraps only that module's loader so that the callbacks run right after the module's code
 has executed. The module never sees the wrapper: its ``__loader__`` and
 ``__spec__.loader`` are set back to the real loader before its code runs. Callbacks are
 guarded: a failing callback is reported and the import carries on unchanged.
+
+Every import goes through ``importlib._bootstrap._find_and_load``, which the interpreter
+looks up afresh on each import, so wrapping that one function sees every module (source,
+bytecode, C extension, built-in, namespace package) with the time to find and to load it,
+nested imports inside. A per-thread stack turns the calls into a tree with cumulative and
+self time; threads importing at once keep separate stacks. A failing import is recorded
+with its error type and the error propagates unchanged.
+
+This is CPython's private import machinery (stable from 3.4 through 3.13). If it is not
+there, import tracing is switched off with one warning: nothing else depends on it.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import sys
+import time
 
-from lifecycle_probe._safe import report_failure
+from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe.records import Record, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -135,3 +148,317 @@ def handler_module_name(handler: str | None) -> str | None:
     if not handler or "." not in handler:
         return None
     return handler.rsplit(".", 1)[0].replace("/", ".")
+
+
+# -- the import tree ------------------------------------------------------------------------
+# Where a module came from (DESIGN.md: lifecycle.import.origin).
+ORIGIN_RUNTIME = "runtime"
+ORIGIN_LAYER = "layer"
+ORIGIN_FUNCTION = "function"
+ORIGIN_SITE_PACKAGES = "site-packages"
+
+# Enough for the largest functions; past it, imports are counted but not kept.
+MAX_IMPORTS = 10_000
+
+
+class ImportRecord(Record):
+    """One module import: when, how long in all and by itself, nested under which import."""
+
+    __slots__ = ()
+    _fields = (
+        "module",
+        "start_ns",
+        "end_ns",
+        "self_ns",
+        "import_id",
+        "parent_id",
+        "origin",
+        "during_init",
+        "error_type",
+    )
+    module: str = field(0)
+    start_ns: int = field(1)
+    end_ns: int = field(2)
+    self_ns: int = field(3)
+    import_id: int = field(4)
+    parent_id: int | None = field(5)
+    origin: str = field(6)
+    during_init: bool = field(7)
+    error_type: str | None = field(8)
+
+    def __new__(
+        cls,
+        module: str,
+        start_ns: int,
+        end_ns: int,
+        self_ns: int,
+        import_id: int,
+        parent_id: int | None,
+        origin: str,
+        during_init: bool,
+        error_type: str | None = None,
+    ) -> ImportRecord:
+        return tuple.__new__(
+            cls,
+            (
+                module,
+                start_ns,
+                end_ns,
+                self_ns,
+                import_id,
+                parent_id,
+                origin,
+                during_init,
+                error_type,
+            ),
+        )
+
+    @property
+    def duration_s(self) -> float:
+        """Cumulative time of the import, nested imports included."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def self_s(self) -> float:
+        """Time of the import without the imports nested in it."""
+        return self.self_ns / 1e9
+
+
+def origin_of(path: str | None, task_root: str | None) -> str:
+    """Classify a module's file: the function's code, a layer, site-packages or the runtime."""
+    if not path:
+        return ORIGIN_RUNTIME  # built-in or frozen: part of the interpreter
+    if task_root and path.startswith(task_root.rstrip("/") + "/"):
+        return ORIGIN_FUNCTION
+    if path.startswith("/opt/"):
+        return ORIGIN_LAYER
+    if "/site-packages/" in path or "/dist-packages/" in path:
+        return ORIGIN_SITE_PACKAGES
+    return ORIGIN_RUNTIME
+
+
+def _bootstrap_module() -> ModuleType | None:
+    # The interpreter calls _find_and_load on its frozen bootstrap module, which the
+    # importlib package (when imported) also registers as importlib._bootstrap.
+    return sys.modules.get("_frozen_importlib") or sys.modules.get("importlib._bootstrap")
+
+
+class ImportTracer:
+    """Records imports as a tree. ``during_init`` tells it which phase an import belongs to."""
+
+    def __init__(self, during_init: Callable[[], bool]) -> None:
+        self._during_init = during_init
+        self._local = _thread._local()
+        self._ids = iter(range(1, sys.maxsize))
+        self._lock = _thread.allocate_lock()
+        self._init: list[ImportRecord] = []
+        self._later: list[ImportRecord] = []
+        self.dropped = 0
+        self.started_ns = time.time_ns()
+        self._task_root = os.environ.get("LAMBDA_TASK_ROOT")
+        self._original: Callable[[str, Any], ModuleType] | None = None
+
+    def after_fork_in_child(self) -> None:
+        """A forked child starts with fresh locks and no INIT imports of its own yet."""
+        self._lock = _thread.allocate_lock()
+        self._local = _thread._local()
+        self._init, self._later = [], []
+
+    def start(self) -> bool:
+        """Wrap the import machinery; False (with a warning) where it cannot be."""
+        bootstrap = _bootstrap_module()
+        original = getattr(bootstrap, "_find_and_load", None)
+        if bootstrap is None or original is None:
+            warn_once(
+                "imports:unsupported",
+                "lifecycle_probe: this interpreter has no _frozen_importlib._find_and_load; "
+                "imports are not traced",
+            )
+            return False
+        if getattr(original, "__lifecycle_probe_tracer__", None) is not None:
+            return True  # another tracer is already in place
+        self._original = original
+        tracer = self
+
+        def _find_and_load(name: str, import_: Any) -> ModuleType:
+            return tracer.traced(name, import_)
+
+        _find_and_load.__lifecycle_probe_tracer__ = self  # type: ignore[attr-defined]
+        _find_and_load.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(bootstrap, "_find_and_load", _find_and_load)  # noqa: B010 - private module
+        return True
+
+    def stop(self) -> None:
+        """Put the import machinery back as it was."""
+        bootstrap = _bootstrap_module()
+        current = getattr(bootstrap, "_find_and_load", None)
+        if (
+            self._original is not None
+            and getattr(current, "__lifecycle_probe_tracer__", None) is self
+        ):
+            setattr(bootstrap, "_find_and_load", self._original)  # noqa: B010 - private module
+
+    def traced(self, name: str, import_: Any) -> ModuleType:
+        """Import ``name`` with the original machinery, timing it."""
+        original = self._original
+        assert original is not None
+        local = self._local
+        try:
+            stack: list[list[int]] = local.stack
+        except AttributeError:
+            stack = local.stack = []
+            local.ignored = 0
+        if local.ignored:
+            return original(name, import_)
+        loaded = sys.modules.get(name)
+        if loaded is not None and not getattr(
+            getattr(loaded, "__spec__", None), "_initializing", False
+        ):
+            # importlib.import_module of a module already imported still comes through
+            # here: nothing is imported, nothing to record.
+            return original(name, import_)
+        package = name.rpartition(".")[0]
+        if package and package not in sys.modules:
+            # The machinery would import the package from inside this import, nesting it
+            # under its own submodule: import it first, as the import it really is.
+            self.traced(package, import_)
+            if name in sys.modules:  # importing the package imported this one too
+                return original(name, import_)
+        # [import id, time spent in nested imports]
+        frame = [next(self._ids), 0]
+        parent_id = stack[-1][0] if stack else None
+        stack.append(frame)
+        # Wall clock for when, the performance counter for how long: a clock step (NTP,
+        # a SnapStart restore) must never make a duration negative.
+        start_ns = time.time_ns()
+        started = time.perf_counter_ns()
+        error_type = None
+        try:
+            module = original(name, import_)
+        except BaseException as exc:
+            error_type = type(exc).__qualname__
+            raise
+        finally:
+            elapsed = time.perf_counter_ns() - started
+            stack.pop()
+            if stack:
+                stack[-1][1] += elapsed
+            self._record(
+                name,
+                start_ns,
+                start_ns + elapsed,
+                elapsed - frame[1],
+                frame[0],
+                parent_id,
+                error_type,
+            )
+        return module
+
+    def _record(
+        self,
+        name: str,
+        start_ns: int,
+        end_ns: int,
+        self_ns: int,
+        import_id: int,
+        parent_id: int | None,
+        error_type: str | None,
+    ) -> None:
+        # Never let the bookkeeping break an import.
+        try:
+            module = sys.modules.get(name)
+            path = getattr(getattr(module, "__spec__", None), "origin", None)
+            origin = origin_of(path if isinstance(path, str) else None, self._task_root)
+            during_init = self._during_init()
+            record = ImportRecord(
+                name,
+                start_ns,
+                end_ns,
+                self_ns,
+                import_id,
+                parent_id,
+                origin,
+                during_init,
+                error_type,
+            )
+            with self._lock:
+                target = self._init if during_init else self._later
+                if len(self._init) + len(self._later) >= MAX_IMPORTS:
+                    self.dropped += 1
+                    return
+                target.append(record)
+        except Exception:
+            pass
+
+    def take_init(self) -> tuple[ImportRecord, ...]:
+        """The imports of INIT so far, in the order they finished; they are handed over once."""
+        with self._lock:
+            taken, self._init = tuple(self._init), []
+        return taken
+
+    def ignore_this_thread(self, ignore: bool = True) -> None:
+        """Stop (or resume) recording this thread's imports: the probe's own, such as the
+        OpenTelemetry SDK loading in a flush, are not the function's."""
+        local = self._local
+        if not hasattr(local, "stack"):
+            local.stack = []
+            local.ignored = 0
+        local.ignored = max(0, local.ignored + (1 if ignore else -1))
+
+    @property
+    def has_later(self) -> bool:
+        """True when imports happened after INIT that were not taken yet (no lock: a hint)."""
+        return bool(self._later)
+
+    def take_later(self) -> tuple[ImportRecord, ...]:
+        """Imports after INIT (during invocations) since the last call."""
+        with self._lock:
+            taken, self._later = tuple(self._later), []
+        return taken
+
+
+_active: ImportTracer | None = None
+
+
+def active_tracer() -> ImportTracer | None:
+    """The import tracer of this process, if tracing was started."""
+    return _active
+
+
+def start_import_tracing(during_init: Callable[[], bool]) -> ImportTracer | None:
+    """Start tracing imports (once per process); the tracer, or None if unsupported."""
+    global _active
+    if _active is None:
+        tracer = ImportTracer(during_init)
+        if not tracer.start():
+            return None
+        _active = tracer
+    return _active
+
+
+def _after_fork_in_child() -> None:
+    if _active is not None:
+        _active.after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def stop_import_tracing() -> None:
+    """Stop tracing imports and forget what was recorded (tests)."""
+    global _active
+    if _active is not None:
+        _active.stop()
+        _active = None
+
+
+class probe_work:
+    """Imports inside this block are the probe's own and are not recorded."""
+
+    def __enter__(self) -> None:
+        if _active is not None:
+            _active.ignore_this_thread(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if _active is not None:
+            _active.ignore_this_thread(False)

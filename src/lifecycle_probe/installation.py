@@ -13,8 +13,7 @@ import os
 from lifecycle_probe._safe import guard, report_failure, warn_once
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.import_tracing import start_import_tracing
-from lifecycle_probe.imports import handler_module_name, when_imported
+from lifecycle_probe.imports import handler_module_name, start_import_tracing, when_imported
 from lifecycle_probe.records import SOURCE_HANDLER_IMPORT
 from lifecycle_probe.runtime_hooks import (
     RUNTIME_CLIENT_MODULES,

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 
 from lifecycle_probe._safe import forget_warnings
 from lifecycle_probe.environment import Environment, start_new_environment
-from lifecycle_probe.import_tracing import active_tracer
+from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.records import SOURCE_PROCESS, SOURCE_RUNTIME
 from lifecycle_probe.sinks import Sink, add_process_sink, remove_process_sink

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from lifecycle_probe import probe
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.import_tracing import ImportRecord
+from lifecycle_probe.imports import ImportRecord
 from lifecycle_probe.records import SOURCE_RUNTIME
 from lifecycle_probe.sinks import add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink

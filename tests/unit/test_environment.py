@@ -3,8 +3,7 @@ import time
 
 import pytest
 
-from lifecycle_probe.environment import Environment, current_environment
-from lifecycle_probe.process import clock_tick_ns
+from lifecycle_probe.environment import Environment, clock_tick_ns, current_environment
 from lifecycle_probe.records import (
     COLD,
     PROACTIVE,

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from lifecycle_probe.import_tracing import (
+from lifecycle_probe.imports import (
     ORIGIN_FUNCTION,
     ORIGIN_LAYER,
     ORIGIN_RUNTIME,
@@ -17,7 +17,7 @@ from lifecycle_probe.import_tracing import (
 
 RECORDER = """
 import json, sys
-from lifecycle_probe.import_tracing import start_import_tracing, active_tracer
+from lifecycle_probe.imports import start_import_tracing, active_tracer
 phase = {"init": True}
 start_import_tracing(lambda: phase["init"])
 try:
@@ -150,7 +150,7 @@ def test_imports_after_init_are_marked(tmp_path):
 def test_the_probes_own_work_is_not_recorded(tmp_path):
     modules = {"mine.py": "", "theirs.py": ""}
     scenario = """
-    from lifecycle_probe.import_tracing import probe_work
+    from lifecycle_probe.imports import probe_work
     with probe_work():
         import mine
     import theirs
@@ -215,7 +215,7 @@ def test_a_package_is_recorded_as_its_own_import_not_under_its_submodule(tmp_pat
 
 def test_unbalanced_resume_does_not_switch_tracing_off(tmp_path):
     scenario = """
-    from lifecycle_probe.import_tracing import active_tracer
+    from lifecycle_probe.imports import active_tracer
     active_tracer().ignore_this_thread(False)
     import still_seen
     """

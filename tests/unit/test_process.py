@@ -3,11 +3,16 @@ import subprocess
 import sys
 import time
 
-from lifecycle_probe.environment import WRAPPER_START_VARIABLE, Environment
-from lifecycle_probe.process import clock_tick_ns, process_start_ns, wrapper_start_ns
+from lifecycle_probe.environment import (
+    WRAPPER_START_VARIABLE,
+    Environment,
+    clock_tick_ns,
+    process_start_ns,
+    wrapper_start_ns,
+)
 from lifecycle_probe.records import SOURCE_ESTIMATED, SOURCE_EXEC_WRAPPER, SOURCE_PROCESS
 
-CHILD = "from lifecycle_probe.process import process_start_ns; print(process_start_ns())"
+CHILD = "from lifecycle_probe.environment import process_start_ns; print(process_start_ns())"
 
 
 def test_process_start_agrees_with_the_wall_clock_within_one_tick():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from lifecycle_probe.process import clock_tick_ns
+from lifecycle_probe.environment import clock_tick_ns
 from tests.integration.probe.support import disagreements, init_lines, invocation_lines
 
 pytestmark = pytest.mark.integration

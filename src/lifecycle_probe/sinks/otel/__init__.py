@@ -21,7 +21,7 @@ import time
 from _queue import SimpleQueue
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.import_tracing import probe_work
+from lifecycle_probe.imports import probe_work
 from lifecycle_probe.sinks import Sink
 
 # This module is imported at INIT (when @probe builds its sinks): only what a bare
@@ -144,7 +144,7 @@ class OtelSink(Sink):
             _thread.start_new_thread(self._work, ())
 
     def _work(self) -> None:
-        from lifecycle_probe.import_tracing import active_tracer
+        from lifecycle_probe.imports import active_tracer
 
         tracer = active_tracer()
         if tracer is not None:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.import_tracing import ImportRecord
+    from lifecycle_probe.imports import ImportRecord
     from lifecycle_probe.records import FunctionFacts, InitRecord, InvocationRecord
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
