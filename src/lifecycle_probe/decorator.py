@@ -222,7 +222,10 @@ def report_timeout(deadline_ns: int) -> None:
 
 
 # Importing ``probe`` is the earliest moment the decorator case offers: from here on the
-# probe watches for the runtime's first request for work (INIT end) and times the imports
-# that follow (the rest of the handler module). ``install()`` called earlier sees more.
-if not Config.resolve().disabled:
+# probe watches for the runtime's first request for work (INIT end), times the imports
+# that follow (the rest of the handler module) and tracks the connections they make.
+# ``install()`` called earlier sees more.
+_config_at_import = Config.resolve()
+if not _config_at_import.disabled:
     install_runtime_signals()
+    install_connection_hooks(_config_at_import)

@@ -69,9 +69,10 @@ def install_connection_hooks(config: Config) -> None:
     stale_idle_s = config.stale_idle_s
 
     def track(module: ModuleType) -> None:
-        from lifecycle_probe.connections import install_connection_tracking
+        from lifecycle_probe.connections import set_stale_idle_s, track_client
 
-        install_connection_tracking(stale_idle_s)
+        set_stale_idle_s(stale_idle_s)
+        track_client(module)
 
     with guard("connection tracking"):
         for client in TRACKED_CLIENTS:

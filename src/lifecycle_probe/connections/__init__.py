@@ -17,7 +17,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["install_connection_tracking", "stale_idle_s"]
+__all__ = ["install_connection_tracking", "set_stale_idle_s", "stale_idle_s", "track_client"]
 
 _installed = False
 _lock = _thread.allocate_lock()
@@ -48,6 +48,20 @@ def _track_redis(module: ModuleType) -> None:
         _redis.patch(module)
     except Exception as exc:
         report_failure("redis connection tracking", exc)
+
+
+_TRACKERS = {"psycopg2": _track_psycopg2, "pymysql": _track_pymysql, "redis": _track_redis}
+
+
+def track_client(module: ModuleType) -> None:
+    """Patch a just-imported client library (``psycopg2``, ``pymysql`` or ``redis``).
+
+    For post-import callbacks: they run while the module is still marked as importing,
+    when ``when_imported`` could no longer register anything for it.
+    """
+    tracker = _TRACKERS.get(module.__name__)
+    if tracker is not None:
+        tracker(module)
 
 
 def install_connection_tracking(stale_idle_s: float) -> None:
