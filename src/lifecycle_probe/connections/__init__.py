@@ -17,7 +17,26 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
 
-__all__ = ["install_connection_tracking", "set_stale_idle_s", "stale_idle_s", "track_client"]
+__all__ = [
+    "install_connection_tracking",
+    "reusable",
+    "set_stale_idle_s",
+    "stale_idle_s",
+    "track_client",
+]
+
+if TYPE_CHECKING:
+    from lifecycle_probe.connections.reuse import reusable
+
+
+def __getattr__(name: str) -> object:
+    # The safe-reuse helper is for user code; loading it here would add to INIT.
+    if name == "reusable":
+        from lifecycle_probe.connections.reuse import reusable
+
+        return reusable
+    raise AttributeError(f"module 'lifecycle_probe.connections' has no attribute {name!r}")
+
 
 _installed = False
 _lock = _thread.allocate_lock()
