@@ -69,7 +69,21 @@ def _track_redis(module: ModuleType) -> None:
         report_failure("redis connection tracking", exc)
 
 
-_TRACKERS = {"psycopg2": _track_psycopg2, "pymysql": _track_pymysql, "redis": _track_redis}
+def _track_psycopg(module: ModuleType) -> None:
+    try:
+        from lifecycle_probe.connections import _psycopg
+
+        _psycopg.patch(module)
+    except Exception as exc:
+        report_failure("psycopg connection tracking", exc)
+
+
+_TRACKERS = {
+    "psycopg2": _track_psycopg2,
+    "psycopg": _track_psycopg,
+    "pymysql": _track_pymysql,
+    "redis": _track_redis,
+}
 
 
 def track_client(module: ModuleType) -> None:
@@ -84,7 +98,7 @@ def track_client(module: ModuleType) -> None:
 
 
 def install_connection_tracking(stale_idle_s: float) -> None:
-    """Track psycopg2, PyMySQL and redis-py connections once they are imported.
+    """Track the known clients' connections (``_TRACKERS``) once they are imported.
 
     Idempotent: a later call only changes the idle time after which a reuse that worked
     is reported as a ``risk``. Never raises.
@@ -96,8 +110,7 @@ def install_connection_tracking(stale_idle_s: float) -> None:
             if _installed:
                 return
             _installed = True
-        when_imported("psycopg2", _track_psycopg2)
-        when_imported("pymysql", _track_pymysql)
-        when_imported("redis", _track_redis)
+        for name, tracker in _TRACKERS.items():
+            when_imported(name, tracker)
     except Exception as exc:
         report_failure("connection tracking install", exc)
