@@ -116,6 +116,17 @@ _END_STRENGTH = {
 }
 
 
+# Threads doing the probe's own work (the internal extension, the OpenTelemetry sink's
+# exporter): their connections (to the collector) are not the function's and are never
+# reported as stale.
+probe_threads: set[int] = set()
+
+
+def mark_probe_thread() -> None:
+    """Declare the calling thread the probe's own."""
+    probe_threads.add(_thread.get_ident())
+
+
 def new_environment_id() -> str:
     """A fresh random environment id (16 hex digits; ``uuid`` costs an import)."""
     return os.urandom(8).hex()

@@ -20,6 +20,7 @@ import time
 from _queue import Empty, SimpleQueue
 
 from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe.environment import mark_probe_thread
 from lifecycle_probe.runtime_hooks import EventRequestListener, add_event_request_listener
 
 TYPE_CHECKING = False
@@ -141,6 +142,7 @@ class InternalExtension(EventRequestListener):
         tracer = active_tracer()
         if tracer is not None:
             tracer.ignore_this_thread()
+        mark_probe_thread()
         try:
             self._register()
         except Exception as exc:

@@ -55,7 +55,7 @@ def install_runtime_signals() -> None:
 
 
 # Client libraries whose connections are tracked (lifecycle_probe.connections).
-TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis")
+TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3")
 
 
 def install_connection_hooks(config: Config) -> None:

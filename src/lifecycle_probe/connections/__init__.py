@@ -78,11 +78,22 @@ def _track_psycopg(module: ModuleType) -> None:
         report_failure("psycopg connection tracking", exc)
 
 
+def _track_urllib3(module: ModuleType) -> None:
+    try:
+        from lifecycle_probe.connections import _urllib3
+
+        _urllib3.patch(module)
+    except Exception as exc:
+        report_failure("urllib3 connection tracking", exc)
+
+
 _TRACKERS = {
     "psycopg2": _track_psycopg2,
     "psycopg": _track_psycopg,
     "pymysql": _track_pymysql,
     "redis": _track_redis,
+    # HTTP keep-alive pools: boto3/botocore and requests go through urllib3.
+    "urllib3": _track_urllib3,
 }
 
 

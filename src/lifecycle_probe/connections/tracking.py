@@ -13,13 +13,14 @@ which errors mean "the connection is gone", and call :func:`note_use`,
 from __future__ import annotations
 
 import _socket
+import _thread
 import errno
 import select
 import time
 from time import time_ns as _time_ns
 
 from lifecycle_probe._safe import get_logger, report_failure
-from lifecycle_probe.environment import current_environment
+from lifecycle_probe.environment import current_environment, probe_threads
 from lifecycle_probe.records import LifecycleEvent
 
 TYPE_CHECKING = False
@@ -104,7 +105,9 @@ class ConnectionState:
         "uses",
     )
 
-    def __init__(self, client: str, db_system: str, address: str | None, port: int | None) -> None:
+    def __init__(
+        self, client: str, db_system: str | None, address: str | None, port: int | None
+    ) -> None:
         environment = current_environment()
         now_ns = time.time_ns()
         self.client = client
@@ -221,7 +224,12 @@ def is_socket_gone(exc: BaseException) -> bool:
 
 
 def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException | None) -> None:
-    attributes: list[tuple[str, str | int | float | bool]] = [("db.system", state.db_system)]
+    if _thread.get_ident() in probe_threads:
+        return  # the probe's own connection (the exporter's, to the collector)
+    # An HTTP connection has no db.system: its server.address and port say what it is.
+    attributes: list[tuple[str, str | int | float | bool]] = []
+    if state.db_system is not None:
+        attributes.append(("db.system", state.db_system))
     if state.address is not None:
         attributes.append(("server.address", state.address))
     if state.port is not None:

@@ -21,6 +21,7 @@ import time
 from _queue import SimpleQueue
 
 from lifecycle_probe._safe import report_failure
+from lifecycle_probe.environment import mark_probe_thread
 from lifecycle_probe.imports import probe_work
 from lifecycle_probe.sinks import Sink
 
@@ -149,6 +150,7 @@ class OtelSink(Sink):
         tracer = active_tracer()
         if tracer is not None:
             tracer.ignore_this_thread()  # the SDK's imports are the probe's, not the function's
+        mark_probe_thread()  # and so are its connections to the collector
         while True:
             request = self._requests.get()
             if request is None:

@@ -1,0 +1,248 @@
+"""urllib3 pools (which carry requests and boto3/botocore): their keep-alive connections.
+
+Each ``HTTPConnection``'s state lives in its instance ``__dict__``, with the server's host
+and port only: never a URL, a query string, a header or a body. An HTTP connection has no
+``db.system``.
+
+urllib3 replaces a dropped keep-alive connection by itself: ``HTTPConnectionPool._get_conn``
+asks ``is_connection_dropped`` (is the idle socket readable?) before handing a pooled
+connection out, closes it if so, and the request then connects the same object again. The
+socket check runs in that ``is_connection_dropped`` after a freeze, so such a reuse is
+``detected``, and what reconnecting cost is the time the next ``connect`` (TCP and TLS)
+took.
+
+A drop the check cannot see (the server closes the socket after reading the request)
+makes the request fail with a connection-level error (``RemoteDisconnected``,
+``ConnectionResetError``...), which ``urlopen`` may retry on another connection (a GET
+with the default ``Retry``; not a POST, nor ``retries=False`` as botocore passes). The
+reuse is ``failed`` if an error escapes the outermost ``urlopen`` (the error recorded is
+the connection's own, the one urllib3 may have wrapped in ``ProtocolError`` or
+``MaxRetryError``), and ``detected`` if a retry succeeded: the pool quietly replaced the
+connection, and the cost reported is the replacing connection's ``connect`` (or, when the
+retry took an already open connection, the time from the failure to the retry's reply).
+
+A closed connection object that connects again (after a ``Connection: close`` reply, say)
+is a new connection, not a reuse.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
+
+from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.tracking import (
+    ConnectionState,
+    begin_reuse,
+    is_socket_gone,
+    note_use,
+    settle_reuse,
+)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from types import ModuleType
+    from typing import Any
+
+CLIENT = "urllib3"
+# HTTP has no db.system: the event names the server by address and port.
+NO_DB_SYSTEM = None
+STATE = "_lifecycle_probe_connection"
+CONNECTING = "_lifecycle_probe_connecting"
+
+# Per thread: how deep in (recursive) urlopen calls, and the reuses whose request met a
+# connection-level error that urlopen may still retry, each with when it failed.
+_local = threading.local()
+
+
+def _closing(data: bytes) -> bool:
+    # An idle HTTP/1.1 connection is sent nothing unasked but a parting reply (a 408) or
+    # a TLS close_notify before the server closes it; urllib3 drops it on any byte too.
+    return True
+
+
+def _fd_of(connection: Any) -> int | None:
+    sock = connection.sock
+    return None if sock is None else int(sock.fileno())
+
+
+def _make_is_connection_error(module: ModuleType) -> Any:
+    import http.client
+
+    gone = (
+        module.exceptions.ProtocolError,
+        ConnectionError,  # ConnectionResetError (RemoteDisconnected), BrokenPipeError...
+        http.client.BadStatusLine,
+    )
+
+    def is_connection_error(exc: BaseException) -> bool:
+        return isinstance(exc, gone) or is_socket_gone(exc)
+
+    return is_connection_error
+
+
+def _pending() -> list[tuple[ConnectionState, int]]:
+    pending: list[tuple[ConnectionState, int]] | None = _local.__dict__.get("pending")
+    if pending is None:
+        pending = _local.pending = []
+    return pending
+
+
+def _settle_pending(succeeded: bool, is_connection_error: Any) -> None:
+    pending = _local.__dict__.pop("pending", None)
+    if not pending:
+        return
+    for state, failed_ns in pending:
+        reuse = state.reuse
+        if reuse is None:
+            continue
+        if succeeded:
+            # A retry mended it: the pool replaced the connection without a word.
+            if not reuse.reconnect_ns:
+                reuse.reconnect_ns = max(1, time.perf_counter_ns() - failed_ns)
+            settle_reuse(state, None, is_connection_error)
+        else:
+            settle_reuse(state, reuse.error, is_connection_error)
+
+
+def patch(module: ModuleType) -> None:
+    """Track every urllib3 pooled connection (once)."""
+    pool_cls = module.connectionpool.HTTPConnectionPool
+    if pool_cls.__dict__.get("_lifecycle_probe_tracked", False):
+        return
+    is_connection_error = _make_is_connection_error(module)
+
+    def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        attrs = instance.__dict__
+        if attrs.get(CONNECTING):  # a subclass's connect calling its parent's
+            return wrapped(*args, **kwargs)
+        attrs[CONNECTING] = True
+        started_ns = time.perf_counter_ns()
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            attrs[CONNECTING] = False
+        try:
+            cost_ns = time.perf_counter_ns() - started_ns
+            state = attrs.get(STATE)
+            if state is not None and state.reuse is not None:
+                # The pool found it dropped and closed it: this is its replacement.
+                state.reconnected(cost_ns)
+                return result
+            port = getattr(instance, "port", None)
+            attrs[STATE] = ConnectionState(
+                CLIENT,
+                NO_DB_SYSTEM,
+                getattr(instance, "host", None),
+                None if port is None else int(port),
+            )
+            for pending_state, _ in _local.__dict__.get("pending", ()):
+                reuse = pending_state.reuse
+                if reuse is not None and not reuse.reconnect_ns:
+                    # A retry's new connection replaces the one whose request failed.
+                    pending_state.reconnected(cost_ns)
+        except Exception as exc:
+            report_failure("urllib3 connection tracking", exc)
+        return result
+
+    def is_connection_dropped(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # _get_conn is handing a pooled connection out again: the first time after a
+        # freeze, look at its socket before urllib3 does.
+        try:
+            conn = args[0] if args else kwargs.get("conn")
+            state = getattr(conn, "__dict__", {}).get(STATE)
+            if (
+                state is not None
+                and state.reuse is None
+                and conn.sock is not None
+                and state.crossed_boundary()
+            ):
+                begin_reuse(state, _fd_of(conn), _closing)
+        except Exception as exc:
+            report_failure("urllib3 connection tracking", exc)
+        return wrapped(*args, **kwargs)
+
+    def make_request(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        conn = args[0] if args else kwargs.get("conn")
+        attrs: dict[str, Any] = getattr(conn, "__dict__", None) or {}
+        state = attrs.get(STATE)
+        if state is not None and state.reuse is None and conn.sock is None:
+            # Closed on purpose (a ``Connection: close`` reply): it reconnects as new.
+            del attrs[STATE]
+            state = None
+        if state is None:
+            # A new connection: it connects in this request and is made tracked there.
+            try:
+                return wrapped(*args, **kwargs)
+            finally:
+                if STATE in attrs:
+                    attrs[STATE].uses += 1
+        note_use(state, conn, _fd_of, _closing)
+        if state.reuse is None:
+            return wrapped(*args, **kwargs)  # the hot path
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            try:
+                reuse = state.reuse
+                if (
+                    reuse is not None
+                    and _local.__dict__.get("depth", 0)
+                    and is_connection_error(exc)
+                ):
+                    # urlopen may retry it on another connection: settled when it returns.
+                    reuse.error = exc
+                    _pending().append((state, time.perf_counter_ns()))
+                else:
+                    settle_reuse(state, exc, is_connection_error)
+            except Exception as failure:
+                report_failure("urllib3 connection tracking", failure)
+            raise
+        # The status line and headers came back: the reuse worked.
+        settle_reuse(state, None, is_connection_error)
+        return result
+
+    def urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        attrs = _local.__dict__
+        depth = attrs.get("depth", 0)
+        attrs["depth"] = depth + 1
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException:
+            attrs["depth"] = depth
+            if depth == 0 and "pending" in attrs:
+                try:
+                    _settle_pending(False, is_connection_error)
+                except Exception as failure:
+                    report_failure("urllib3 connection tracking", failure)
+            raise
+        attrs["depth"] = depth
+        if depth == 0 and "pending" in attrs:
+            try:
+                _settle_pending(True, is_connection_error)
+            except Exception as failure:
+                report_failure("urllib3 connection tracking", failure)
+        return result
+
+    def put_conn(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        # Back in the pool: the connection is idle from now on.
+        conn = args[0] if args else kwargs.get("conn")
+        if conn is not None:
+            state = getattr(conn, "__dict__", {}).get(STATE)
+            if state is not None:
+                state.last_use_ns = time.time_ns()
+        return wrapped(*args, **kwargs)
+
+    connection = module.connection
+    wrapt.wrap_function_wrapper(connection.HTTPConnection, "connect", connect)
+    if "connect" in connection.HTTPSConnection.__dict__:
+        wrapt.wrap_function_wrapper(connection.HTTPSConnection, "connect", connect)
+    wrapt.wrap_function_wrapper(
+        module.connectionpool, "is_connection_dropped", is_connection_dropped
+    )
+    wrapt.wrap_function_wrapper(pool_cls, "_make_request", make_request)
+    wrapt.wrap_function_wrapper(pool_cls, "urlopen", urlopen)
+    wrapt.wrap_function_wrapper(pool_cls, "_put_conn", put_conn)
+    pool_cls._lifecycle_probe_tracked = True
