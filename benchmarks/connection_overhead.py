@@ -26,8 +26,8 @@ What it measures
     on a small, shared machine (where the scheduler puts the client and the server
     backend, other load), far more than the tracking costs. So each tracked child also
     runs the three measurements again with its connection's raw cursor
-    (``connection.__wrapped__.cursor()``: the tracking wraps objects, the C connection and
-    cursor are untouched, so this is the bare driver) and a tracked one, alternating query
+    (``psycopg2.extensions.connection.cursor(connection)``: the base class's method, which
+    hands out a plain psycopg2 cursor, the bare driver) and a tracked one, alternating query
     by query and invocation by invocation (table B): a paired comparison within one
     process and server session. The latency children are pinned to one CPU
     (``--pin-cpu``), which keeps the backend off the client's CPU.
@@ -189,7 +189,7 @@ def child_latency(mode: str, dsn: str, number: int, invocations: int, cpu: int) 
         probed(event, context)
         calls.append(clock() - start)
 
-    state = getattr(connection, "_self_state", None)
+    state = getattr(connection, "_lifecycle_probe_state", None)
     result: dict[str, Any] = {
         "mode": mode,
         "connection_type": type(connection).__qualname__,
@@ -215,17 +215,22 @@ def paired_latency(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Cross-check in a tracked child: raw and tracked cursors of one connection, alternating.
 
-    The tracking wraps objects and leaves the C connection and cursor untouched, so
-    ``connection.__wrapped__.cursor()`` is the bare driver, in the same process, on the
-    same server session; alternating query by query (invocation by invocation) lets no
-    drift and no difference between processes into the comparison.
+    The tracking subclasses the connection and cursor classes; the base class's
+    ``cursor`` method hands out a plain psycopg2 cursor: the bare driver, in the same
+    process, on the same server session; alternating query by query (invocation by
+    invocation) lets no drift and no difference between processes into the comparison.
     """
     from lifecycle_probe.testing import FakeContext
 
     clock = time.perf_counter_ns
     event: dict[str, Any] = {"path": "/orders/42", "httpMethod": "GET", "body": None}
     context = FakeContext(timeout_s=900.0)
-    cursor_of = {"raw": connection.__wrapped__.cursor, "tracked": connection.cursor}
+    import psycopg2.extensions  # type: ignore[import-untyped]
+
+    def raw_cursor() -> Any:
+        return psycopg2.extensions.connection.cursor(connection)
+
+    cursor_of = {"raw": raw_cursor, "tracked": connection.cursor}
     steady: dict[str, list[int]] = {"raw": [], "tracked": []}
     cursors = [(name, make()) for name, make in cursor_of.items()]
     for _, cursor in cursors:

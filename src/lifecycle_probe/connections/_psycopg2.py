@@ -1,10 +1,11 @@
-"""psycopg2: connections and cursors behind transparent proxies.
+"""psycopg2: connections and cursors as subclasses of the classes the user asked for.
 
-psycopg2's connection and cursor are C types whose methods cannot be patched, so
-``psycopg2.connect`` returns a ``wrapt.ObjectProxy``: ``isinstance`` checks, attributes,
-context managers and iteration all reach the real object. C functions that demand the
-real type (``psycopg2.extensions.register_type(..., conn)``, ``extras.register_uuid``)
-take ``conn.__wrapped__``.
+psycopg2's connection and cursor are C types whose methods cannot be patched, and
+psycopg2's C functions refuse anything that is not really one of them (a proxy breaks
+``register_default_jsonb(conn)``, ``sql.Identifier(...).as_string(conn)``). Python
+subclasses pass those checks: ``connect`` makes the connection from a tracked subclass of
+the ``connection_factory`` asked for, whose cursors come from tracked subclasses of the
+``cursor_factory`` asked for.
 """
 
 from __future__ import annotations
@@ -56,76 +57,70 @@ def _make_is_connection_error(module: ModuleType) -> Any:
     return is_connection_error_of
 
 
-class TrackedCursor(wrapt.ObjectProxy):  # type: ignore[misc]
-    """A psycopg2 cursor whose server operations are watched for stale reuse."""
-
-    def __init__(self, cursor: Any, connection: TrackedConnection) -> None:
-        super().__init__(cursor)
-        self._self_connection = connection
-
-    def __enter__(self) -> TrackedCursor:
-        self.__wrapped__.__enter__()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self.__wrapped__.__exit__(*exc_info)
-
-    def _self_operate(self, name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Any:
-        connection = self._self_connection
-        return tracked_call(
-            connection._self_state,
-            getattr(self.__wrapped__, name),
-            args,
-            kwargs,
-            connection.__wrapped__,
-            _fileno,
-            _closing,
-            connection._self_is_connection_error,
-        )
-
-    def execute(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("execute", args, kwargs)
-
-    def executemany(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("executemany", args, kwargs)
-
-    def callproc(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("callproc", args, kwargs)
-
-    def copy_expert(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("copy_expert", args, kwargs)
-
-    def copy_from(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("copy_from", args, kwargs)
-
-    def copy_to(self, *args: Any, **kwargs: Any) -> Any:
-        return self._self_operate("copy_to", args, kwargs)
+# Subclasses made per base class (the user's connection_factory / cursor_factory).
+_connection_classes: dict[type, type] = {}
+_cursor_classes: dict[type, type] = {}
 
 
-class TrackedConnection(wrapt.ObjectProxy):  # type: ignore[misc]
-    """A psycopg2 connection with its lifecycle state; its cursors are tracked too."""
+def _tracked_cursor_class(base: type) -> type:
+    """A subclass of ``base`` whose server operations are watched for stale reuse."""
+    tracked = _cursor_classes.get(base)
+    if tracked is not None:
+        return tracked
 
-    def __init__(self, connection: Any, state: ConnectionState, is_connection_error: Any) -> None:
-        super().__init__(connection)
-        self._self_state = state
-        self._self_is_connection_error = is_connection_error
+    def operate(name: str) -> Any:
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            connection = self.connection
+            state = getattr(connection, "_lifecycle_probe_state", None)
+            original = getattr(base, name).__get__(self)
+            if state is None:  # a connection this module did not make
+                return original(*args, **kwargs)
+            return tracked_call(
+                state,
+                original,
+                args,
+                kwargs,
+                connection,
+                _fileno,
+                _closing,
+                connection._lifecycle_probe_is_connection_error,
+            )
 
-    def __enter__(self) -> TrackedConnection:
-        # The real __enter__ returns the bare connection; `with connect() as conn` must
-        # keep handing out the tracked one.
-        self.__wrapped__.__enter__()
-        return self
+        method.__name__ = name
+        return method
 
-    def __exit__(self, *exc_info: Any) -> Any:
-        return self.__wrapped__.__exit__(*exc_info)
+    namespace = {name: operate(name) for name in _OPERATIONS if hasattr(base, name)}
+    namespace["__module__"] = base.__module__
+    tracked_class = type(base.__name__, (base,), namespace)
+    _cursor_classes[base] = tracked_class
+    return tracked_class
 
-    def cursor(self, *args: Any, **kwargs: Any) -> Any:
-        cursor = self.__wrapped__.cursor(*args, **kwargs)
+
+_OPERATIONS = ("execute", "executemany", "callproc", "copy_expert", "copy_from", "copy_to")
+
+
+def _tracked_connection_class(base: type, cursor_base: type) -> type:
+    """A subclass of ``base`` whose cursors (of whatever factory) are tracked ones."""
+    tracked = _connection_classes.get(base)
+    if tracked is not None:
+        return tracked
+
+    def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return TrackedCursor(cursor, self)
+            if len(args) >= 2:  # cursor(name, cursor_factory, ...)
+                factory = args[1] or self.cursor_factory or cursor_base
+                args = (args[0], _tracked_cursor_class(factory), *args[2:])
+            else:
+                factory = kwargs.get("cursor_factory") or self.cursor_factory or cursor_base
+                kwargs["cursor_factory"] = _tracked_cursor_class(factory)
         except Exception as exc:
             report_failure("psycopg2 cursor tracking", exc)
-            return cursor
+        return base.cursor(self, *args, **kwargs)  # type: ignore[attr-defined]
+
+    namespace = {"cursor": cursor, "__module__": base.__module__}
+    tracked_class = type(base.__name__, (base,), namespace)
+    _connection_classes[base] = tracked_class
+    return tracked_class
 
 
 def _server_of(connection: Any) -> tuple[str | None, int | None]:
@@ -135,20 +130,38 @@ def _server_of(connection: Any) -> tuple[str | None, int | None]:
 
 
 def patch(module: ModuleType) -> None:
-    """Make ``psycopg2.connect`` hand out tracked connections (once per module object)."""
+    """Make ``psycopg2.connect`` make tracked connections (once per module object).
+
+    psycopg2's connection and cursor are C types whose methods cannot be patched, and a
+    proxy around them would fail psycopg2's own type checks (``register_type``,
+    ``sql.Composable.as_string``, ``extras.execute_values``...). So ``connect`` is given
+    a subclass of the connection class asked for (``connection_factory``), whose
+    ``cursor()`` hands out subclasses of the cursor class asked for: real psycopg2
+    objects, which every psycopg2 function accepts.
+    """
     if getattr(module, "_lifecycle_probe_tracked", False):
         return
     is_connection_error_of = _make_is_connection_error(module)
+    extensions = module.extensions
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        try:
+            if len(args) >= 2:  # connect(dsn, connection_factory, ...)
+                base = args[1] or extensions.connection
+                args = (args[0], _tracked_connection_class(base, extensions.cursor), *args[2:])
+            else:
+                base = kwargs.get("connection_factory") or extensions.connection
+                kwargs["connection_factory"] = _tracked_connection_class(base, extensions.cursor)
+        except Exception as exc:
+            report_failure("psycopg2 connection tracking", exc)
         connection = wrapped(*args, **kwargs)
         try:
             address, port = _server_of(connection)
-            state = ConnectionState(CLIENT, DB_SYSTEM, address, port)
-            return TrackedConnection(connection, state, is_connection_error_of(connection))
+            connection._lifecycle_probe_state = ConnectionState(CLIENT, DB_SYSTEM, address, port)
+            connection._lifecycle_probe_is_connection_error = is_connection_error_of(connection)
         except Exception as exc:
             report_failure("psycopg2 connection tracking", exc)
-            return connection
+        return connection
 
     wrapt.wrap_function_wrapper(module, "connect", connect)
     setattr(module, "_lifecycle_probe_tracked", True)  # noqa: B010 (a module has no such attribute to type)

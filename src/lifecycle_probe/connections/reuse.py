@@ -18,6 +18,7 @@ reconnecting cost. Later uses in the same invocation cost one comparison.
 from __future__ import annotations
 
 import _thread
+import os
 import time
 from typing import Generic, TypeVar
 
@@ -117,6 +118,7 @@ class reusable(Generic[C]):
         self._connect = connect
         self._validate = validate
         self._lock = _thread.allocate_lock()
+        self._pid = os.getpid()
         self._connection: C | None = None
         self._checked: tuple[int, int] | None = None
         self._created_ns = 0
@@ -126,6 +128,13 @@ class reusable(Generic[C]):
         self.reconnects = 0
 
     def __call__(self) -> C:
+        if self._pid != os.getpid():
+            # A forked child: the parent may have held the lock (in a connect) at the
+            # fork, and its connection's socket is shared with the parent. Start over.
+            self._pid = os.getpid()
+            self._lock = _thread.allocate_lock()
+            self._connection = None
+            self._checked = None
         environment = current_environment()
         mark = (id(environment), environment.seq)
         with self._lock:

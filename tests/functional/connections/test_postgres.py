@@ -127,6 +127,14 @@ def test_tracked_connections_and_cursors_stay_transparent(postgres, psycopg2, fu
             assert isinstance(cursor, psycopg2.extensions.cursor)
             cursor.execute("SELECT generate_series(1, 3)")
             assert [row for (row,) in cursor] == [1, 2, 3]
-    # AND the real connection is at hand for C functions that demand the exact type
-    assert type(connection.__wrapped__) is psycopg2.extensions.connection
+    # AND psycopg2's own C functions, which refuse anything but a real connection or
+    # cursor, accept it and its cursors
+    from psycopg2 import extras, sql  # type: ignore[import-untyped]
+
+    extras.register_default_jsonb(conn_or_curs=connection)
+    assert sql.Identifier("orders").as_string(connection) == '"orders"'
+    with connection.cursor(cursor_factory=extras.RealDictCursor) as cursor:
+        extras.execute_values(cursor, "SELECT * FROM (VALUES %s) AS v(n)", [(1,), (2,)])
+        assert [row["n"] for row in cursor.fetchall()] == [1, 2]
+        assert cursor.connection is connection
     assert connection.info.port == 5432
