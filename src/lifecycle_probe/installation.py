@@ -54,7 +54,8 @@ def install_runtime_signals() -> None:
                 when_imported(name, _wrap_when_imported)
 
 
-# Client libraries whose connections are tracked (lifecycle_probe.connections).
+# Client libraries whose connections are tracked: each is patched by the module of the
+# same name, with a leading underscore, in lifecycle_probe.connections.
 TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3")
 
 

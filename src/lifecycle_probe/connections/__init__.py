@@ -8,10 +8,12 @@ driver module of this package patches it.
 from __future__ import annotations
 
 import _thread
+from importlib import import_module
 
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.connections.tracking import set_stale_idle_s, stale_idle_s
 from lifecycle_probe.imports import when_imported
+from lifecycle_probe.installation import TRACKED_CLIENTS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,74 +44,26 @@ _installed = False
 _lock = _thread.allocate_lock()
 
 
-def _track_psycopg2(module: ModuleType) -> None:
-    try:
-        from lifecycle_probe.connections import _psycopg2
-
-        _psycopg2.patch(module)
-    except Exception as exc:
-        report_failure("psycopg2 connection tracking", exc)
-
-
-def _track_pymysql(module: ModuleType) -> None:
-    try:
-        from lifecycle_probe.connections import _pymysql
-
-        _pymysql.patch(module)
-    except Exception as exc:
-        report_failure("pymysql connection tracking", exc)
-
-
-def _track_redis(module: ModuleType) -> None:
-    try:
-        from lifecycle_probe.connections import _redis
-
-        _redis.patch(module)
-    except Exception as exc:
-        report_failure("redis connection tracking", exc)
-
-
-def _track_psycopg(module: ModuleType) -> None:
-    try:
-        from lifecycle_probe.connections import _psycopg
-
-        _psycopg.patch(module)
-    except Exception as exc:
-        report_failure("psycopg connection tracking", exc)
-
-
-def _track_urllib3(module: ModuleType) -> None:
-    try:
-        from lifecycle_probe.connections import _urllib3
-
-        _urllib3.patch(module)
-    except Exception as exc:
-        report_failure("urllib3 connection tracking", exc)
-
-
-_TRACKERS = {
-    "psycopg2": _track_psycopg2,
-    "psycopg": _track_psycopg,
-    "pymysql": _track_pymysql,
-    "redis": _track_redis,
-    # HTTP keep-alive pools: boto3/botocore and requests go through urllib3.
-    "urllib3": _track_urllib3,
-}
-
-
 def track_client(module: ModuleType) -> None:
-    """Patch a just-imported client library (``psycopg2``, ``pymysql`` or ``redis``).
+    """Patch a just-imported client library (one of ``TRACKED_CLIENTS``).
 
-    For post-import callbacks: they run while the module is still marked as importing,
-    when ``when_imported`` could no longer register anything for it.
+    Each client's patcher is this package's module of the same name with a leading
+    underscore (``psycopg2`` -> ``_psycopg2``). For post-import callbacks: they run while
+    the module is still marked as importing, when ``when_imported`` could no longer
+    register anything for it.
     """
-    tracker = _TRACKERS.get(module.__name__)
-    if tracker is not None:
-        tracker(module)
+    name = module.__name__
+    if name not in TRACKED_CLIENTS:
+        return
+    try:
+        patcher = import_module(f"lifecycle_probe.connections._{name}")
+        patcher.patch(module)
+    except Exception as exc:
+        report_failure(f"{name} connection tracking", exc)
 
 
 def install_connection_tracking(stale_idle_s: float) -> None:
-    """Track the known clients' connections (``_TRACKERS``) once they are imported.
+    """Track the known clients' connections (``TRACKED_CLIENTS``) once they are imported.
 
     Idempotent: a later call only changes the idle time after which a reuse that worked
     is reported as a ``risk``. Never raises.
@@ -121,7 +75,7 @@ def install_connection_tracking(stale_idle_s: float) -> None:
             if _installed:
                 return
             _installed = True
-        for name, tracker in _TRACKERS.items():
-            when_imported(name, tracker)
+        for name in TRACKED_CLIENTS:
+            when_imported(name, track_client)
     except Exception as exc:
         report_failure("connection tracking install", exc)
