@@ -7,8 +7,7 @@ import threading
 import time
 
 import pytest
-from opentelemetry.sdk.metrics import Counter, Histogram
-from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -20,6 +19,7 @@ from lifecycle_probe.imports import ImportRecord
 from lifecycle_probe.records import SOURCE_RUNTIME
 from lifecycle_probe.sinks import add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink
+from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter
 from lifecycle_probe.sinks.otel.trace_context import parse_traceparent, parse_xray
 from lifecycle_probe.testing import FakeContext, fresh_environment
 
@@ -42,21 +42,19 @@ def otel(monkeypatch):
     for key, value in LAMBDA_ENV.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", raising=False)
+    monkeypatch.delenv("OTEL_METRICS_EXEMPLAR_FILTER", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
     fresh_environment(environ=LAMBDA_ENV, init_duration_s=0.4)
-    # The in-memory reader is configured as the sink configures its own exporters.
-    delta: dict[type, AggregationTemporality] = {
-        Counter: AggregationTemporality.DELTA,
-        Histogram: AggregationTemporality.DELTA,
-    }
-    spans, reader = InMemorySpanExporter(), InMemoryMetricReader(preferred_temporality=delta)
+    spans, metrics = InMemorySpanExporter(), InMemoryMetricExporter()
     sink = OtelSink(
         Config.resolve({}, flush="sync", import_min_ms=1.0),
         (),
         span_exporter=spans,
-        metric_reader=reader,
+        metric_exporter=metrics,
     )
     add_process_sink(sink)
-    yield spans, reader
+    yield spans, metrics
     remove_process_sink(sink)
     sink.shutdown()
 
@@ -72,12 +70,23 @@ def by_name(spans):
     return found
 
 
-def metric_points(reader):
+def points_of(metrics_data):
+    """{metric name: (data, points)} of one export."""
     points = {}
-    for resource_metrics in reader.get_metrics_data().resource_metrics:
+    for resource_metrics in metrics_data.resource_metrics:
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
                 points[metric.name] = (metric.data, list(metric.data.data_points))
+    return points
+
+
+def metric_points(exporter):
+    """{metric name: (data, points)} of what was exported since the last call."""
+    exports = exporter.get_finished_metrics()
+    exporter.clear()
+    points = {}
+    for data in exports:
+        points.update(points_of(data))
     return points
 
 
@@ -256,7 +265,7 @@ def test_parse_xray(header, expected):
 
 
 def test_raising_handler_gives_error_status_and_exception_event(otel):
-    spans, reader = otel
+    spans, metrics = otel
 
     @probe(exporter="none")
     def handler(event, ctx):
@@ -277,11 +286,11 @@ def test_raising_handler_gives_error_status_and_exception_event(otel):
     assert stack.startswith("Traceback (most recent call last):")
     assert stack.endswith("builtins.ValueError")
     assert "in handler" in stack
-    assert metric_points(reader)["faas.errors"][1][0].value == 1
+    assert metric_points(metrics)["faas.errors"][1][0].value == 1
 
 
 def test_metrics_values_and_delta_temporality(otel):
-    _spans, reader = otel
+    _spans, metrics = otel
 
     @probe(exporter="none")
     def handler(event, ctx):
@@ -291,7 +300,7 @@ def test_metrics_values_and_delta_temporality(otel):
     per_invocation = []
     for n in range(3):
         handler({"Records": [{"eventSource": "aws:sqs"}]}, context(f"r{n}"))
-        per_invocation.append(metric_points(reader))
+        per_invocation.append(metric_points(metrics))
     first, second, third = per_invocation
     data, (invocations,) = first["faas.invocations"]
     assert data.aggregation_temporality is AggregationTemporality.DELTA
@@ -349,7 +358,7 @@ def test_sync_flush_with_a_collector_that_never_answers_is_bounded(
         Config.resolve({}, flush="sync", flush_timeout_ms=flush_timeout_ms),
         (),
         span_exporter=exporter,
-        metric_reader=InMemoryMetricReader(),
+        metric_exporter=InMemoryMetricExporter(),
         isolate_exports=True,
     )
     add_process_sink(sink)

@@ -32,7 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.metrics.export import MetricExporter
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from lifecycle_probe.config import Config
@@ -49,7 +49,8 @@ class OtelSink(Sink):
     """Turns invocation records into OTLP spans and metrics for one or more exporters.
 
     ``exporters`` are ``otlp`` and/or ``otlp-file``. Tests pass ``span_exporter`` and
-    ``metric_reader`` (e.g. the SDK's in-memory ones) instead. ``isolate_exports`` runs
+    ``metric_exporter`` (e.g. the SDK's ``InMemorySpanExporter`` and
+    ``lifecycle_probe.sinks.otel.memory.InMemoryMetricExporter``) instead. ``isolate_exports`` runs
     each drain on the sink's own thread so that the caller's wait is bounded even when an
     exporter hangs (a collector that never answers, a file on a stuck network share); by
     default every named exporter gets that, injected in-memory ones do not.
@@ -63,7 +64,7 @@ class OtelSink(Sink):
         exporters: Sequence[str] = ("otlp",),
         *,
         span_exporter: SpanExporter | None = None,
-        metric_reader: MetricReader | None = None,
+        metric_exporter: MetricExporter | None = None,
         isolate_exports: bool | None = None,
     ) -> None:
         self._config = config
@@ -72,7 +73,7 @@ class OtelSink(Sink):
         self._isolate = bool(exporters) if isolate_exports is None else isolate_exports
         self._exporters = tuple(exporters)
         self._span_exporter = span_exporter
-        self._metric_reader = metric_reader
+        self._metric_exporter = metric_exporter
         self._queue: list[InvocationRecord] = []
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
@@ -177,7 +178,7 @@ class OtelSink(Sink):
                     records[0].function,
                     self._exporters,
                     self._span_exporter,
-                    self._metric_reader,
+                    self._metric_exporter,
                 )
             pipeline = self._pipeline
             for record in records:
