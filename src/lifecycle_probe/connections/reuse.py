@@ -125,6 +125,8 @@ class reusable(Generic[C]):
         self._created_seq = 0
         self._last_use_ns = 0
         self._freezes = 0
+        # Hand-outs of the current connection: the ``uses`` of its stale report.
+        self._uses = 0
         self.reconnects = 0
 
     def __call__(self) -> C:
@@ -141,6 +143,7 @@ class reusable(Generic[C]):
             connection = self._connection
             if connection is not None and self._checked == mark:
                 self._last_use_ns = time.time_ns()
+                self._uses += 1
                 return connection
             if connection is not None:
                 self._freezes += 1
@@ -151,6 +154,7 @@ class reusable(Generic[C]):
             self._connection = connection
             self._checked = mark
             self._last_use_ns = time.time_ns()
+            self._uses += 1
             return connection
 
     def _alive(self, connection: C) -> bool:
@@ -168,12 +172,14 @@ class reusable(Generic[C]):
         self._created_ns = time.time_ns()
         self._created_seq = current_environment().seq
         self._freezes = 0
+        self._uses = 0
         return connection
 
     def _replace(self, dead: C, mark: tuple[int, int]) -> C:
         idle_s = (time.time_ns() - self._last_use_ns) / 1e9
         age_s = (time.time_ns() - self._created_ns) / 1e9
-        created_seq, freezes = self._created_seq, self._freezes
+        # The dead connection's figures; this hand-out is its (failed) reuse.
+        created_seq, freezes, uses = self._created_seq, self._freezes, self._uses + 1
         close = getattr(dead, "close", None)
         if callable(close):
             try:
@@ -186,10 +192,12 @@ class reusable(Generic[C]):
         self._connection = connection
         self._checked = mark
         self._last_use_ns = time.time_ns()
+        self._uses = 1
         self.reconnects += 1
         try:
             client, db_system, _, address, port = _describe(connection)
             state = ConnectionState(client, db_system, address, port)
+            state.uses = uses
             reuse = Reuse(
                 idle_s,
                 age_s,

@@ -2,81 +2,23 @@
 
 The server is a real HTTP/1.1 keep-alive server on 127.0.0.1 whose handler closes a
 connection idle longer than its timeout (a load balancer's idle cut-off), or closes one
-right after reading a request, before answering it (a drop no check can see).
+right after reading a request, before answering it (a drop no check can see): see
+keepalive_server.py.
 """
 
 from __future__ import annotations
 
 import http.client
 import select
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import urllib3
 
 from lifecycle_probe.connections import _urllib3
+from tests.functional.connections.keepalive_server import Server
 
 SECRET = "s3cret-token"
-
-
-class Server:
-    """A keep-alive HTTP/1.1 server; ``drop_next`` requests are read and left unanswered."""
-
-    def __init__(self, idle_timeout_s: float) -> None:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body apart: no 40 ms delayed ACK
-            timeout = idle_timeout_s  # an idle keep-alive connection is closed after it
-
-            def setup(self) -> None:
-                super().setup()
-                with server.lock:
-                    server.accepted += 1
-
-            def do_GET(self) -> None:
-                self._answer()
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self._answer()
-
-            def _answer(self) -> None:
-                with server.lock:
-                    drop = server.drop_next > 0
-                    server.drop_next -= drop
-                if drop:
-                    self.close_connection = True  # closed without a reply
-                    return
-                body = b"ok"
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                if self.path.startswith("/close"):
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.lock = threading.Lock()
-        self.accepted = 0
-        self.drop_next = 0
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -3,166 +3,51 @@
 Each function connects at INIT and gives its session a 1 s server idle timeout
 (PostgreSQL ``idle_session_timeout``, MariaDB ``wait_timeout``) or, for Redis, has its
 client killed by name from here while it is frozen. The reports are read back from the
-OTLP file the runtime process wrote. A missing driver or server skips; with
-LIFECYCLE_PROBE_REQUIRE_SERVICES=1 it fails (tests/functional/connections/conftest.py).
+OTLP file the runtime process wrote (stale.py). A missing driver or server skips; with
+LIFECYCLE_PROBE_REQUIRE_SERVICES=1 it fails (the service fixtures are in conftest.py).
 """
 
 from __future__ import annotations
 
-import importlib
-import uuid
-from typing import Any
-
 import pytest
 
-from lifecycle_probe.connections.tracking import STALE_EVENT
-from tests.functional.connections.conftest import MYSQL, POSTGRES_DSN, REDIS, unavailable
-from tests.integration.probe.otlp import attributes, read_otlp
+from tests.integration.probe.stale import (
+    FREEZE_S,
+    assert_one_stale_metric,
+    assert_reused_across_two_boundaries,
+    assert_stale_event,
+    freeze_and_reuse,
+    function_env,
+    invocation_spans,
+    one_stale_event,
+    stale_counts,
+    stale_events,
+)
 
 pytestmark = pytest.mark.integration
 
-SERVER_IDLE_TIMEOUT_S = 1
-FREEZE_S = 2.0  # longer than the server's idle timeout
-# How the fixtures put the hooks in place before importing the driver: install().
-WORKING_HOOKS = "install"
 
-
-def _driver(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        unavailable(f"driver {name} is not installed")
-
-
-@pytest.fixture
-def postgres_env():
-    psycopg2 = _driver("psycopg2")
-    try:
-        psycopg2.connect(POSTGRES_DSN, connect_timeout=2).close()
-    except psycopg2.OperationalError as exc:
-        unavailable(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    return {"STALE_PG_DSN": POSTGRES_DSN}
-
-
-@pytest.fixture
-def mariadb_env():
-    pymysql = _driver("pymysql")
-    try:
-        pymysql.connect(connect_timeout=2, **MYSQL).close()
-    except pymysql.err.OperationalError as exc:
-        unavailable(f"MariaDB on 127.0.0.1:3306 is not reachable: {exc}")
-    return {
-        "STALE_MYSQL_HOST": MYSQL["host"],
-        "STALE_MYSQL_PORT": str(MYSQL["port"]),
-        "STALE_MYSQL_USER": MYSQL["user"],
-        "STALE_MYSQL_DATABASE": MYSQL["database"],
-    }
-
-
-@pytest.fixture
-def redis_admin():
-    """A client of the test process, to kill the function's connection with."""
-    redis = _driver("redis")
-    admin = redis.Redis(socket_connect_timeout=2, **REDIS)
-    try:
-        admin.ping()
-    except redis.exceptions.ConnectionError as exc:
-        admin.close()
-        unavailable(f"Redis on 127.0.0.1:6379 is not reachable: {exc}")
-    yield admin
-    admin.close()
-
-
-@pytest.fixture
-def redis_env(redis_admin):
-    return {
-        "STALE_REDIS_HOST": REDIS["host"],
-        "STALE_REDIS_PORT": str(REDIS["port"]),
-        # Unique, so that CLIENT LIST finds this test's function and no other.
-        "STALE_REDIS_CLIENT_NAME": f"stale-probe-{uuid.uuid4().hex[:12]}",
-    }
-
-
-def function_env(path, extra, *, server_idle_timeout_s=SERVER_IDLE_TIMEOUT_S, hooks=WORKING_HOOKS):
-    return {
-        "STALE_HOOKS": hooks,
-        "LIFECYCLE_PROBE_EXPORTER": "otlp-file",
-        "LIFECYCLE_PROBE_OTLP_FILE": str(path),
-        "LIFECYCLE_PROBE_FLUSH": "after-response",  # exported before each freeze
-        "STALE_SERVER_IDLE_TIMEOUT_S": str(server_idle_timeout_s),
-        **extra,
-    }
-
-
-def invocation_spans(path):
-    """(invocation spans by request id, metric points) of an OTLP file."""
-    spans, points = read_otlp(path)
-    return {s["attrs"]["faas.invocation_id"]: s for s in spans if s["kind"] == 2}, points
-
-
-def stale_events(span):
-    """The attributes of each stale-connection event of an OTLP JSON span."""
-    return [attributes(e) for e in span.get("events", []) if e["name"] == STALE_EVENT]
-
-
-def one_stale_event(span):
-    events = stale_events(span)
-    assert len(events) == 1, events
-    return events[0]
-
-
-def stale_counts(points):
-    """The ``lifecycle.connection.stale`` counter's total per attribute set."""
-    counts: dict[tuple[tuple[str, Any], ...], int] = {}
-    for point in points:
-        if point["metric"] == "lifecycle.connection.stale":
-            key = tuple(sorted(point["attrs"].items()))
-            counts[key] = counts.get(key, 0) + int(point["asInt"])
-    return {key: count for key, count in counts.items() if count}
-
-
-def assert_stale_event(event, *, db_system, port, outcome):
-    assert event["db.system"] == db_system
-    assert event["server.address"] == "127.0.0.1"
-    assert event["server.port"] == port
-    assert event["lifecycle.connection.created_in"] == "init"
-    assert event["lifecycle.connection.outcome"] == outcome
-    assert FREEZE_S <= event["lifecycle.connection.idle_s"] < 10
-    assert event["lifecycle.connection.age_s"] >= event["lifecycle.connection.idle_s"]
-    # the socket check saw the server's goodbye before the first byte was sent
-    assert event["lifecycle.connection.check"] == "dead"
-
-
-def assert_one_stale_metric(points, *, db_system, outcome):
-    assert stale_counts(points) == {
-        (("db.system", db_system), ("lifecycle.connection.outcome", outcome)): 1
-    }
-
-
-def freeze_and_reuse(emulator):
-    """Invoke once within the server's timeout, stay frozen past it, invoke again."""
-    first = emulator.invoke({})
-    emulator.freeze_for(FREEZE_S)
-    second = emulator.invoke({})
-    emulator.close()  # every runtime process is gone: the file holds all there will be
-    assert second.environment == first.environment
-    assert (first.cold, second.cold) == (True, False)
-    return first, second
-
-
+@pytest.mark.parametrize(
+    ("handler", "env_fixture", "error_type"),
+    [
+        ("stale_pg.handler", "postgres_env", "OperationalError"),
+        # psycopg 3 raises the server's own error class, an OperationalError subclass
+        ("stale_psycopg.handler", "psycopg_env", "IdleSessionTimeout"),
+    ],
+    ids=["psycopg2", "psycopg"],
+)
 def test_postgres_connection_dropped_by_idle_session_timeout_while_frozen_fails(
-    local_lambda, probe_handlers, tmp_path, postgres_env
+    local_lambda, probe_handlers, tmp_path, request, handler, env_fixture, error_type
 ):
     # GIVEN a function whose INIT connection has a 1 s idle_session_timeout
     path = tmp_path / "otlp.jsonl"
-    emulator = local_lambda(
-        "stale_pg.handler", probe_handlers, env=function_env(path, postgres_env)
-    )
+    env = function_env(path, request.getfixturevalue(env_fixture))
+    emulator = local_lambda(handler, probe_handlers, env=env)
     # WHEN it is used at once, then frozen for 2 s and reused
     first, second = freeze_and_reuse(emulator)
     # THEN the first use worked; the reuse raised the driver's error out of the handler
     assert first.outcome == "ok"
-    assert (second.outcome, second.error_type) == ("error", "OperationalError")
+    assert (second.outcome, second.error_type) == ("error", error_type)
     spans, points = invocation_spans(path)
     assert stale_events(spans[first.request_id]) == []
     reused = spans[second.request_id]
@@ -171,7 +56,8 @@ def test_postgres_connection_dropped_by_idle_session_timeout_while_frozen_fails(
     # AND the reuse is reported failed, on the connection made at INIT, idle 2 s+
     event = one_stale_event(reused)
     assert_stale_event(event, db_system="postgresql", port=5432, outcome="failed")
-    assert event["error.type"] == "OperationalError"
+    assert_reused_across_two_boundaries(event)
+    assert event["error.type"] == error_type
     assert_one_stale_metric(points, db_system="postgresql", outcome="failed")
 
 

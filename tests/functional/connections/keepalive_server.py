@@ -1,0 +1,82 @@
+"""A real HTTP/1.1 keep-alive server on 127.0.0.1, run in the test process on threads.
+
+Its handler closes a connection idle longer than the server's idle timeout (a load
+balancer's idle cut-off), or closes one right after reading a request, before answering
+it (a drop no check can see). Every reply carries ``X-Connection``: the number of the
+connection it came on (1 for the first the server accepted), so that a client can tell a
+reused connection from a new one.
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+CONNECTION_HEADER = "X-Connection"
+
+
+class Server:
+    """A keep-alive HTTP/1.1 server; ``drop_next`` requests are read and left unanswered.
+
+    Every answered request gets ``200`` with ``body`` (and ``content_type``, if given).
+    """
+
+    def __init__(
+        self, idle_timeout_s: float, *, body: bytes = b"ok", content_type: str | None = None
+    ) -> None:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body apart: no 40 ms delayed ACK
+            timeout = idle_timeout_s  # an idle keep-alive connection is closed after it
+            number = 0
+
+            def setup(self) -> None:
+                super().setup()
+                with server.lock:
+                    server.accepted += 1
+                    self.number = server.accepted
+
+            def do_GET(self) -> None:
+                self._answer()
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self._answer()
+
+            def _answer(self) -> None:
+                with server.lock:
+                    drop = server.drop_next > 0
+                    server.drop_next -= drop
+                if drop:
+                    self.close_connection = True  # closed without a reply
+                    return
+                self.send_response(200)
+                if content_type is not None:
+                    self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header(CONNECTION_HEADER, str(self.number))
+                if self.path.startswith("/close"):
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.drop_next = 0
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
