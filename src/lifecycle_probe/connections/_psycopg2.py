@@ -69,15 +69,18 @@ def _tracked_cursor_class(base: type) -> type:
         return tracked
 
     def operate(name: str) -> Any:
+        unbound = getattr(base, name)
+
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             connection = self.connection
             state = getattr(connection, "_lifecycle_probe_state", None)
-            original = getattr(base, name).__get__(self)
-            if state is None:  # a connection this module did not make
-                return original(*args, **kwargs)
+            # A connection this module did not make, or the hot path: called unbound,
+            # without a bound method or tracked_call's frame per query.
+            if state is None or state.same_invocation_use():
+                return unbound(self, *args, **kwargs)
             return tracked_call(
                 state,
-                original,
+                unbound.__get__(self),
                 args,
                 kwargs,
                 connection,

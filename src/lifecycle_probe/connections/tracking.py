@@ -38,7 +38,8 @@ RISK = "risk"
 # What the socket check saw at the first use after a freeze.
 CHECK_DEAD = "dead"
 CHECK_ALIVE = "alive"
-CHECK_SKIPPED = "skipped"  # no socket to look at (already disconnected, or unknown)
+# no socket to look at (already disconnected, or unknown), or idle under CHECK_MIN_IDLE_S
+CHECK_SKIPPED = "skipped"
 
 # Errors of the socket layer itself that mean the peer is gone, whatever the driver.
 _GONE_ERRNOS = frozenset(
@@ -52,6 +53,15 @@ _PEEK_FLAGS = _socket.MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
 # Reusing a connection idle longer than this is a risk (Config.stale_idle_s).
 _stale_idle_s = 60.0
 
+# The socket check looks for a goodbye the server sent while the environment sat frozen.
+# Servers, NATs and load balancers drop connections after seconds to hours of idleness,
+# so a connection idle for less than this is not looked at: the system call would cost
+# back-to-back invocations a few µs on their first query, for nothing. A failing use is
+# still reported ``failed``, and a driver's quiet replacement ``detected``; only the
+# event's ``check`` says ``skipped``.
+CHECK_MIN_IDLE_S = 1.0
+_check_min_idle_ns = int(CHECK_MIN_IDLE_S * 1e9)
+
 
 def set_stale_idle_s(seconds: float) -> None:
     """Idle time after which a reuse that worked is still reported as a ``risk``."""
@@ -62,6 +72,12 @@ def set_stale_idle_s(seconds: float) -> None:
 def stale_idle_s() -> float:
     """The current ``risk`` threshold in seconds."""
     return _stale_idle_s
+
+
+def set_check_min_idle_s(seconds: float) -> None:
+    """Idle time from which a reused connection's socket is checked (tests set 0)."""
+    global _check_min_idle_ns
+    _check_min_idle_ns = int(seconds * 1e9)
 
 
 def created_in(seq: int) -> str:
@@ -126,6 +142,18 @@ class ConnectionState:
         # set-up queries, ping's retry) are part of that use, not uses of their own.
         self.busy = False
 
+    def same_invocation_use(self) -> bool:
+        """Count a use with nothing to look at (the hot path): no invocation boundary since
+        the last use and no reuse being settled. False: the use goes through
+        :func:`tracked_call`'s slow path, uncounted."""
+        if self.reuse is None and not self.busy:
+            environment = current_environment()
+            if environment.seq == self.seq and environment is self.environment:
+                self.uses += 1
+                self.last_use_ns = _time_ns()
+                return True
+        return False
+
     def crossed_boundary(self) -> bool:
         """Whether an invocation boundary lies between the last use and now (cheap)."""
         environment = current_environment()
@@ -156,9 +184,13 @@ def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes
     state.freezes += crossed
     state.environment = environment
     state.seq = environment.seq
-    check = CHECK_SKIPPED if fd is None or fd < 0 else peer_closed(fd, closing)
+    idle_ns = now_ns - state.last_use_ns
+    if fd is None or fd < 0 or idle_ns < _check_min_idle_ns:
+        check = CHECK_SKIPPED
+    else:
+        check = peer_closed(fd, closing)
     state.reuse = Reuse(
-        (now_ns - state.last_use_ns) / 1e9,
+        idle_ns / 1e9,
         (now_ns - state.created_ns) / 1e9,
         state.created_in,
         state.freezes,
@@ -321,13 +353,8 @@ def tracked_call(
 
     The operation's result or exception passes through untouched (the same object).
     """
-    if state.reuse is None and not state.busy:
-        # The hot path, inlined: no invocation boundary since the last use.
-        environment = current_environment()
-        if environment.seq == state.seq and environment is state.environment:
-            state.uses += 1
-            state.last_use_ns = _time_ns()
-            return wrapped(*args, **kwargs)
+    if state.same_invocation_use():
+        return wrapped(*args, **kwargs)
     note_use(state, owner, fd_of, closing)
     if state.reuse is None or state.busy:
         return wrapped(*args, **kwargs)

@@ -14,7 +14,11 @@ import pytest
 
 from lifecycle_probe import probe
 from lifecycle_probe.connections import install_connection_tracking
-from lifecycle_probe.connections.tracking import STALE_EVENT
+from lifecycle_probe.connections.tracking import (
+    CHECK_MIN_IDLE_S,
+    STALE_EVENT,
+    set_check_min_idle_s,
+)
 from lifecycle_probe.testing import FakeContext, capture_records
 
 # Trust authentication ignores it: it is there to prove it never leaks.
@@ -40,9 +44,13 @@ def _driver(name: str):
 
 @pytest.fixture
 def tracking():
-    # GIVEN connection tracking installed with the default risk threshold
+    # GIVEN connection tracking installed with the default risk threshold, and every
+    # reused socket checked: these tests stand for a freeze with a boundary milliseconds
+    # after the last use, where the probe would not look (CHECK_MIN_IDLE_S)
     install_connection_tracking(60.0)
+    set_check_min_idle_s(0.0)
     yield install_connection_tracking
+    set_check_min_idle_s(CHECK_MIN_IDLE_S)
     install_connection_tracking(60.0)
 
 

@@ -78,6 +78,31 @@ def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
     assert_no_secrets(function.stale_events(), warnings_logged)
 
 
+@pytest.mark.parametrize(("idle_s", "check"), [(0.0, "skipped"), (2.0, "dead")])
+def test_the_socket_is_checked_only_after_a_second_idle(
+    postgres, psycopg2, function, idle_s, check
+):
+    # GIVEN the probe's own threshold for the socket check (the fixture checks always)
+    from lifecycle_probe.connections.tracking import CHECK_MIN_IDLE_S, set_check_min_idle_s
+
+    set_check_min_idle_s(CHECK_MIN_IDLE_S)
+    # AND a connection the server killed, last used at once or (as after a freeze) 2 s ago
+    connection = postgres()
+    _run(connection, "SELECT 1")
+    _drop_by_terminate_backend(postgres, connection)
+    connection._lifecycle_probe_state.last_use_ns -= int(idle_s * 1e9)
+
+    # WHEN the next invocation queries it
+    with pytest.raises(psycopg2.OperationalError):
+        function.invoke(lambda: _run(connection, "SELECT 1"))
+
+    # THEN the failure is reported either way; the socket was looked at only after 1 s
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["lifecycle.connection.check"] == check
+    assert event["lifecycle.connection.idle_s"] >= idle_s
+
+
 def test_a_connection_used_within_its_timeout_is_not_reported(postgres, function, warnings_logged):
     # GIVEN a connection made at INIT with a server idle timeout far longer than the pause
     connection = postgres()
