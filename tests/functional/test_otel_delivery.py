@@ -265,3 +265,67 @@ def test_temporality_preference_values(value, expected, warns, caplog):
 )
 def test_exemplar_filter_values(value, expected):
     assert exemplar_filter({"OTEL_METRICS_EXEMPLAR_FILTER": value}) == expected
+
+
+class RecordingSpanExporter(SwitchableSpanExporter):
+    """Writes the invocation ids of each batch it takes to a file: a forked child's
+    exports, read back by the parent."""
+
+    def __init__(self, path) -> None:
+        super().__init__()
+        self.path = path
+
+    def export(self, spans):
+        result = super().export(spans)
+        if result is SpanExportResult.SUCCESS:
+            ids = [s.attributes["faas.invocation_id"] for s in spans if s.kind.name == "SERVER"]
+            with open(self.path, "a") as file:
+                file.write(f"spans {' '.join(ids)}\n")
+        return result
+
+
+class RecordingMetricExporter(InMemoryMetricExporter):
+    """Writes each export's faas.invocations count to a file."""
+
+    def __init__(self, path) -> None:
+        super().__init__()
+        self.path = path
+
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+        result = super().export(metrics_data, timeout_millis, **kwargs)
+        if not self.failing:
+            (count,) = points(metrics_data)["faas.invocations"][1]
+            with open(self.path, "a") as file:
+                file.write(f"invocations {count.value}\n")
+        return result
+
+
+def test_a_forked_child_exports_only_its_own_invocations(lambda_env, tmp_path):
+    # GIVEN a parent whose collector refused its invocation: spans waiting, a point counted
+    import os
+
+    path = tmp_path / "child.txt"
+    spans, metrics = RecordingSpanExporter(path), RecordingMetricExporter(path)
+    sink = OtelSink(
+        Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=metrics
+    )
+    add_process_sink(sink)
+    try:
+        spans.failing = metrics.failing = True
+        function = handler()
+        function({}, context("parent"))
+        # WHEN a forked child (a Managed Instances worker) serves an invocation
+        pid = os.fork()
+        if pid == 0:
+            try:
+                spans.failing = metrics.failing = False
+                function({}, context("child"))
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        remove_process_sink(sink)
+        sink.shutdown()
+    assert status == 0
+    # THEN the child exported and counted its own invocation only
+    assert path.read_text().splitlines() == ["spans child", "invocations 1"]

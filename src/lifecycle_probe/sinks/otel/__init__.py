@@ -87,11 +87,18 @@ class OtelSink(Sink):
 
     def _forked(self) -> None:
         # A child of fork (a Lambda Managed Instances worker) may have inherited a lock
-        # held by a thread that does not exist in it: start over with fresh ones.
+        # held by a thread that does not exist in it: start over with fresh ones. What
+        # the parent had queued, waiting or counted is the parent's to export (the child
+        # would send it twice), and its exporters' connections are the parent's sockets:
+        # the child builds a pipeline of its own at its first drain.
         self._pid = os.getpid()
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
         self._worker_pid = None
+        self._queue = []
+        if self._pipeline is not None:
+            self._pipeline.abandon()
+            self._pipeline = None
 
     def export(self, record: InvocationRecord) -> None:
         if self._pid != os.getpid():

@@ -237,6 +237,13 @@ class Pipeline:
         if self._stream is not None:
             self._stream.close()
 
+    def abandon(self) -> None:
+        """In a forked child: let go of the parent's pipeline without exporting or
+        shutting anything down (the exporters' sockets are the parent's), closing only
+        the child's copy of the OTLP file descriptor."""
+        if self._stream is not None:
+            self._stream.close_inherited()
+
 
 def _resource(function: FunctionFacts) -> Resource:
     from opentelemetry.sdk.resources import Resource
@@ -312,3 +319,13 @@ class _AppendedLines:
             if not self.closed:
                 self.closed = True
                 os.close(self._fd)
+
+    def close_inherited(self) -> None:
+        """Close a forked child's copy, without the lock: a parent thread that held it
+        at the fork does not exist in the child."""
+        if not self.closed:
+            self.closed = True
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
