@@ -55,8 +55,9 @@ def install_runtime_signals() -> None:
 
 
 # Client libraries whose connections are tracked: each is patched by the module of the
-# same name, with a leading underscore, in lifecycle_probe.connections.
-TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3")
+# same name, with a leading underscore, in lifecycle_probe.connections. botocore's
+# connections are urllib3's; its own patch makes its retries settle their stale reuses.
+TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3", "botocore")
 
 
 def install_connection_hooks(config: Config) -> None:

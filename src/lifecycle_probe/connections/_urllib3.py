@@ -14,12 +14,14 @@ took.
 A drop the check cannot see (the server closes the socket after reading the request)
 makes the request fail with a connection-level error (``RemoteDisconnected``,
 ``ConnectionResetError``...), which ``urlopen`` may retry on another connection (a GET
-with the default ``Retry``; not a POST, nor ``retries=False`` as botocore passes). The
-reuse is ``failed`` if an error escapes the outermost ``urlopen`` (the error recorded is
-the connection's own, the one urllib3 may have wrapped in ``ProtocolError`` or
-``MaxRetryError``), and ``detected`` if a retry succeeded: the pool quietly replaced the
-connection, and the cost reported is the replacing connection's ``connect`` (or, when the
-retry took an already open connection, the time from the failure to the retry's reply).
+with the default ``Retry``; not a POST, nor ``retries=False`` as botocore passes), and so
+may a retry layer above it (botocore's, see ``_botocore``). The reuse is settled when the
+outermost of these retrying calls is over (:func:`retrying_call`): ``failed`` if an error
+escapes it (the error recorded is the connection's own, the one urllib3 may have wrapped
+in ``ProtocolError`` or ``MaxRetryError``, and botocore in ``ConnectionClosedError``),
+``detected`` if a retry succeeded: the connection was quietly replaced, and the cost
+reported is the replacing connection's ``connect`` (or, when the retry took an already
+open connection, the time from the failure to the retry's reply, a backoff included).
 
 A closed connection object that connects again (after a ``Connection: close`` reply, say)
 is a new connection, not a reuse.
@@ -52,8 +54,9 @@ NO_DB_SYSTEM = None
 STATE = "_lifecycle_probe_connection"
 CONNECTING = "_lifecycle_probe_connecting"
 
-# Per thread: how deep in (recursive) urlopen calls, and the reuses whose request met a
-# connection-level error that urlopen may still retry, each with when it failed.
+# Per thread: how deep in nested retrying calls (urlopen, botocore's retry loop), and the
+# reuses whose request met a connection-level error that one of them may still retry,
+# each with when it failed.
 _local = threading.local()
 
 
@@ -90,7 +93,12 @@ def _pending() -> list[tuple[ConnectionState, int]]:
     return pending
 
 
-def _settle_pending(succeeded: bool, is_connection_error: Any) -> None:
+def _was_connection_error(exc: BaseException) -> bool:
+    # Only an error judged connection-level when its request failed is ever left pending.
+    return True
+
+
+def _settle_pending(succeeded: bool) -> None:
     pending = _local.__dict__.pop("pending", None)
     if not pending:
         return
@@ -99,12 +107,43 @@ def _settle_pending(succeeded: bool, is_connection_error: Any) -> None:
         if reuse is None:
             continue
         if succeeded:
-            # A retry mended it: the pool replaced the connection without a word.
+            # A retry mended it: the connection was replaced without a word to the caller.
             if not reuse.reconnect_ns:
                 reuse.reconnect_ns = max(1, time.perf_counter_ns() - failed_ns)
-            settle_reuse(state, None, is_connection_error)
+            settle_reuse(state, None, _was_connection_error)
         else:
-            settle_reuse(state, reuse.error, is_connection_error)
+            settle_reuse(state, reuse.error, _was_connection_error)
+
+
+def _settle_pending_safely(succeeded: bool) -> None:
+    try:
+        _settle_pending(succeeded)
+    except Exception as failure:
+        report_failure("urllib3 connection tracking", failure)
+
+
+def retrying_call(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    """``wrapt`` wrapper of a call that may retry failed urllib3 requests.
+
+    ``urlopen`` itself, or a retry layer above it (botocore's). A reuse whose request
+    failed with a connection-level error inside is settled when the outermost such call
+    is over: ``failed`` if it raised, ``detected`` if it returned. The result or
+    exception passes through untouched (the same object).
+    """
+    attrs = _local.__dict__
+    depth = attrs.get("depth", 0)
+    attrs["depth"] = depth + 1
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        attrs["depth"] = depth
+        if depth == 0 and "pending" in attrs:
+            _settle_pending_safely(False)
+        raise
+    attrs["depth"] = depth
+    if depth == 0 and "pending" in attrs:
+        _settle_pending_safely(True)
+    return result
 
 
 def patch(module: ModuleType) -> None:
@@ -192,7 +231,8 @@ def patch(module: ModuleType) -> None:
                     and _local.__dict__.get("depth", 0)
                     and is_connection_error(exc)
                 ):
-                    # urlopen may retry it on another connection: settled when it returns.
+                    # urlopen, or a retry layer above it, may retry it on another
+                    # connection: settled when the outermost retrying call is over.
                     reuse.error = exc
                     _pending().append((state, time.perf_counter_ns()))
                 else:
@@ -202,28 +242,6 @@ def patch(module: ModuleType) -> None:
             raise
         # The status line and headers came back: the reuse worked.
         settle_reuse(state, None, is_connection_error)
-        return result
-
-    def urlopen(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-        attrs = _local.__dict__
-        depth = attrs.get("depth", 0)
-        attrs["depth"] = depth + 1
-        try:
-            result = wrapped(*args, **kwargs)
-        except BaseException:
-            attrs["depth"] = depth
-            if depth == 0 and "pending" in attrs:
-                try:
-                    _settle_pending(False, is_connection_error)
-                except Exception as failure:
-                    report_failure("urllib3 connection tracking", failure)
-            raise
-        attrs["depth"] = depth
-        if depth == 0 and "pending" in attrs:
-            try:
-                _settle_pending(True, is_connection_error)
-            except Exception as failure:
-                report_failure("urllib3 connection tracking", failure)
         return result
 
     def put_conn(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -243,6 +261,6 @@ def patch(module: ModuleType) -> None:
         module.connectionpool, "is_connection_dropped", is_connection_dropped
     )
     wrapt.wrap_function_wrapper(pool_cls, "_make_request", make_request)
-    wrapt.wrap_function_wrapper(pool_cls, "urlopen", urlopen)
+    wrapt.wrap_function_wrapper(pool_cls, "urlopen", retrying_call)
     wrapt.wrap_function_wrapper(pool_cls, "_put_conn", put_conn)
     pool_cls._lifecycle_probe_tracked = True

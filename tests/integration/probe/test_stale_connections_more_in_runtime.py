@@ -1,10 +1,12 @@
 """Keep-alive HTTP and the ``reusable`` helper, reused after a real freeze (SIGSTOP).
 
 urllib3 and boto3 keep-alive connections to a server run here that closes connections
-idle for 1 s, and a psycopg2 connection kept by the ``reusable`` helper; and, within the
-servers' timeouts, psycopg 3, HTTP and ``reusable`` reuse that reports nothing. The
-reports are read back from the OTLP file the runtime process wrote (stale.py). A missing
-driver or server skips; with LIFECYCLE_PROBE_REQUIRE_SERVICES=1 it fails.
+idle for 1 s, boto3's to one that drops a request on a connection idle for 1 s (botocore's
+retry replaces it, or the error reaches the handler), and a psycopg2 connection kept by
+the ``reusable`` helper; and, within the servers' timeouts, psycopg 3, HTTP and
+``reusable`` reuse that reports nothing. The reports are read back from the OTLP file the
+runtime process wrote (stale.py). A missing driver or server skips; with
+LIFECYCLE_PROBE_REQUIRE_SERVICES=1 it fails.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 
 from tests.functional.connections.keepalive_server import Server
 from tests.integration.probe.stale import (
+    FREEZE_S,
     SERVER_IDLE_TIMEOUT_S,
     assert_one_stale_metric,
     assert_reused_across_two_boundaries,
@@ -40,9 +43,20 @@ def server_idle_timeout_s():
 
 
 @pytest.fixture
-def keepalive_server(server_idle_timeout_s):
+def server_drop_idle_s() -> float | None:
+    """Idle time after which the server drops a connection's next request; None: never."""
+    return None
+
+
+@pytest.fixture
+def keepalive_server(server_idle_timeout_s, server_drop_idle_s):
     """An HTTP/1.1 keep-alive server on 127.0.0.1, in this process, answering ListTables."""
-    server = Server(server_idle_timeout_s, body=EMPTY_TABLE_LIST, content_type=AMZ_JSON)
+    server = Server(
+        server_idle_timeout_s,
+        body=EMPTY_TABLE_LIST,
+        content_type=AMZ_JSON,
+        drop_idle_s=server_drop_idle_s,
+    )
     yield server
     server.stop()
 
@@ -103,6 +117,81 @@ def test_http_keep_alive_connection_closed_while_frozen_is_detected_and_replaced
     assert 0 < event["lifecycle.connection.reconnect_s"] < 2
     assert "error.type" not in event
     assert_one_stale_metric(points, db_system=None, outcome="detected")
+
+
+# A server that keeps idle connections open, but drops a request on one idle for over 1 s.
+DROPPING_SERVER_IDLE_TIMEOUT_S = 30
+dropping_server = pytest.mark.parametrize(
+    ("server_idle_timeout_s", "server_drop_idle_s"),
+    [(DROPPING_SERVER_IDLE_TIMEOUT_S, SERVER_IDLE_TIMEOUT_S)],
+    ids=["drops-after-1s-idle"],
+)
+
+
+def reuse_dropped_after_a_freeze(local_lambda, probe_handlers, tmp_path, server, env, attempts):
+    """Run stale_boto3 with ``attempts`` attempts a call, freeze past the server's patience
+    and reuse: (the second invocation, its stale event, the metric points)."""
+    path = tmp_path / "otlp.jsonl"
+    extra = {**env, "STALE_BOTO3_ATTEMPTS": str(attempts)}
+    variables = function_env(path, extra, server_idle_timeout_s=DROPPING_SERVER_IDLE_TIMEOUT_S)
+    emulator = local_lambda("stale_boto3.handler", probe_handlers, env=variables)
+    first, second = freeze_and_reuse(emulator)
+    assert first.outcome == "ok"
+    assert first.response == {"tables": [], "connection": 1}
+    assert server.dropped == 1
+    spans, points = invocation_spans(path)
+    assert stale_events(spans[first.request_id]) == []
+    event = one_stale_event(spans[second.request_id])
+    assert "db.system" not in event
+    assert event["server.address"] == "127.0.0.1"
+    assert event["server.port"] == server.port
+    assert event["lifecycle.connection.created_in"] == "init"
+    assert FREEZE_S <= event["lifecycle.connection.idle_s"] < 10
+    # the socket looked alive: the server closed it only once it had read the request
+    assert event["lifecycle.connection.check"] == "alive"
+    assert_reused_across_two_boundaries(event)
+    return second, event, points
+
+
+@dropping_server
+def test_a_boto3_request_dropped_after_a_freeze_and_retried_by_botocore_is_detected(
+    local_lambda, probe_handlers, tmp_path, keepalive_server, boto3_env
+):
+    # GIVEN a function whose boto3 client, allowed two attempts a call, opened a
+    # keep-alive connection at INIT, to a server that keeps idle connections for 30 s but
+    # reads a request on one idle for over 1 s and closes it without a reply
+    # WHEN it is used at once, then frozen for 2 s and reused: that request is dropped
+    second, event, points = reuse_dropped_after_a_freeze(
+        local_lambda, probe_handlers, tmp_path, keepalive_server, boto3_env, attempts=2
+    )
+    # THEN botocore retried on a new connection and the handler saw nothing
+    assert second.outcome == "ok"
+    assert second.response == {"tables": [], "connection": 2}
+    assert keepalive_server.accepted == 2
+    # AND the reuse is reported detected, with what reconnecting cost
+    assert event["lifecycle.connection.outcome"] == "detected"
+    assert 0 < event["lifecycle.connection.reconnect_s"] < 2
+    assert "error.type" not in event
+    assert_one_stale_metric(points, db_system=None, outcome="detected")
+
+
+@dropping_server
+def test_a_boto3_request_dropped_after_a_freeze_that_botocore_does_not_retry_failed(
+    local_lambda, probe_handlers, tmp_path, keepalive_server, boto3_env
+):
+    # GIVEN the same function and server, the client allowed a single attempt a call
+    # WHEN it is used at once, then frozen for 2 s and reused: that request is dropped
+    second, event, points = reuse_dropped_after_a_freeze(
+        local_lambda, probe_handlers, tmp_path, keepalive_server, boto3_env, attempts=1
+    )
+    # THEN botocore's error reached the handler
+    assert (second.outcome, second.error_type) == ("error", "ConnectionClosedError")
+    assert keepalive_server.accepted == 1
+    # AND the reuse is reported failed, with the connection's own error
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["error.type"] == "RemoteDisconnected"
+    assert "lifecycle.connection.reconnect_s" not in event
+    assert_one_stale_metric(points, db_system=None, outcome="failed")
 
 
 def test_a_reusable_connection_dropped_while_frozen_is_replaced_transparently_and_detected(
