@@ -4,9 +4,12 @@ sampling, and the metric aggregation itself."""
 from __future__ import annotations
 
 import logging
+import random
+import threading
+import time
 
 import pytest
-from opentelemetry.sdk.metrics.export import AggregationTemporality
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -64,20 +67,40 @@ def lambda_env(monkeypatch):
 
 
 @pytest.fixture
-def exporters(lambda_env):
-    """A sync OTel sink with switchable in-memory exporters, fed by every probe."""
-    spans, metrics = SwitchableSpanExporter(), InMemoryMetricExporter()
-    sink = OtelSink(
-        Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=metrics
-    )
-    add_process_sink(sink)
-    yield spans, metrics, sink
-    remove_process_sink(sink)
-    sink.shutdown()
+def otel_sink(lambda_env):
+    """Builds a sync OTel sink with switchable in-memory exporters, fed by every probe,
+    after setting the given OTel variables (they are read when the sink is built)."""
+    sinks = []
+
+    def build(**variables):
+        for key, value in variables.items():
+            lambda_env.setenv(key, value)
+        spans, metrics = SwitchableSpanExporter(), InMemoryMetricExporter()
+        sink = OtelSink(
+            Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=metrics
+        )
+        add_process_sink(sink)
+        sinks.append(sink)
+        return spans, metrics, sink
+
+    yield build
+    for sink in sinks:
+        remove_process_sink(sink)
+        sink.shutdown()
+
+
+@pytest.fixture
+def exporters(otel_sink):
+    return otel_sink()
 
 
 def handler():
     return probe(exporter="none")(lambda event, ctx: "ok")
+
+
+def invocations_per_export(metrics):
+    """The faas.invocations point of each metric export, oldest first."""
+    return [points(data)["faas.invocations"][1][0] for data in metrics.get_finished_metrics()]
 
 
 def test_an_export_the_collector_refused_goes_out_with_the_next_flush(exporters):
@@ -95,19 +118,66 @@ def test_an_export_the_collector_refused_goes_out_with_the_next_flush(exporters)
     found = by_name(spans.get_finished_spans())
     assert [s.attributes["faas.invocation_id"] for s in found["orders"]] == ["r1", "r2"]
     assert len(found["lambda.init"]) == 1
-    # AND one delta point counts both invocations, over the interval since the first
-    (exported,) = metrics.get_finished_metrics()
-    data, (invocations,) = points(exported)["faas.invocations"]
+    # AND the refused metric export goes out as it was, then the second invocation's:
+    # two delta points over two intervals that meet, one invocation each
+    first, second = invocations_per_export(metrics)
+    assert (first.value, second.value) == (1, 1)
+    assert first.time_unix_nano == second.start_time_unix_nano
+    data = points(metrics.get_finished_metrics()[0])["faas.invocations"][0]
     assert data.aggregation_temporality is AggregationTemporality.DELTA
-    assert invocations.value == 2
-    assert points(exported)["lifecycle.invocation_seq"][1][0].count == 2
-    assert points(exported)["faas.coldstarts"][1][0].value == 1
-    # AND the next flush starts a new interval where that one ended
-    function({}, context("r3"))
-    later = metrics.get_finished_metrics()[-1]
-    (third,) = points(later)["faas.invocations"][1]
-    assert third.value == 1
-    assert third.start_time_unix_nano == invocations.time_unix_nano
+    assert points(metrics.get_finished_metrics()[0])["faas.coldstarts"][1][0].value == 1
+
+
+class AmbiguousSpanExporter(SwitchableSpanExporter):
+    """Takes the spans but answers FAILURE once: a reply lost to a freeze."""
+
+    def export(self, spans):
+        InMemorySpanExporter.export(self, spans)  # received, whatever the reply says
+        if self.failing:
+            self.failing = False
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+class AmbiguousMetricExporter(InMemoryMetricExporter):
+    def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+        was_failing, self.failing = self.failing, False
+        super().export(metrics_data, timeout_millis, **kwargs)
+        return MetricExportResult.FAILURE if was_failing else MetricExportResult.SUCCESS
+
+
+def test_an_export_whose_reply_was_lost_is_resent_identical_never_merged(lambda_env):
+    # GIVEN a collector that receives the first invocation's export but whose reply is lost
+    spans, metrics = AmbiguousSpanExporter(), AmbiguousMetricExporter()
+    spans.failing = metrics.failing = True
+    sink = OtelSink(
+        Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=metrics
+    )
+    add_process_sink(sink)
+    try:
+        function = handler()
+        # WHEN two invocations export
+        function({}, context("r1"))
+        function({}, context("r2"))
+    finally:
+        remove_process_sink(sink)
+        sink.shutdown()
+    # THEN the first export is received twice, identical: same span ids, same interval
+    received = spans.get_finished_spans()
+    unique = {s.context.span_id: s for s in received}
+    assert len(received) == 2 + 3  # r1 + INIT, then r1 + INIT again with r2
+    assert sorted(
+        str(dict(s.attributes or {}).get("faas.invocation_id", "")) for s in unique.values()
+    ) == [
+        "",
+        "r1",
+        "r2",
+    ]
+    first, again, second = invocations_per_export(metrics)
+    assert first == again  # a backend can drop the duplicate
+    # AND, duplicates dropped, every invocation is counted once
+    unique_points = {(p.start_time_unix_nano, p.time_unix_nano): p.value for p in (first, second)}
+    assert sum(unique_points.values()) == 2
 
 
 def test_spans_refused_flush_after_flush_are_dropped_and_counted_metrics_are_kept(
@@ -125,18 +195,135 @@ def test_spans_refused_flush_after_flush_are_dropped_and_counted_metrics_are_kep
     assert spans.refused == MAX_ATTEMPTS
     assert sink._pipeline is not None
     assert sink._pipeline.dropped_spans == MAX_ATTEMPTS + 1
-    assert "dropping spans" in caplog.text
-    # AND the metric points are not: the next export counts every invocation
+    assert "dropping the oldest" in caplog.text
+    # AND the metric exports are not: each goes out once the collector is back
     spans.failing = metrics.failing = False
     function({}, context("last"))
-    (exported,) = metrics.get_finished_metrics()
-    assert points(exported)["faas.invocations"][1][0].value == MAX_ATTEMPTS + 1
+    assert [p.value for p in invocations_per_export(metrics)] == [1] * (MAX_ATTEMPTS + 1)
     assert [s.attributes["faas.invocation_id"] for s in spans.get_finished_spans()] == ["last"]
 
 
-def test_cumulative_temporality_from_the_standard_variable(lambda_env, exporters):
-    lambda_env.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "Cumulative")
-    _, metrics, _ = exporters
+def test_one_large_invocation_is_exported_whole(lambda_env, otel_sink, monkeypatch):
+    # GIVEN an INIT that imported more modules than the exporter's waiting room holds
+    from lifecycle_probe.environment import current_environment
+    from lifecycle_probe.imports import ImportRecord
+    from lifecycle_probe.sinks.otel.pipeline import MAX_WAITING_SPANS
+
+    start = current_environment().init_start_ns
+    count = MAX_WAITING_SPANS + 100
+    imports = tuple(
+        ImportRecord(f"m{n}", start + n, start + n + 2_000_000, 2_000_000, n + 1, None, "x", True)
+        for n in range(count)
+    )
+
+    class Tracer:
+        started_ns = start
+        has_later = False
+
+        def take_init(self):
+            return imports
+
+    monkeypatch.setattr("lifecycle_probe.decorator.active_tracer", Tracer)
+    spans, _, sink = otel_sink()
+    # WHEN its first invocation is exported, every import (2 ms) above the 1 ms threshold
+    handler()({}, context("big"))
+    # THEN nothing was dropped: the invocation, INIT and every import arrive together
+    found = by_name(spans.get_finished_spans())
+    assert len(found["orders"]) == 1
+    assert len(found["lambda.init"]) == 1
+    assert len(found["lambda.import"]) == count
+    assert sink._pipeline is not None
+    assert sink._pipeline.dropped_spans == 0
+
+
+class SlowFailingSpanExporter(SwitchableSpanExporter):
+    def export(self, spans):
+        time.sleep(0.15)
+        self.refused += 1
+        return SpanExportResult.FAILURE
+
+
+def test_a_slow_failing_destination_does_not_starve_the_next(lambda_env, tmp_path):
+    # GIVEN a first destination that takes 150 ms to refuse, with a 100 ms flush bound,
+    # and an OTLP file after it
+    path = tmp_path / "otlp.jsonl"
+    slow = SlowFailingSpanExporter()
+    sink = OtelSink(
+        Config.resolve({}, flush="sync", flush_timeout_ms=100, otlp_file=str(path)),
+        ("otlp-file",),
+        span_exporter=slow,
+        isolate_exports=False,  # the test waits for the whole drain
+    )
+    add_process_sink(sink)
+    try:
+        function = handler()
+        # WHEN two invocations export
+        function({}, context("r1"))
+        function({}, context("r2"))
+    finally:
+        remove_process_sink(sink)
+    # THEN the file got both invocations' spans and metrics, flush by flush
+    import json
+
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [next(iter(line)) for line in lines] == ["resourceSpans", "resourceMetrics"] * 2
+    assert slow.refused == 2
+    sink.shutdown(timeout_s=1.0)
+
+
+class BlockingSpanExporter(InMemorySpanExporter):
+    """Blocks its first export until released; counts every call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def export(self, spans):
+        self.calls += 1
+        self.release.wait(30)
+        return super().export(spans)
+
+
+def test_drains_that_queued_behind_a_hung_export_are_served_by_one(lambda_env):
+    # GIVEN an exporter hung in its first export, and sync invocations bounded at 50 ms
+    exporter = BlockingSpanExporter()
+    sink = OtelSink(
+        Config.resolve({}, flush="sync", flush_timeout_ms=50),
+        (),
+        span_exporter=exporter,
+        isolate_exports=True,
+    )
+    add_process_sink(sink)
+    try:
+        function = handler()
+        # WHEN five invocations return, each after its bound, while it hangs
+        for n in range(5):
+            assert function({}, context(f"r{n}")) == "ok"
+        exporter.release.set()
+        assert sink.drain(5.0)
+    finally:
+        remove_process_sink(sink)
+        exporter.release.set()
+        sink.shutdown(timeout_s=5.0)
+    # THEN the expired drains exported nothing on their own: one more export took the rest
+    assert exporter.calls == 2
+    ids = [
+        dict(s.attributes or {}).get("faas.invocation_id") for s in exporter.get_finished_spans()
+    ]
+    assert sorted(str(i) for i in ids if i) == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_otel_sdk_disabled_exports_nothing(otel_sink):
+    spans, metrics, sink = otel_sink(OTEL_SDK_DISABLED="true")
+    assert handler()({}, context("r1")) == "ok"
+    assert sink.disabled
+    assert spans.get_finished_spans() == ()
+    assert metrics.get_finished_metrics() == []
+
+
+def test_cumulative_temporality_from_the_standard_variable(otel_sink):
+    _, metrics, _ = otel_sink(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="Cumulative")
     function = handler()
     for n in range(3):
         function({}, context(f"r{n}"))
@@ -150,11 +337,13 @@ def test_cumulative_temporality_from_the_standard_variable(lambda_env, exporters
     )
     # the cold start stays counted in every cumulative export
     assert [e["faas.coldstarts"][1][0].value for e in exports] == [1, 1, 1]
+    # and an exported histogram point stays as it was sent
+    durations = [e["faas.invoke_duration"][1][0] for e in exports]
+    assert [sum(p.bucket_counts) for p in durations] == [p.count for p in durations] == [1, 2, 3]
 
 
-def test_exemplars_point_at_the_invocation_span_when_the_filter_asks(lambda_env, exporters):
-    lambda_env.setenv("OTEL_METRICS_EXEMPLAR_FILTER", "always_on")
-    spans, metrics, _ = exporters
+def test_exemplars_point_at_the_invocation_span_when_the_filter_asks(otel_sink):
+    spans, metrics, _ = otel_sink(OTEL_METRICS_EXEMPLAR_FILTER="always_on")
     handler()({}, context("r1"))
     (span,) = by_name(spans.get_finished_spans())["orders"]
     (exported,) = metrics.get_finished_metrics()
@@ -166,9 +355,8 @@ def test_exemplars_point_at_the_invocation_span_when_the_filter_asks(lambda_env,
     assert [e.span_id for e in count.exemplars] == [span.context.span_id]
 
 
-def test_a_sampler_named_by_the_standard_variable_decides_per_invocation(lambda_env, exporters):
-    lambda_env.setenv("OTEL_TRACES_SAMPLER", "parentbased_always_on")
-    spans, metrics, _ = exporters
+def test_a_sampler_named_by_the_standard_variable_decides_per_invocation(lambda_env, otel_sink):
+    spans, metrics, _ = otel_sink(OTEL_TRACES_SAMPLER="parentbased_always_on")
     function = handler()
     # GIVEN X-Ray did not sample the first request and sampled the second
     lambda_env.setenv("_X_AMZN_TRACE_ID", XRAY.replace("Sampled=1", "Sampled=0"))
@@ -329,3 +517,47 @@ def test_a_forked_child_exports_only_its_own_invocations(lambda_env, tmp_path):
     assert status == 0
     # THEN the child exported and counted its own invocation only
     assert path.read_text().splitlines() == ["spans child", "invocations 1"]
+
+
+def test_span_ids_do_not_follow_the_functions_random_seed():
+    from lifecycle_probe.sinks.otel.spans import _span_id
+
+    # GIVEN a function that seeds random for its own reasons, twice the same way
+    random.seed(7)
+    first, first_draw = _span_id(), random.random()
+    random.seed(7)
+    second, second_draw = _span_id(), random.random()
+    # THEN the probe's ids differ, and the function's own sequence is untouched
+    assert first != second
+    assert first_draw == second_draw
+
+
+def test_a_negative_measurement_is_dropped_with_a_warning(caplog):
+    metrics = metrics_for_test()
+    _warned.discard("otel:negative")  # warned once per process: forget earlier tests'
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        metrics._add("faas.invoke_duration", (), -0.002)
+    assert metrics.collect(now_ns=2) is None
+    assert "dropped a negative faas.invoke_duration" in caplog.text
+
+
+def test_a_flush_with_no_time_left_leaves_everything_for_the_next(lambda_env):
+    # GIVEN a pipeline holding one invocation's spans and points
+    from lifecycle_probe.sinks.otel.pipeline import Pipeline
+    from lifecycle_probe.testing import capture_records
+
+    with capture_records() as captured:
+        handler()({}, context("r1"))
+    (record,) = captured.records
+    spans, metrics = SwitchableSpanExporter(), InMemoryMetricExporter()
+    pipeline = Pipeline(Config.resolve({}), record.function, (), spans, metrics)
+    pipeline.emit(record)
+    # WHEN a drain whose caller has given up flushes it: nothing is sent
+    assert pipeline.flush(0.0) is False
+    assert spans.get_finished_spans() == ()
+    assert metrics.get_finished_metrics() == []
+    # THEN the next flush with time sends it all
+    assert pipeline.flush(1.0) is True
+    assert len(spans.get_finished_spans()) == 2  # the invocation and INIT
+    assert [p.value for p in invocations_per_export(metrics)] == [1]
+    pipeline.shutdown()

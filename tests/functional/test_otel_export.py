@@ -364,7 +364,8 @@ def test_sync_flush_with_a_collector_that_never_answers_is_bounded(
     add_process_sink(sink)
     try:
         handler = probe(exporter="none")(lambda e, c: "answer")
-        handler({}, None)  # the first drain imports the SDK: not what is measured
+        # the first drain imports the SDK: not what is measured, and bounded (0.5 s) too
+        handler({}, FakeContext(timeout_s=0.5))
         started = time.monotonic()
         assert handler({}, FakeContext(timeout_s=function_timeout_s)) == "answer"
         elapsed = time.monotonic() - started
@@ -391,6 +392,7 @@ def sum_temporalities(lines):
 def test_file_export_temporality_is_delta_unless_the_standard_variable_says(
     tmp_path, monkeypatch, preference, expected
 ):
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", raising=False)
     if preference:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", preference)
     fresh_environment()
@@ -441,16 +443,18 @@ def test_a_forked_child_exports_on_its_own_even_if_the_parent_held_the_locks(tmp
     add_process_sink(sink)
     handler = probe(exporter="none")(lambda e, c: None)
     sink._drain_lock.acquire()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            handler({}, None)  # WHEN the child invokes: it must export, not wait for ever
-        finally:
-            os._exit(0)
-    _, status = os.waitpid(pid, 0)
-    sink._drain_lock.release()
-    remove_process_sink(sink)
-    sink.shutdown()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                handler({}, None)  # WHEN the child invokes: it must export, not wait for ever
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+    finally:
+        sink._drain_lock.release()
+        remove_process_sink(sink)
+        sink.shutdown()
     # THEN the child wrote its spans
     assert status == 0
     spans = [json.loads(line) for line in path.read_text().splitlines() if "resourceSpans" in line]

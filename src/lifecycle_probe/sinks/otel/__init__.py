@@ -84,6 +84,8 @@ class OtelSink(Sink):
         self._worker_pid: int | None = None
         # Set by the flush coordinator when an internal extension drains after the response.
         self.extension: InternalExtension | None = None
+        # OpenTelemetry's own off switch, honoured as every OTel SDK user expects.
+        self.disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
     def _forked(self) -> None:
         # A child of fork (a Lambda Managed Instances worker) may have inherited a lock
@@ -101,6 +103,8 @@ class OtelSink(Sink):
             self._pipeline = None
 
     def export(self, record: InvocationRecord) -> None:
+        if self.disabled:
+            return
         if self._pid != os.getpid():
             self._forked()
         with self._queue_lock:
@@ -153,23 +157,32 @@ class OtelSink(Sink):
             _thread.start_new_thread(self._work, ())
 
     def _work(self) -> None:
-        from lifecycle_probe.imports import active_tracer
+        try:
+            from lifecycle_probe.imports import active_tracer
 
-        tracer = active_tracer()
-        if tracer is not None:
-            tracer.ignore_this_thread()  # the SDK's imports are the probe's, not the function's
-        mark_probe_thread()  # and so are its connections to the collector
+            tracer = active_tracer()
+            if tracer is not None:
+                tracer.ignore_this_thread()  # the SDK's imports are the probe's
+            mark_probe_thread()  # and so are its connections to the collector
+        except Exception as exc:
+            report_failure("OpenTelemetry export thread", exc)
         while True:
-            request = self._requests.get()
-            if request is None:
-                return
+            requests = [self._requests.get()]
+            # Requests that queued up while an export hung: one drain serves them all.
+            while not self._requests.empty():
+                requests.append(self._requests.get())
+            waiting = [request for request in requests if request is not None]
             ok = False
             try:
-                ok = self._drain_now(request.deadline)
-            except Exception as exc:
+                if waiting:
+                    ok = self._drain_now(max(request.deadline for request in waiting))
+            except BaseException as exc:  # this thread must outlive any exporter's error
                 report_failure("OpenTelemetry export", exc)
             finally:
-                request.finish(ok)
+                for request in waiting:
+                    request.finish(ok)
+            if None in requests:
+                return
 
     def _drain_now(self, deadline: float) -> bool:
         with self._drain_lock, probe_work():
@@ -199,10 +212,16 @@ class OtelSink(Sink):
         self.drain(timeout_s)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Stop the sink's thread and the SDK pipeline (waiting at most ``timeout_s``)."""
+        """Export what waits, then stop the sink's thread and the exporters, waiting at
+        most ``timeout_s`` in all."""
+        if self._pid != os.getpid():
+            self._forked()  # a child never shuts down its parent's exporters
+        deadline = time.monotonic() + timeout_s
+        self.drain(timeout_s)
         if self._worker_pid == os.getpid():
             self._requests.put(None)
-        if not self._drain_lock.acquire(timeout=timeout_s):
+            self._worker_pid = None
+        if not self._drain_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             return  # an export hangs; the process is ending anyway
         try:
             if self._pipeline is not None:

@@ -215,6 +215,15 @@ class Metrics:
                 add("lifecycle.global.leaks", (), 1)
 
     def _add(self, name: str, attributes: Attributes, value: float) -> None:
+        if value < 0:
+            # A wall clock stepped back mid-invocation: a histogram takes no negative values
+            # (the SDK drops them too), and a zero would be a made-up figure.
+            warn_once(
+                "otel:negative",
+                "lifecycle_probe: dropped a negative %s measurement (the clock moved back?)",
+                name,
+            )
+            return
         key = (name, attributes)
         point = self._points.get(key)
         if point is None:
@@ -273,7 +282,8 @@ class Metrics:
                         now_ns,
                         point.count,
                         point.total,
-                        point.buckets or _NONE,
+                        # A copy: a cumulative point keeps counting into its own list.
+                        list(point.buckets or _NONE),
                         bounds,
                         point.min,
                         point.max,
@@ -287,10 +297,15 @@ class Metrics:
         return MetricsData([ResourceMetrics(self._resource, [scope_metrics], "")])
 
     def exported(self, now_ns: int) -> None:
-        """The data of :meth:`collect` reached the exporter: a delta interval starts anew."""
+        """The data of :meth:`collect` is on its way: a delta interval starts anew, and a
+        cumulative point's exemplars, like the SDK's reservoirs, start over."""
         if self.temporality is AggregationTemporality.DELTA:
             for measured in self._measured.values():
                 for point in measured:
                     point.reset()
             self._measured = {}
             self._start_ns = now_ns
+        else:
+            for measured in self._measured.values():
+                for point in measured:
+                    point.exemplars = None

@@ -4,12 +4,11 @@ Imported at the first drain (after the response, or in a sync flush), never at I
 ``spans.py`` builds each invocation's finished spans and ``metrics.py`` aggregates its
 measurements; this module owns the exporters and what is waiting for them.
 
-Each exporter has a channel of its own: the spans it has not yet taken and the metric
-points since its last successful export. A failed export (collector down, a request cut
-off by a freeze and failing after the thaw) is kept and sent again at the next drain,
-so nothing buffered is lost across a freeze; spans refused ``MAX_ATTEMPTS`` drains in a
-row, or beyond ``MAX_PENDING_SPANS``, are dropped and counted (metric points are never
-dropped: a delta point simply covers the longer interval).
+Each exporter has a channel of its own. A failed export (a collector down, a request cut
+off by a freeze that fails after the thaw) is not lost: it is sent again, unchanged, with
+the next flush, so nothing buffered is lost across a freeze. Spans refused
+``MAX_ATTEMPTS`` flushes in a row, or beyond ``MAX_WAITING_SPANS``, are dropped and
+counted; metric exports beyond ``MAX_WAITING_METRIC_EXPORTS``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import resource
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from opentelemetry.sdk.metrics.export import MetricExportResult
+from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
@@ -31,7 +30,7 @@ from lifecycle_probe.sinks.otel.spans import Spans, env_sampler
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricsData
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -41,14 +40,25 @@ if TYPE_CHECKING:
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
 _DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
-# Spans kept for an exporter that cannot take them (a collector down for a while).
-MAX_PENDING_SPANS = 2048
-# Drains in a row an exporter may refuse the same spans before they are dropped.
+# Spans kept for an exporter that cannot take them (a collector down for a while). Whole
+# invocations are dropped, oldest first, never the one just recorded.
+MAX_WAITING_SPANS = 2048
+# Drains in a row a span exporter may refuse the same spans before they are dropped.
 MAX_ATTEMPTS = 3
+# Metric exports kept for a metric exporter that cannot take them (one per flush).
+MAX_WAITING_METRIC_EXPORTS = 100
+# The time a metric export is given even when the spans' export used up the flush's.
+MIN_METRIC_EXPORT_S = 0.1
 
 
 class _Channel:
-    """One destination: its exporters, the spans it has not taken, its metric points."""
+    """One destination: its exporters, and what it has not taken yet.
+
+    An export that failed is sent again unchanged at the next flush: when the failure was
+    ambiguous (a request cut off by a freeze, whose reply was lost), the collector may
+    have it already, and identical spans (same ids) and identical points (same interval)
+    can be told apart from new ones, where counts merged into a longer interval could not.
+    """
 
     def __init__(
         self,
@@ -59,46 +69,53 @@ class _Channel:
         self.span_exporter = span_exporter
         self.metric_exporter = metric_exporter
         self.metrics = metrics
-        self.pending: list[ReadableSpan] = []
+        # The spans of each invocation not yet taken, oldest first.
+        self.waiting: list[list[ReadableSpan]] = []
+        self.waiting_spans = 0
         self.refusals = 0
         self.dropped_spans = 0
+        # Metric exports not yet taken, oldest first (delta: each its own interval).
+        self.waiting_metrics: list[MetricsData] = []
+        self.dropped_metric_exports = 0
 
     def keep(self, spans: list[ReadableSpan]) -> None:
-        if self.span_exporter is None:
+        if self.span_exporter is None or not spans:
             return
-        self.pending += spans
-        overflow = len(self.pending) - MAX_PENDING_SPANS
-        if overflow > 0:
-            del self.pending[:overflow]
-            self._dropped(overflow)
+        self.waiting.append(spans)
+        self.waiting_spans += len(spans)
+        while self.waiting_spans > MAX_WAITING_SPANS and len(self.waiting) > 1:
+            oldest = self.waiting.pop(0)
+            self.waiting_spans -= len(oldest)
+            self._count_dropped(len(oldest))
 
-    def _dropped(self, count: int) -> None:
+    def _count_dropped(self, count: int) -> None:
         self.dropped_spans += count
         warn_once(
             "otel:dropped-spans",
-            "lifecycle_probe: the span exporter keeps failing; dropping spans it did not "
-            "take (this warning is shown once)",
+            "lifecycle_probe: the span exporter did not take spans for %d flushes or %d "
+            "spans; dropping the oldest (this warning is shown once)",
+            MAX_ATTEMPTS,
+            MAX_WAITING_SPANS,
         )
 
     def export_spans(self) -> bool:
-        if self.span_exporter is None or not self.pending:
+        if self.span_exporter is None or not self.waiting:
             return True
-        batch = self.pending
+        batch = [span for spans in self.waiting for span in spans]
         ok = False
         try:
             ok = self.span_exporter.export(batch) is SpanExportResult.SUCCESS
         except Exception as exc:
             report_failure("OpenTelemetry span export", exc)
-        if ok:
-            self.pending = []
-            self.refusals = 0
-            return True
-        self.refusals += 1
-        if self.refusals >= MAX_ATTEMPTS:
-            self.pending = []
-            self.refusals = 0
-            self._dropped(len(batch))
-        return False
+        if not ok:
+            self.refusals += 1
+            if self.refusals < MAX_ATTEMPTS:
+                return False
+            self._count_dropped(len(batch))
+        self.waiting = []
+        self.waiting_spans = 0
+        self.refusals = 0
+        return ok
 
     def export_metrics(self, timeout_s: float) -> bool:
         exporter = self.metric_exporter
@@ -106,17 +123,34 @@ class _Channel:
             return True
         now_ns = time.time_ns()
         data = self.metrics.collect(now_ns)
-        if data is None:
-            return True
-        ok = False
-        try:
-            result = exporter.export(data, timeout_millis=timeout_s * 1000)
-            ok = result is MetricExportResult.SUCCESS
-        except Exception as exc:
-            report_failure("OpenTelemetry metric export", exc)
-        if ok:
+        if data is not None:
+            # The interval is closed whatever the export does: a failed one is resent as is.
             self.metrics.exported(now_ns)
-        return ok
+            if self.metrics.temporality is AggregationTemporality.CUMULATIVE:
+                self.waiting_metrics = [data]  # the newest totals carry everything before
+            else:
+                self.waiting_metrics.append(data)
+                overflow = len(self.waiting_metrics) - MAX_WAITING_METRIC_EXPORTS
+                if overflow > 0:
+                    del self.waiting_metrics[:overflow]
+                    self.dropped_metric_exports += overflow
+                    warn_once(
+                        "otel:dropped-metrics",
+                        "lifecycle_probe: the metric exporter did not take the last %d "
+                        "exports; dropping the oldest (this warning is shown once)",
+                        MAX_WAITING_METRIC_EXPORTS,
+                    )
+        while self.waiting_metrics:
+            ok = False
+            try:
+                result = exporter.export(self.waiting_metrics[0], timeout_millis=timeout_s * 1000)
+                ok = result is MetricExportResult.SUCCESS
+            except Exception as exc:
+                report_failure("OpenTelemetry metric export", exc)
+            if not ok:
+                return False
+            del self.waiting_metrics[0]
+        return True
 
     def shutdown(self) -> None:
         for exporter in (self.span_exporter, self.metric_exporter):
@@ -149,7 +183,13 @@ class Pipeline:
             self._channels.append(_Channel(span_exporter, metric_exporter, metrics))
         timeout_s = config.flush_timeout_ms / 1000
         for name in exporters:
-            spans, metric = self._exporters_for(name, timeout_s)
+            try:
+                spans, metric = self._exporters_for(name, timeout_s)
+            except Exception as exc:
+                # One destination that cannot be set up (an OTLP file in a read-only
+                # directory) must not take the others down with it.
+                report_failure(f"OpenTelemetry exporter {name}", exc)
+                continue
             metrics = Metrics(otel_resource, scope, started_ns)
             self._channels.append(_Channel(spans, metric, metrics))
         # Lifecycle spans are recorded whatever X-Ray's sampling decision for the request:
@@ -217,17 +257,19 @@ class Pipeline:
     def flush(self, timeout_s: float) -> bool:
         """Export what every channel holds. True when all of it was taken.
 
-        The OTLP/HTTP exporters bound each request by the flush timeout themselves; the
-        sink bounds the caller's wait. Metrics wait for the next flush when the spans'
-        export used up ``timeout_s``.
+        An expired request (no time left) exports nothing: what waits goes with the next
+        flush. Otherwise every channel, and in it spans and then metrics, gets its
+        attempt even after the time is up: one slow or failing destination must not starve
+        the others. The caller's wait is bounded by the sink (its own thread), and each
+        OTLP/HTTP request by the exporters' timeout.
         """
+        if timeout_s <= 0:
+            return False
         deadline = time.monotonic() + timeout_s
         ok = True
         for channel in self._channels:
             ok = channel.export_spans() and ok
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                return False
+            left_s = max(deadline - time.monotonic(), MIN_METRIC_EXPORT_S)
             ok = channel.export_metrics(left_s) and ok
         return ok
 

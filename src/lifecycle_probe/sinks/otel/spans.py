@@ -20,6 +20,7 @@ import os
 import random
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import (
@@ -51,19 +52,24 @@ _UNSET = Status(StatusCode.UNSET)
 _TIMED_OUT = Status(StatusCode.ERROR, "timeout")
 
 
+# A generator of the probe's own, seeded from the OS: a function that seeds ``random``
+# for its own reasons neither repeats the probe's ids nor sees its sequence disturbed.
+_ids = random.Random()
+# A forked child draws new ids, never its parent's.
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def _span_id() -> int:
-    # random is reseeded in a forked child (Python registers that at fork), so two
-    # workers forked from one process never share ids.
-    span_id = random.getrandbits(64)
+    span_id = _ids.getrandbits(64)
     while not span_id:
-        span_id = random.getrandbits(64)
+        span_id = _ids.getrandbits(64)
     return span_id
 
 
 def _trace_id() -> int:
-    trace_id = random.getrandbits(128)
+    trace_id = _ids.getrandbits(128)
     while not trace_id:
-        trace_id = random.getrandbits(128)
+        trace_id = _ids.getrandbits(128)
     return trace_id
 
 
@@ -102,17 +108,20 @@ class Spans:
         attributes = invocation_attributes(record)
         trace_state = parent.trace_state if parent is not None else TraceState()
         if self._sampler is not None:
+            # An empty Context, not None: None would make a parent-based sampler look at
+            # whatever span is current on this thread, unrelated to the invocation.
+            sampling_context = Context()
+            if parent is not None:
+                sampling_context = set_span_in_context(NonRecordingSpan(parent), Context())
             result = self._sampler.should_sample(
-                set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None,
-                trace_id,
-                name,
-                SpanKind.SERVER,
-                attributes,
+                sampling_context, trace_id, name, SpanKind.SERVER, attributes
             )
             if result.decision is not Decision.RECORD_AND_SAMPLE:
                 return [], (trace_id, span_id, False)
-            attributes.update(result.attributes or {})
-            trace_state = result.trace_state or trace_state
+            # As the SDK does: the sampler's attributes and trace state are the span's.
+            attributes = dict(result.attributes or {})
+            if result.trace_state is not None:
+                trace_state = result.trace_state
         context = SpanContext(trace_id, span_id, False, _SAMPLED, trace_state)
         spans = [self._invocation_span(record, name, context, parent, attributes)]
         if record.init is not None:
