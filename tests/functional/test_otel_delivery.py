@@ -29,7 +29,14 @@ from lifecycle_probe.sinks.otel.metrics import (
 )
 from lifecycle_probe.sinks.otel.pipeline import MAX_ATTEMPTS
 from lifecycle_probe.testing import fresh_environment
-from tests.functional.test_otel_export import LAMBDA_ENV, TRACEPARENT, XRAY, by_name, context
+from tests.functional.test_otel_export import (
+    LAMBDA_ENV,
+    TRACEPARENT,
+    XRAY,
+    by_name,
+    context,
+    tracer_that_saw,
+)
 from tests.functional.test_otel_export import points_of as points
 
 OTEL_VARIABLES = (
@@ -98,6 +105,17 @@ def handler():
     return probe(exporter="none")(lambda event, ctx: "ok")
 
 
+def two_invocations_through(sink):
+    """Invoke a probed handler twice (requests r1 and r2) with ``sink`` attached."""
+    add_process_sink(sink)
+    try:
+        function = handler()
+        function({}, context("r1"))
+        function({}, context("r2"))
+    finally:
+        remove_process_sink(sink)
+
+
 def invocations_per_export(metrics):
     """The faas.invocations point of each metric export, oldest first."""
     return [points(data)["faas.invocations"][1][0] for data in metrics.get_finished_metrics()]
@@ -153,15 +171,9 @@ def test_an_export_whose_reply_was_lost_is_resent_identical_never_merged(lambda_
     sink = OtelSink(
         Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=metrics
     )
-    add_process_sink(sink)
-    try:
-        function = handler()
-        # WHEN two invocations export
-        function({}, context("r1"))
-        function({}, context("r2"))
-    finally:
-        remove_process_sink(sink)
-        sink.shutdown()
+    # WHEN two invocations export
+    two_invocations_through(sink)
+    sink.shutdown()
     # THEN the first export is received twice, identical: same span ids, same interval
     received = spans.get_finished_spans()
     unique = {s.context.span_id: s for s in received}
@@ -216,14 +228,7 @@ def test_one_large_invocation_is_exported_whole(lambda_env, otel_sink, monkeypat
         for n in range(count)
     )
 
-    class Tracer:
-        started_ns = start
-        has_later = False
-
-        def take_init(self):
-            return imports
-
-    monkeypatch.setattr("lifecycle_probe.decorator.active_tracer", Tracer)
+    monkeypatch.setattr("lifecycle_probe.decorator.active_tracer", tracer_that_saw(imports))
     spans, _, sink = otel_sink()
     # WHEN its first invocation is exported, every import (2 ms) above the 1 ms threshold
     handler()({}, context("big"))
@@ -254,14 +259,8 @@ def test_a_slow_failing_destination_does_not_starve_the_next(lambda_env, tmp_pat
         span_exporter=slow,
         isolate_exports=False,  # the test waits for the whole drain
     )
-    add_process_sink(sink)
-    try:
-        function = handler()
-        # WHEN two invocations export
-        function({}, context("r1"))
-        function({}, context("r2"))
-    finally:
-        remove_process_sink(sink)
+    # WHEN two invocations export
+    two_invocations_through(sink)
     # THEN the file got both invocations' spans and metrics, flush by flush
     import json
 

@@ -90,6 +90,19 @@ def metric_points(exporter):
     return points
 
 
+def tracer_that_saw(imports):
+    """Stands in for ``active_tracer``: an import tracer whose INIT tree is ``imports``."""
+
+    class Tracer:
+        started_ns = current_environment().init_start_ns
+        has_later = False
+
+        def take_init(self):
+            return imports
+
+    return Tracer
+
+
 def test_invocation_span_carries_every_attribute(otel):
     spans, _ = otel
 
@@ -152,14 +165,7 @@ def test_init_span_in_the_first_trace_with_import_children(otel, monkeypatch):
         ),
     )
 
-    class Tracer:
-        started_ns = start
-        has_later = False
-
-        def take_init(self):
-            return imports
-
-    monkeypatch.setattr("lifecycle_probe.decorator.active_tracer", Tracer)
+    monkeypatch.setattr("lifecycle_probe.decorator.active_tracer", tracer_that_saw(imports))
 
     @probe(exporter="none")
     def handler(event, ctx):
