@@ -15,8 +15,8 @@ import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type informa
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.connections.tracking import (
     ConnectionState,
+    first_use_call,
     is_socket_gone,
-    tracked_call,
 )
 
 TYPE_CHECKING = False
@@ -78,7 +78,7 @@ def _tracked_cursor_class(base: type) -> type:
             # without a bound method or tracked_call's frame per query.
             if state is None or state.same_invocation_use():
                 return unbound(self, *args, **kwargs)
-            return tracked_call(
+            return first_use_call(
                 state,
                 unbound.__get__(self),
                 args,

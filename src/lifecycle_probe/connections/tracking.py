@@ -207,7 +207,10 @@ def note_use(
     """Count one use; at the first use after an invocation boundary, begin a reuse."""
     try:
         if state.reuse is None and not state.busy and state.crossed_boundary():
-            begin_reuse(state, _fd_or_none(owner, fd_of), closing)
+            fd = None  # not looked up when the socket check would be skipped anyway
+            if time.time_ns() - state.last_use_ns >= _check_min_idle_ns:
+                fd = _fd_or_none(owner, fd_of)
+            begin_reuse(state, fd, closing)
         state.uses += 1
         state.last_use_ns = time.time_ns()
     except Exception as exc:
@@ -355,6 +358,21 @@ def tracked_call(
     """
     if state.same_invocation_use():
         return wrapped(*args, **kwargs)
+    return first_use_call(state, wrapped, args, kwargs, owner, fd_of, closing, is_connection_error)
+
+
+def first_use_call(
+    state: ConnectionState,
+    wrapped: Callable[..., object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    owner: Any,
+    fd_of: Callable[[Any], int | None],
+    closing: Callable[[bytes], bool],
+    is_connection_error: Callable[[BaseException], bool],
+) -> object:
+    """:func:`tracked_call` once :meth:`ConnectionState.same_invocation_use` said no: the
+    first use after a boundary (or a use nested in one that settles)."""
     note_use(state, owner, fd_of, closing)
     if state.reuse is None or state.busy:
         return wrapped(*args, **kwargs)
