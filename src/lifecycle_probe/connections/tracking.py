@@ -52,6 +52,7 @@ _PEEK_FLAGS = _socket.MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
 
 # Reusing a connection idle longer than this is a risk (Config.stale_idle_s).
 _stale_idle_s = 60.0
+_stale_idle_ns = int(_stale_idle_s * 1e9)
 
 # The socket check looks for a goodbye the server sent while the environment sat frozen.
 # Servers, NATs and load balancers drop connections after seconds to hours of idleness,
@@ -65,8 +66,9 @@ _check_min_idle_ns = int(CHECK_MIN_IDLE_S * 1e9)
 
 def set_stale_idle_s(seconds: float) -> None:
     """Idle time after which a reuse that worked is still reported as a ``risk``."""
-    global _stale_idle_s
+    global _stale_idle_s, _stale_idle_ns
     _stale_idle_s = float(seconds)
+    _stale_idle_ns = int(_stale_idle_s * 1e9)
 
 
 def stale_idle_s() -> float:
@@ -177,13 +179,7 @@ def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes
         # settling call): give it one now rather than lose it.
         settle_reuse(state, None, _never_connection_error)
     now_ns = time.time_ns()
-    if environment is state.environment and environment.seq > state.seq:
-        crossed = environment.seq - state.seq
-    else:
-        crossed = 1  # a new environment (fork, restore, tests): at least one boundary
-    state.freezes += crossed
-    state.environment = environment
-    state.seq = environment.seq
+    _cross_boundaries(state, environment)
     idle_ns = now_ns - state.last_use_ns
     if fd is None or fd < 0 or idle_ns < _check_min_idle_ns:
         check = CHECK_SKIPPED
@@ -196,6 +192,16 @@ def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes
         state.freezes,
         check,
     )
+
+
+def _cross_boundaries(state: ConnectionState, environment: Environment) -> None:
+    """Move a connection's state over the invocation boundaries since its last use."""
+    if environment is state.environment and environment.seq > state.seq:
+        state.freezes += environment.seq - state.seq
+    else:
+        state.freezes += 1  # a new environment (fork, restore, tests): at least one boundary
+    state.environment = environment
+    state.seq = environment.seq
 
 
 def note_use(
@@ -373,6 +379,11 @@ def first_use_call(
 ) -> object:
     """:func:`tracked_call` once :meth:`ConnectionState.same_invocation_use` said no: the
     first use after a boundary (or a use nested in one that settles)."""
+    if state.reuse is None and not state.busy:
+        now_ns = _time_ns()
+        idle_ns = now_ns - state.last_use_ns
+        if idle_ns < _check_min_idle_ns and idle_ns < _stale_idle_ns:
+            return _short_idle_use(state, wrapped, args, kwargs, now_ns, is_connection_error)
     note_use(state, owner, fd_of, closing)
     if state.reuse is None or state.busy:
         return wrapped(*args, **kwargs)
@@ -386,3 +397,40 @@ def first_use_call(
     state.busy = False
     settle_reuse(state, None, is_connection_error)
     return result
+
+
+def _short_idle_use(
+    state: ConnectionState,
+    wrapped: Callable[..., object],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    now_ns: int,
+    is_connection_error: Callable[[BaseException], bool],
+) -> object:
+    """The first use after a boundary of a connection idle for less than both the socket
+    check's and the risk's thresholds (back-to-back invocations): nothing to look at
+    before it, nothing to report if it works. Only a connection-level error makes it a
+    reuse worth a record (``failed``), built then. Every use after a boundary would
+    otherwise pay for a reuse record it almost never needs."""
+    idle_ns = now_ns - state.last_use_ns
+    try:
+        _cross_boundaries(state, current_environment())
+        state.uses += 1
+        state.last_use_ns = now_ns
+    except Exception as exc:
+        report_failure(f"{state.client} connection tracking", exc)
+    try:
+        return wrapped(*args, **kwargs)
+    except BaseException as exc:
+        try:
+            state.reuse = Reuse(
+                idle_ns / 1e9,
+                (now_ns - state.created_ns) / 1e9,
+                state.created_in,
+                state.freezes,
+                CHECK_SKIPPED,
+            )
+        except Exception as failure:
+            report_failure(f"{state.client} connection tracking", failure)
+        settle_reuse(state, exc, is_connection_error)
+        raise

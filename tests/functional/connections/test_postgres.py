@@ -103,6 +103,30 @@ def test_the_socket_is_checked_only_after_a_second_idle(
     assert event["lifecycle.connection.idle_s"] >= idle_s
 
 
+def test_a_back_to_back_reuse_is_counted_and_a_later_failure_says_so(postgres, psycopg2, function):
+    # GIVEN the probe's own thresholds, and a connection used at INIT
+    from lifecycle_probe.connections.tracking import CHECK_MIN_IDLE_S, set_check_min_idle_s
+
+    set_check_min_idle_s(CHECK_MIN_IDLE_S)
+    connection = postgres()
+    _run(connection, "SELECT 1")
+    # WHEN the first invocation reuses it at once (nothing to look at, nothing to report)
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    assert function.stale_events() == []
+    # AND the server kills it before a second invocation, 2 s later (as after a freeze)
+    _drop_by_terminate_backend(postgres, connection)
+    connection._lifecycle_probe_state.last_use_ns -= 2_000_000_000
+    with pytest.raises(psycopg2.OperationalError):
+        function.invoke(lambda: _run(connection, "SELECT 1"))
+    # THEN the failure counts both boundaries and all three uses
+    [event] = function.stale_events()
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["lifecycle.connection.check"] == "dead"
+    assert event["lifecycle.connection.freezes"] == 2
+    assert event["lifecycle.connection.uses"] == 3
+    assert event["lifecycle.connection.created_in"] == "init"
+
+
 def test_a_connection_used_within_its_timeout_is_not_reported(postgres, function, warnings_logged):
     # GIVEN a connection made at INIT with a server idle timeout far longer than the pause
     connection = postgres()
