@@ -108,7 +108,15 @@ def _tracked_connection_class(base: type, cursor_base: type) -> type:
     if tracked is not None:
         return tracked
 
+    base_cursor = base.cursor  # type: ignore[attr-defined]
+
     def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs:
+            # The common call, ``connection.cursor()``: one lookup of the tracked class
+            # made for the connection's cursor_factory (made at its first cursor).
+            tracked = _cursor_classes.get(self.cursor_factory or cursor_base)
+            if tracked is not None:
+                return base_cursor(self, cursor_factory=tracked)
         try:
             if len(args) >= 2:  # cursor(name, cursor_factory, ...)
                 factory = args[1] or self.cursor_factory or cursor_base
@@ -118,7 +126,7 @@ def _tracked_connection_class(base: type, cursor_base: type) -> type:
                 kwargs["cursor_factory"] = _tracked_cursor_class(factory)
         except Exception as exc:
             report_failure("psycopg2 cursor tracking", exc)
-        return base.cursor(self, *args, **kwargs)  # type: ignore[attr-defined]
+        return base_cursor(self, *args, **kwargs)
 
     namespace = {"cursor": cursor, "__module__": base.__module__}
     tracked_class = type(base.__name__, (base,), namespace)
