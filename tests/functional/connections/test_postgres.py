@@ -187,3 +187,11 @@ def test_tracked_connections_and_cursors_stay_transparent(postgres, psycopg2, fu
         assert [row["n"] for row in cursor.fetchall()] == [1, 2]
         assert cursor.connection is connection
     assert connection.info.port == 5432
+    # AND a cursor_factory set on the connection later is honoured, still tracked
+    connection.cursor_factory = extras.RealDictCursor
+    for _ in range(2):  # the first call makes the tracked class, the second reuses it
+        with connection.cursor() as cursor:
+            assert isinstance(cursor, extras.RealDictCursor)
+            assert type(cursor) is not extras.RealDictCursor  # the tracked subclass
+            cursor.execute("SELECT 7 AS n")
+            assert cursor.fetchone() == {"n": 7}
