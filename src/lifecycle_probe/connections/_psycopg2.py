@@ -10,6 +10,8 @@ the ``connection_factory`` asked for, whose cursors come from tracked subclasses
 
 from __future__ import annotations
 
+import weakref
+
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
@@ -44,12 +46,18 @@ def _make_is_connection_error(module: ModuleType) -> Any:
     operational = module.OperationalError
     interface = module.InterfaceError
 
-    def is_connection_error_of(raw: Any) -> Any:
+    def is_connection_error_of(connection: Any) -> Any:
+        # A weak reference: the function is kept on the connection, and a strong one would
+        # make a cycle that keeps an unreferenced connection (and its server session) open
+        # until the garbage collector runs, instead of closing it at once.
+        ref = weakref.ref(connection)
+
         def is_connection_error(exc: BaseException) -> bool:
             if isinstance(exc, (operational, interface)):
                 # OperationalError also covers serialisation failures and cancelled
                 # queries: only a broken connection (closed == 2) counts.
-                return bool(getattr(raw, "closed", 0) == 2)
+                raw = ref()
+                return raw is not None and bool(getattr(raw, "closed", 0) == 2)
             return is_socket_gone(exc)
 
         return is_connection_error
@@ -57,7 +65,8 @@ def _make_is_connection_error(module: ModuleType) -> Any:
     return is_connection_error_of
 
 
-# Subclasses made per base class (the user's connection_factory / cursor_factory).
+# Subclasses made per base class (the user's connection_factory / cursor_factory); each
+# tracked class maps to itself too, so that it is never wrapped a second time.
 _connection_classes: dict[type, type] = {}
 _cursor_classes: dict[type, type] = {}
 
@@ -69,13 +78,13 @@ def _tracked_cursor_class(base: type) -> type:
         return tracked
 
     def operate(name: str) -> Any:
-        unbound = getattr(base, name)
-
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # Looked up at each call: a base patched later (mock.patch in a test suite)
+            # is honoured. Called unbound: no bound method per query.
+            unbound = getattr(base, name)
             connection = self.connection
             state = getattr(connection, "_lifecycle_probe_state", None)
-            # A connection this module did not make, or the hot path: called unbound,
-            # without a bound method or tracked_call's frame per query.
+            # A connection this module did not make, or the hot path.
             if state is None or state.same_invocation_use():
                 return unbound(self, *args, **kwargs)
             return first_use_call(
@@ -96,14 +105,31 @@ def _tracked_cursor_class(base: type) -> type:
     namespace["__module__"] = base.__module__
     tracked_class = type(base.__name__, (base,), namespace)
     _cursor_classes[base] = tracked_class
+    _cursor_classes[tracked_class] = tracked_class
     return tracked_class
 
 
 _OPERATIONS = ("execute", "executemany", "callproc", "copy_expert", "copy_from", "copy_to")
 
 
-def _tracked_connection_class(base: type, cursor_base: type) -> type:
-    """A subclass of ``base`` whose cursors (of whatever factory) are tracked ones."""
+def _adopt(cursor: Any) -> None:
+    """Make a cursor that another ``cursor()`` made a tracked one, where Python allows it:
+    a cursor class written in Python (psycopg2.extras' are) can be given its tracked
+    subclass as its class; a C cursor type cannot, and its cursor stays untracked."""
+    kind = type(cursor)
+    tracked = _tracked_cursor_class(kind)
+    if tracked is not kind:
+        cursor.__class__ = tracked
+
+
+def _tracked_connection_class(base: type, plain: type, cursor_base: type) -> type:
+    """A subclass of ``base`` whose cursors (of whatever factory) are tracked ones.
+
+    ``plain`` is psycopg2's own connection class. A ``base`` with a ``cursor()`` of its own
+    (extras.DictConnection, LoggingConnection, a user's) chooses its cursors' default
+    class there, and may not even take a ``cursor_factory``: its cursor() runs as it is,
+    and the cursor it made is adopted.
+    """
     tracked = _connection_classes.get(base)
     if tracked is not None:
         return tracked
@@ -114,7 +140,10 @@ def _tracked_connection_class(base: type, cursor_base: type) -> type:
         if not args and not kwargs:
             # The common call, ``connection.cursor()``: one lookup of the tracked class
             # made for the connection's cursor_factory (made at its first cursor).
-            tracked = _cursor_classes.get(self.cursor_factory or cursor_base)
+            try:
+                tracked = _cursor_classes.get(self.cursor_factory or cursor_base)
+            except TypeError:  # an unhashable factory: the general path below copes
+                tracked = None
             if tracked is not None:
                 return base_cursor(self, cursor_factory=tracked)
         try:
@@ -128,9 +157,19 @@ def _tracked_connection_class(base: type, cursor_base: type) -> type:
             report_failure("psycopg2 cursor tracking", exc)
         return base_cursor(self, *args, **kwargs)
 
-    namespace = {"cursor": cursor, "__module__": base.__module__}
+    def own_cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        made = base_cursor(self, *args, **kwargs)
+        try:
+            _adopt(made)
+        except Exception as exc:
+            report_failure("psycopg2 cursor tracking", exc)
+        return made
+
+    overrides = getattr(base_cursor, "__func__", base_cursor) is not plain.cursor  # type: ignore[attr-defined]
+    namespace = {"cursor": own_cursor if overrides else cursor, "__module__": base.__module__}
     tracked_class = type(base.__name__, (base,), namespace)
     _connection_classes[base] = tracked_class
+    _connection_classes[tracked_class] = tracked_class
     return tracked_class
 
 
@@ -159,10 +198,16 @@ def patch(module: ModuleType) -> None:
         try:
             if len(args) >= 2:  # connect(dsn, connection_factory, ...)
                 base = args[1] or extensions.connection
-                args = (args[0], _tracked_connection_class(base, extensions.cursor), *args[2:])
+                args = (
+                    args[0],
+                    _tracked_connection_class(base, extensions.connection, extensions.cursor),
+                    *args[2:],
+                )
             else:
                 base = kwargs.get("connection_factory") or extensions.connection
-                kwargs["connection_factory"] = _tracked_connection_class(base, extensions.cursor)
+                kwargs["connection_factory"] = _tracked_connection_class(
+                    base, extensions.connection, extensions.cursor
+                )
         except Exception as exc:
             report_failure("psycopg2 connection tracking", exc)
         connection = wrapped(*args, **kwargs)

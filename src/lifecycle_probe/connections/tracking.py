@@ -116,6 +116,7 @@ class ConnectionState:
         "db_system",
         "environment",
         "freezes",
+        "last_reconnect_ns",
         "last_use_ns",
         "port",
         "reuse",
@@ -139,6 +140,8 @@ class ConnectionState:
         self.last_use_ns = now_ns
         self.uses = 0
         self.freezes = 0
+        # What the driver's last replacement of the socket cost (see _short_idle_use).
+        self.last_reconnect_ns = 0
         self.reuse: Reuse | None = None
         # True while a settling use runs: the driver's own nested calls (a reconnect's
         # set-up queries, ping's retry) are part of that use, not uses of their own.
@@ -167,6 +170,7 @@ class ConnectionState:
         reuse = self.reuse
         if reuse is not None:
             reuse.reconnect_ns += cost_ns
+        self.last_reconnect_ns = cost_ns
         self.created_ns = time.time_ns()
         self.created_in = created_in(environment.seq)
 
@@ -394,7 +398,8 @@ def first_use_call(
         state.busy = False
         settle_reuse(state, exc, is_connection_error)
         raise
-    state.busy = False
+    finally:
+        state.busy = False  # whatever happens, never left set: it would stop all tracking
     settle_reuse(state, None, is_connection_error)
     return result
 
@@ -409,10 +414,13 @@ def _short_idle_use(
 ) -> object:
     """The first use after a boundary of a connection idle for less than both the socket
     check's and the risk's thresholds (back-to-back invocations): nothing to look at
-    before it, nothing to report if it works. Only a connection-level error makes it a
-    reuse worth a record (``failed``), built then. Every use after a boundary would
-    otherwise pay for a reuse record it almost never needs."""
+    before it, and nothing to report if it works on the same session. Its reuse record
+    is built only if the use fails or the driver replaced the session during it (PyMySQL's
+    ``ping(reconnect=True)``): every back-to-back first use would otherwise pay for a
+    record it almost never needs."""
     idle_ns = now_ns - state.last_use_ns
+    # The session as it was before the use, for the record should one be needed.
+    created_ns, created = state.created_ns, state.created_in
     try:
         _cross_boundaries(state, current_environment())
         state.uses += 1
@@ -420,17 +428,36 @@ def _short_idle_use(
     except Exception as exc:
         report_failure(f"{state.client} connection tracking", exc)
     try:
-        return wrapped(*args, **kwargs)
+        result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        try:
-            state.reuse = Reuse(
-                idle_ns / 1e9,
-                (now_ns - state.created_ns) / 1e9,
-                state.created_in,
-                state.freezes,
-                CHECK_SKIPPED,
-            )
-        except Exception as failure:
-            report_failure(f"{state.client} connection tracking", failure)
-        settle_reuse(state, exc, is_connection_error)
+        _settle_short_idle_use(
+            state, exc, idle_ns, now_ns, created_ns, created, is_connection_error
+        )
         raise
+    if state.created_ns != created_ns:
+        _settle_short_idle_use(
+            state, None, idle_ns, now_ns, created_ns, created, is_connection_error
+        )
+    return result
+
+
+def _settle_short_idle_use(
+    state: ConnectionState,
+    exc: BaseException | None,
+    idle_ns: int,
+    now_ns: int,
+    created_ns: int,
+    created: str,
+    is_connection_error: Callable[[BaseException], bool],
+) -> None:
+    try:
+        reuse = Reuse(
+            idle_ns / 1e9, (now_ns - created_ns) / 1e9, created, state.freezes, CHECK_SKIPPED
+        )
+        if state.created_ns != created_ns:
+            reuse.reconnect_ns = state.last_reconnect_ns
+        state.reuse = reuse
+    except Exception as failure:
+        report_failure(f"{state.client} connection tracking", failure)
+        return
+    settle_reuse(state, exc, is_connection_error)

@@ -83,8 +83,8 @@ def psycopg2(tracking):
 def postgres(psycopg2):
     """Opens tracked PostgreSQL connections (autocommit: idle, not idle in transaction)."""
 
-    def connect():
-        connection = psycopg2.connect(POSTGRES_DSN, connect_timeout=2)
+    def connect(**kwargs):
+        connection = psycopg2.connect(POSTGRES_DSN, connect_timeout=2, **kwargs)
         connection.autocommit = True
         return connection
 

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from lifecycle_probe.connections.tracking import CHECK_MIN_IDLE_S, set_check_min_idle_s
 from tests.functional.connections.conftest import assert_no_secrets
 
 
@@ -67,10 +68,18 @@ def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
     assert_no_secrets(function.stale_events(), warnings_logged)
 
 
+@pytest.mark.parametrize(
+    ("check_min_idle_s", "check"),
+    [(0.0, "dead"), (CHECK_MIN_IDLE_S, "skipped")],
+    ids=["socket-checked", "back-to-back"],
+)
 def test_ping_with_reconnect_is_detected_with_the_cost_of_reconnecting(
-    mariadb, function, warnings_logged
+    mariadb, function, warnings_logged, check_min_idle_s, check
 ):
-    # GIVEN a connection made at INIT and killed by the server
+    # GIVEN a connection made at INIT and killed by the server 0.3 s before the invocation,
+    # its socket checked, or (the probe's own threshold) not looked at after so short a
+    # time (the back-to-back path, which only builds a record when something happened)
+    set_check_min_idle_s(check_min_idle_s)
     connection = mariadb()
     _drop_by_kill(mariadb, connection)
 
@@ -85,8 +94,9 @@ def test_ping_with_reconnect_is_detected_with_the_cost_of_reconnecting(
     # THEN the reuse is detected, with what reconnecting cost
     [event] = function.stale_events()
     assert event["lifecycle.connection.outcome"] == "detected"
-    assert event["lifecycle.connection.check"] == "dead"
+    assert event["lifecycle.connection.check"] == check
     assert event["lifecycle.connection.created_in"] == "init"
+    assert event["lifecycle.connection.age_s"] >= 0.3  # the session that died
     assert 0 < event["lifecycle.connection.reconnect_s"] < 2
     assert "reconnecting took" in warnings_logged.text
     # AND the new session counts as made in this invocation: its next reuse says so
@@ -101,6 +111,8 @@ def test_a_connection_used_within_its_timeout_is_not_reported(mariadb, function,
     assert function.invoke(lambda: _run(connection, "SELECT 1")) == ((1,),)
     assert function.stale_events() == []
     assert "stale connection" not in warnings_logged.text
+    # (tracked all along: silence is not tracking switched off)
+    assert connection._lifecycle_probe_connection.freezes == 1
 
 
 def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(

@@ -141,6 +141,9 @@ def test_a_connection_used_within_its_timeout_is_not_reported(postgres, function
     assert function.stale_events(0) == []
     assert function.stale_events(1) == []
     assert "stale connection" not in warnings_logged.text
+    # (tracked all along: silence is not tracking switched off)
+    assert connection._lifecycle_probe_state.uses == 3
+    assert connection._lifecycle_probe_state.freezes == 2
 
 
 def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
