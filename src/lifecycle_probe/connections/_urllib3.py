@@ -171,15 +171,23 @@ def patch(module: ModuleType) -> None:
                 state.reconnected(cost_ns)
                 return result
             port = getattr(instance, "port", None)
-            attrs[STATE] = ConnectionState(
+            new_state = ConnectionState(
                 CLIENT,
                 NO_DB_SYSTEM,
                 getattr(instance, "host", None),
                 None if port is None else int(port),
             )
+            attrs[STATE] = new_state
             for pending_state, _ in _local.__dict__.get("pending", ()):
                 reuse = pending_state.reuse
-                if reuse is not None and not reuse.reconnect_ns:
+                if (
+                    reuse is not None
+                    and not reuse.reconnect_ns
+                    # To the same server: a connection made meanwhile to another (a
+                    # credential refresh inside botocore's retry loop) replaces nothing.
+                    and (pending_state.address, pending_state.port)
+                    == (new_state.address, new_state.port)
+                ):
                     # A retry's new connection replaces the one whose request failed.
                     pending_state.reconnected(cost_ns)
         except Exception as exc:

@@ -271,3 +271,29 @@ def test_an_http_connection_event_carries_no_db_system(servers, function):
     assert function.invoke(lambda: pool.request("GET", "/").status) == 200
     [event] = function.stale_events()
     assert "db.system" not in event
+
+
+def test_a_connection_to_another_server_is_not_taken_for_a_replacement(servers):
+    # GIVEN a reuse of a connection to server A that failed and waits for a retry
+    from lifecycle_probe.connections.tracking import ConnectionState, begin_reuse
+    from lifecycle_probe.testing import fresh_environment
+
+    a, b = servers(), servers()
+    waiting = ConnectionState("urllib3", None, "127.0.0.1", a.port)
+    fresh_environment()  # a boundary since its last use
+    begin_reuse(waiting, None, _urllib3._closing)
+    _urllib3._pending().append((waiting, time.perf_counter_ns()))
+    assert waiting.reuse is not None
+    try:
+        # WHEN a connection to server B is made meanwhile (a credential refresh, a hook)
+        other = urllib3.connection.HTTPConnection("127.0.0.1", b.port, timeout=2)
+        other.connect()
+        other.close()
+        # THEN it replaces nothing; the retry's own connection to A does
+        assert waiting.reuse.reconnect_ns == 0
+        retry = urllib3.connection.HTTPConnection("127.0.0.1", a.port, timeout=2)
+        retry.connect()
+        retry.close()
+        assert waiting.reuse.reconnect_ns > 0
+    finally:
+        _urllib3._pending().clear()
