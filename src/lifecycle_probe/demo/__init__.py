@@ -2,11 +2,14 @@
 
 The demo runs ``functions/orders.py`` in the local Lambda (real ``awslambdaric`` runtime
 processes) through a cold start, warm reuse, a freeze, a traffic spike that scales out,
-provisioned and proactive initialisation, an idle reap and a SnapStart restore. It reads
-what the probe wrote in each environment's log and prints it beside the local Lambda's
-own ground truth, then writes both as JSON lines to the output directory, beside the
-OpenTelemetry export (OTLP JSON lines, the Collector file-exporter format) that the
-probe's internal extension wrote after each response.
+provisioned and proactive initialisation, an idle reap and a SnapStart restore. The
+function keeps a keep-alive connection, made at INIT, to an inventory service run here
+behind a stand-in load balancer that cuts connections idle for a second: a freeze longer
+than that leaves the function a stale connection, which urllib3 replaces and the probe
+reports. The demo reads what the probe wrote in each environment's log and prints it
+beside the local Lambda's own ground truth, then writes both as JSON lines to the output
+directory, beside the OpenTelemetry export (OTLP JSON lines, the Collector file-exporter
+format) that the probe's internal extension wrote after each response.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lifecycle_probe.connections.tracking import STALE_EVENT
 from lifecycle_probe.emulator import FunctionConfig, InvocationResult, LocalLambda
+from lifecycle_probe.emulator.keepalive import Server
 from lifecycle_probe.sinks.console import read_lines
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 PROACTIVE_GAP_MS = 400
 IDLE_TIMEOUT_S = 4.0
+# The inventory service's load balancer closes keep-alive connections idle this long.
+INVENTORY_IDLE_TIMEOUT_S = 1.0
 
 # The function's variables: the probe writes JSON lines to the log (console exporter) and
 # OTLP JSON to a file (otlp-file), and counts an INIT that ended more than 400 ms before
@@ -102,7 +109,12 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     otlp_file = output / "otlp.jsonl"
     otlp_file.unlink(missing_ok=True)
-    function_env = {**FUNCTION_ENV, "LIFECYCLE_PROBE_OTLP_FILE": str(otlp_file)}
+    inventory = Server(INVENTORY_IDLE_TIMEOUT_S, body=b'{"in_stock": true}')
+    function_env = {
+        **FUNCTION_ENV,
+        "LIFECYCLE_PROBE_OTLP_FILE": str(otlp_file),
+        "ORDERS_INVENTORY_URL": f"http://127.0.0.1:{inventory.port}/stock",
+    }
     print("lifecycle-probe demo: example functions in the local Lambda (awslambdaric), no AWS")
     print(f"output: {output}\n")
     rows: list[tuple[str, InvocationResult]] = []
@@ -141,19 +153,47 @@ def run(args: argparse.Namespace) -> int:
             [("snapstart", "a SnapStart function restored from its snapshot", _restored)],
         ),
     ]
-    for section, config, options, steps in sections:
-        with LocalLambda(config, log_dir=output / "logs" / section, **options) as emulator:
-            for name, description, action in steps:
-                print(f"- {name}: {description}")
-                rows.extend((name, result) for result in action(emulator))
-            probe_records.extend(_probe_records(emulator, section))
+    try:
+        for section, config, options, steps in sections:
+            with LocalLambda(config, log_dir=output / "logs" / section, **options) as emulator:
+                for name, description, action in steps:
+                    print(f"- {name}: {description}")
+                    rows.extend((name, result) for result in action(emulator))
+                probe_records.extend(_probe_records(emulator, section))
+    finally:
+        inventory.stop()
 
     agree = _print_table(rows, probe_records)
+    _print_stale_connections(rows, probe_records)
     _write_jsonl(output / "probe-records.jsonl", probe_records)
-    _write_jsonl(output / "ground-truth.jsonl", [result.to_dict() for _, result in rows])
+    truth = [{"step": name, **result.to_dict()} for name, result in rows]
+    _write_jsonl(output / "ground-truth.jsonl", truth)
     _print_summary(rows, probe_records, agree, time.monotonic() - started, output)
     _print_otlp_summary(otlp_file)
     return 0 if agree == len(rows) else 1
+
+
+def _print_stale_connections(
+    rows: list[tuple[str, InvocationResult]], records: list[dict[str, Any]]
+) -> None:
+    """The stale connections the probe reported, by the step that met them."""
+    step_of = {result.request_id: step for step, result in rows}
+    stale = [r for r in records if r["lifecycle_probe"] == "event" and r["name"] == STALE_EVENT]
+    print()
+    if not stale:
+        print("stale connections: none reported")
+        return
+    print(f"stale connections ({len(stale)}):")
+    for event in stale:
+        where = f"{event.get('server.address')}:{event.get('server.port')}"
+        reconnect = event.get("lifecycle.connection.reconnect_s")
+        cost = "" if reconnect is None else f"; replaced in {reconnect * 1000:.1f} ms"
+        print(
+            f"  {step_of.get(event['request_id'], '?'):<14} {event['request_id'][:8]} "
+            f"{event['lifecycle.connection.outcome']}: connection to {where} made in "
+            f"{event['lifecycle.connection.created_in']}, idle "
+            f"{event['lifecycle.connection.idle_s']:.2f} s{cost}"
+        )
 
 
 def _print_otlp_summary(path: Path) -> None:

@@ -17,8 +17,8 @@ import types
 import pytest
 
 from lifecycle_probe.connections import _botocore, _urllib3
+from lifecycle_probe.emulator.keepalive import Server
 from tests.functional.connections.conftest import unavailable
-from tests.functional.connections.keepalive_server import Server
 
 # Just enough of DynamoDB's JSON protocol for ListTables.
 EMPTY_TABLE_LIST = b'{"TableNames": []}'

@@ -16,7 +16,7 @@ import pytest
 import urllib3
 
 from lifecycle_probe.connections import _urllib3
-from tests.functional.connections.keepalive_server import Server
+from lifecycle_probe.emulator.keepalive import Server
 
 SECRET = "s3cret-token"
 

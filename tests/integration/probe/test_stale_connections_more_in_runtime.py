@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.functional.connections.keepalive_server import Server
+from lifecycle_probe.emulator.keepalive import Server
 from tests.integration.probe.stale import (
     FREEZE_S,
     SERVER_IDLE_TIMEOUT_S,

@@ -1,6 +1,10 @@
 """An order-lookup function: some INIT work, a module-level cache, a probed handler.
 
-The demo runs it as ``orders.handler`` with this folder as the function's code.
+With ``ORDERS_INVENTORY_URL`` set it also asks an inventory service over a keep-alive
+HTTP connection made at INIT (urllib3, as boto3 and requests do): a connection that the
+service's load balancer closes while the environment sits frozen, which urllib3 then
+replaces, and the probe reports. The demo runs it as ``orders.handler`` with this folder
+as the function's code.
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from lifecycle_probe import current, probe
 time.sleep(float(os.environ.get("ORDERS_INIT_WORK_S", "0.12")))
 PRICES = {"apple": 3, "pear": 4, "fig": 9}
 SERVED = 0
+INVENTORY_URL = os.environ.get("ORDERS_INVENTORY_URL")
+INVENTORY = None
+if INVENTORY_URL:
+    import urllib3
+
+    INVENTORY = urllib3.PoolManager(maxsize=1, timeout=2.0, retries=False)
+    INVENTORY.request("GET", INVENTORY_URL)  # connected at INIT, kept for the invocations
 
 
 @probe
@@ -26,6 +37,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if work_s:
         time.sleep(work_s)
     items = event.get("items", ["apple"])
+    if INVENTORY is not None and INVENTORY_URL:
+        INVENTORY.request("GET", INVENTORY_URL)
     facts = current()
     return {
         "statusCode": 200,

@@ -1,4 +1,5 @@
-"""A real HTTP/1.1 keep-alive server on 127.0.0.1, run in the test process on threads.
+"""A real HTTP/1.1 keep-alive service on 127.0.0.1, on threads: a function's dependency
+behind a load balancer, for the demo's and the tests' stale connections.
 
 Its handler closes a connection idle longer than the server's idle timeout (a load
 balancer's idle cut-off), or closes one right after reading a request, before answering
