@@ -270,6 +270,16 @@ def test_a_slow_failing_destination_does_not_starve_the_next(lambda_env, tmp_pat
     sink.shutdown(timeout_s=1.0)
 
 
+def threaded_sink(span_exporter, *, flush_timeout_ms):
+    """A sync sink that exports on its own thread, as it does with a real collector."""
+    return OtelSink(
+        Config.resolve({}, flush="sync", flush_timeout_ms=flush_timeout_ms),
+        (),
+        span_exporter=span_exporter,
+        isolate_exports=True,
+    )
+
+
 class BlockingSpanExporter(InMemorySpanExporter):
     """Blocks its first export until released; counts every call."""
 
@@ -287,12 +297,7 @@ class BlockingSpanExporter(InMemorySpanExporter):
 def test_drains_that_queued_behind_a_hung_export_are_served_by_one(lambda_env):
     # GIVEN an exporter hung in its first export, and sync invocations bounded at 50 ms
     exporter = BlockingSpanExporter()
-    sink = OtelSink(
-        Config.resolve({}, flush="sync", flush_timeout_ms=50),
-        (),
-        span_exporter=exporter,
-        isolate_exports=True,
-    )
+    sink = threaded_sink(exporter, flush_timeout_ms=50)
     add_process_sink(sink)
     try:
         function = handler()
@@ -560,3 +565,117 @@ def test_a_flush_with_no_time_left_leaves_everything_for_the_next(lambda_env):
     assert len(spans.get_finished_spans()) == 2  # the invocation and INIT
     assert [p.value for p in invocations_per_export(metrics)] == [1]
     pipeline.shutdown()
+
+
+def test_cumulative_exemplars_start_over_with_each_export(otel_sink):
+    spans, metrics, _ = otel_sink(
+        OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE="cumulative",
+        OTEL_METRICS_EXEMPLAR_FILTER="always_on",
+    )
+    function = handler()
+    function({}, context("r1"))
+    function({}, context("r2"))
+    second_span = by_name(spans.get_finished_spans())["orders"][1]
+    last = points(metrics.get_finished_metrics()[-1])["faas.invocations"][1][0]
+    # the cumulative count covers both, its exemplars only what came since the last export
+    assert last.value == 2
+    assert [e.span_id for e in last.exemplars] == [second_span.context.span_id]
+
+
+class RecordingSampler:
+    """A custom sampler: keeps every span, sets an attribute set and a trace state."""
+
+    def __init__(self) -> None:
+        self.contexts: list[object] = []
+
+    def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None):
+        from opentelemetry.sdk.trace.sampling import Decision, SamplingResult
+        from opentelemetry.trace import TraceState
+
+        self.contexts.append(parent_context)
+        return SamplingResult(
+            Decision.RECORD_AND_SAMPLE, {"sampled.by": "custom"}, TraceState([("ours", "1")])
+        )
+
+    def get_description(self) -> str:
+        return "RecordingSampler"
+
+
+def one_record():
+    from lifecycle_probe.testing import capture_records
+
+    with capture_records() as captured:
+        handler()({}, context("r1"))
+    (record,) = captured.records
+    return record
+
+
+def test_a_samplers_attributes_and_trace_state_are_the_spans_as_in_the_sdk(lambda_env):
+    from lifecycle_probe.sinks.otel.spans import Spans
+
+    sampler = RecordingSampler()
+    spans = Spans(Resource({}), InstrumentationScope("t"), 1_000_000, sampler)  # type: ignore[arg-type]
+    made, _ = spans.of(one_record())
+    invocation = made[0]
+    assert dict(invocation.attributes or {}) == {"sampled.by": "custom"}
+    assert invocation.context.trace_state.to_header() == "ours=1"
+    assert made[1].context.trace_state.to_header() == "ours=1"  # INIT, in the same trace
+
+
+def test_the_sampler_never_sees_a_span_that_happens_to_be_current(lambda_env):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, use_span
+
+    from lifecycle_probe.sinks.otel.spans import Spans
+
+    # GIVEN a parent-based sampler that drops root spans, and an unrelated sampled span
+    # current on this thread (a user's, or another instrumentation's)
+    spans = Spans(Resource({}), InstrumentationScope("t"), 1_000_000, ParentBased(ALWAYS_OFF))
+    record = one_record()
+    unrelated = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED)))
+    with use_span(unrelated):
+        made, (_, _, sampled) = spans.of(record)
+    # THEN the invocation, with no incoming context, is a root: dropped
+    assert (made, sampled) == ([], False)
+
+
+def test_shutdown_exports_what_waits(exporters):
+    spans, metrics, sink = exporters
+    spans.failing = metrics.failing = True
+    handler()({}, context("r1"))
+    spans.failing = metrics.failing = False
+    sink.shutdown()
+    assert [
+        s.attributes["faas.invocation_id"] for s in by_name(spans.get_finished_spans())["orders"]
+    ] == ["r1"]
+    assert [p.value for p in invocations_per_export(metrics)] == [1]
+
+
+class Interrupted(BaseException):
+    """Not an Exception: what an exporter's thread must survive all the same."""
+
+
+class InterruptingSpanExporter(InMemorySpanExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupt = True
+
+    def export(self, spans):
+        if self.interrupt:
+            self.interrupt = False
+            raise Interrupted
+        return super().export(spans)
+
+
+def test_the_export_thread_outlives_an_exporter_that_raises_anything(lambda_env, caplog):
+    exporter = InterruptingSpanExporter()
+    sink = threaded_sink(exporter, flush_timeout_ms=2000)
+    two_invocations_through(sink)
+    started = time.monotonic()
+    assert sink.drain(5.0)  # the thread still serves drains, at once
+    assert time.monotonic() - started < 2.0
+    sink.shutdown()
+    ids = [
+        dict(s.attributes or {}).get("faas.invocation_id") for s in exporter.get_finished_spans()
+    ]
+    assert {"r1", "r2"} <= set(ids)
