@@ -11,6 +11,7 @@ the ``connection_factory`` asked for, whose cursors come from tracked subclasses
 from __future__ import annotations
 
 import weakref
+from time import time_ns as _time_ns
 
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
@@ -85,8 +86,13 @@ def _tracked_cursor_class(base: type) -> type:
             connection = self.connection
             state = getattr(connection, "_lifecycle_probe_state", None)
             # A connection this module did not make, or the hot path.
-            if state is None or state.same_invocation_use():
+            if state is None:
                 return unbound(self, *args, **kwargs)
+            if state.same_invocation_use():
+                try:
+                    return unbound(self, *args, **kwargs)
+                finally:
+                    state.last_use_ns = _time_ns()  # idle time counts from a use's end
             return first_use_call(
                 state,
                 unbound.__get__(self),

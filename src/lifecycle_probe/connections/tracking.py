@@ -150,12 +150,12 @@ class ConnectionState:
     def same_invocation_use(self) -> bool:
         """Count a use with nothing to look at (the hot path): no invocation boundary since
         the last use and no reuse being settled. False: the use goes through
-        :func:`tracked_call`'s slow path, uncounted."""
+        :func:`tracked_call`'s slow path, uncounted. The caller sets ``last_use_ns`` when
+        the use ends: idle time counts from then, so a long last query is no idle time."""
         if self.reuse is None and not self.busy:
             environment = current_environment()
             if environment.seq == self.seq and environment is self.environment:
                 self.uses += 1
-                self.last_use_ns = _time_ns()
                 return True
         return False
 
@@ -367,7 +367,10 @@ def tracked_call(
     The operation's result or exception passes through untouched (the same object).
     """
     if state.same_invocation_use():
-        return wrapped(*args, **kwargs)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            state.last_use_ns = _time_ns()
     return first_use_call(state, wrapped, args, kwargs, owner, fd_of, closing, is_connection_error)
 
 
@@ -389,19 +392,22 @@ def first_use_call(
         if idle_ns < _check_min_idle_ns and idle_ns < _stale_idle_ns:
             return _short_idle_use(state, wrapped, args, kwargs, now_ns, is_connection_error)
     note_use(state, owner, fd_of, closing)
-    if state.reuse is None or state.busy:
-        return wrapped(*args, **kwargs)
-    state.busy = True
     try:
-        result = wrapped(*args, **kwargs)
-    except BaseException as exc:
-        state.busy = False
-        settle_reuse(state, exc, is_connection_error)
-        raise
+        if state.reuse is None or state.busy:
+            return wrapped(*args, **kwargs)
+        state.busy = True
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            state.busy = False
+            settle_reuse(state, exc, is_connection_error)
+            raise
+        finally:
+            state.busy = False  # whatever happens, never left set: it would stop all tracking
+        settle_reuse(state, None, is_connection_error)
+        return result
     finally:
-        state.busy = False  # whatever happens, never left set: it would stop all tracking
-    settle_reuse(state, None, is_connection_error)
-    return result
+        state.last_use_ns = _time_ns()
 
 
 def _short_idle_use(
@@ -434,6 +440,8 @@ def _short_idle_use(
             state, exc, idle_ns, now_ns, created_ns, created, is_connection_error
         )
         raise
+    finally:
+        state.last_use_ns = _time_ns()
     if state.created_ns != created_ns:
         _settle_short_idle_use(
             state, None, idle_ns, now_ns, created_ns, created, is_connection_error

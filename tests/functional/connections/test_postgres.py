@@ -167,6 +167,17 @@ def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
     assert_no_secrets(function.stale_events(), warnings_logged)
 
 
+def test_a_long_last_query_is_use_not_idle_time(postgres, tracking, function):
+    # GIVEN a risk threshold of 1 s, and a first invocation whose last query takes 1.2 s
+    tracking(1.0)
+    connection = postgres()
+    assert function.invoke(lambda: _run(connection, "SELECT pg_sleep(1.2)")) == [("",)]
+    # WHEN the next invocation reuses the connection straight away
+    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    # THEN it sat idle for no time at all: nothing to report
+    assert function.stale_events() == []
+
+
 def test_tracked_connections_and_cursors_stay_transparent(postgres, psycopg2, function):
     # GIVEN a tracked connection
     connection = postgres()
