@@ -594,35 +594,25 @@ class ExecutionEnvironment:
                 error_type=invocation.error_type,
                 init_duration_ms=init_duration_ms,
             )
-        elif answered:  # the environment died under the invocation
-            error_type = "Runtime.ExitError"
-            served = Served(
-                cold=cold,
-                outcome=truth.ERROR,
-                delivered_ns=invocation.delivered_ns,
-                end_ns=time.time_ns(),
-                error_type=error_type,
-                init_duration_ms=init_duration_ms,
-                error={
-                    "errorMessage": f"RequestId: {invocation.request_id} Error: Runtime exited"
-                    f" ({self.end_reason})",
-                    "errorType": error_type,
-                },
-            )
         else:
-            self._log(f"{invocation.request_id} Task timed out after {timeout_s:.2f} seconds")
-            self._shutdown_locked("timeout", "timeout")
-            error_type = "Sandbox.Timedout"
+            # No response: the environment died under the invocation, or it timed out.
+            if answered:
+                outcome, error_type = truth.ERROR, "Runtime.ExitError"
+                message = f"Runtime exited ({self.end_reason})"
+            else:
+                self._log(f"{invocation.request_id} Task timed out after {timeout_s:.2f} seconds")
+                self._shutdown_locked("timeout", "timeout")
+                outcome, error_type = truth.TIMEOUT, "Sandbox.Timedout"
+                message = f"Task timed out after {timeout_s:.2f} seconds"
             served = Served(
                 cold=cold,
-                outcome=truth.TIMEOUT,
+                outcome=outcome,
                 delivered_ns=invocation.delivered_ns,
                 end_ns=time.time_ns(),
                 error_type=error_type,
                 init_duration_ms=init_duration_ms,
                 error={
-                    "errorMessage": f"RequestId: {invocation.request_id} Error: Task timed out"
-                    f" after {timeout_s:.2f} seconds",
+                    "errorMessage": f"RequestId: {invocation.request_id} Error: {message}",
                     "errorType": error_type,
                 },
             )
