@@ -217,10 +217,7 @@ def note_use(
     """Count one use; at the first use after an invocation boundary, begin a reuse."""
     try:
         if state.reuse is None and not state.busy and state.crossed_boundary():
-            fd = None  # not looked up when the socket check would be skipped anyway
-            if time.time_ns() - state.last_use_ns >= _check_min_idle_ns:
-                fd = _fd_or_none(owner, fd_of)
-            begin_reuse(state, fd, closing)
+            begin_reuse(state, _fd_or_none(owner, fd_of), closing)
         state.uses += 1
         state.last_use_ns = time.time_ns()
     except Exception as exc:
