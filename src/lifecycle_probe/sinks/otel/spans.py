@@ -59,18 +59,20 @@ _ids = random.Random()
 os.register_at_fork(after_in_child=_ids.seed)
 
 
+def _random_id(bits: int) -> int:
+    """A random id of ``bits`` bits; never 0, which OpenTelemetry reads as "no id"."""
+    value = _ids.getrandbits(bits)
+    while not value:
+        value = _ids.getrandbits(bits)
+    return value
+
+
 def _span_id() -> int:
-    span_id = _ids.getrandbits(64)
-    while not span_id:
-        span_id = _ids.getrandbits(64)
-    return span_id
+    return _random_id(64)
 
 
 def _trace_id() -> int:
-    trace_id = _ids.getrandbits(128)
-    while not trace_id:
-        trace_id = _ids.getrandbits(128)
-    return trace_id
+    return _random_id(128)
 
 
 def env_sampler() -> Sampler | None:
