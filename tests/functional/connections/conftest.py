@@ -98,6 +98,52 @@ def postgres(psycopg2):
 
 
 @pytest.fixture
+def psycopg(tracking):
+    # GIVEN psycopg 3 tracked (what the post-import hook does once it is registered)
+    from lifecycle_probe.connections import _psycopg
+
+    module = _driver("psycopg")
+    _psycopg.patch(module)
+    return module
+
+
+@pytest.fixture
+def postgres3(psycopg):
+    """Opens tracked psycopg 3 connections (autocommit: idle, not idle in transaction)."""
+
+    def connect():
+        return psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=2)
+
+    try:
+        connect().close()
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
+    opened = Opened(connect)
+    yield opened
+    opened.close_all()
+
+
+@pytest.fixture(params=["psycopg2", "psycopg"])
+def any_postgres(request):
+    """Opens tracked PostgreSQL connections of psycopg2, then of psycopg 3."""
+    return request.getfixturevalue("postgres" if request.param == "psycopg2" else "postgres3")
+
+
+def tracked_state(connection):
+    """The probe's ConnectionState of a tracked connection (psycopg2 keeps it as an
+    attribute of its connection subclass, the drivers patched in place in ``__dict__``)."""
+    state = getattr(connection, "_lifecycle_probe_state", None)
+    return state if state is not None else vars(connection)["_lifecycle_probe_connection"]
+
+
+def run_sql(connection, sql):
+    """Run one statement on a DB-API connection: its rows, or None when it has none."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall() if cursor.description else None
+
+
+@pytest.fixture
 def pymysql(tracking):
     return _driver("pymysql")
 
@@ -182,3 +228,39 @@ def assert_no_secrets(events, caplog):
     assert "dbname=" not in text
     # No query text either.
     assert "SELECT" not in text.upper()
+
+
+def invoke_expecting(function, use, error):
+    """Invoke ``use`` in the probed function, expecting ``error``; check that the caller
+    got the very exception the driver raised inside (unchanged) and return it."""
+    raised = []
+
+    def body():
+        try:
+            use()
+        except Exception as exc:
+            raised.append(exc)
+            raise
+
+    with pytest.raises(error) as caught:
+        function.invoke(body)
+    assert caught.value is raised[0]
+    return caught.value
+
+
+def assert_failed_at_init_connection(event, *, db_system, port, idle_s):
+    """A ``failed`` reuse of a connection made at INIT, idle ``idle_s`` (± 0.3 s), whose
+    socket check saw it dead."""
+    assert event["lifecycle.connection.outcome"] == "failed"
+    assert event["db.system"] == db_system
+    assert event["server.address"] == "127.0.0.1"
+    assert event["server.port"] == port
+    assert event["lifecycle.connection.created_in"] == "init"
+    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
+    assert event["lifecycle.connection.check"] == "dead"
+
+
+def one_stale_warning(caplog):
+    """The one warning line the probe logged about a stale connection."""
+    [line] = [r.getMessage() for r in caplog.records if "stale connection" in r.message]
+    return line

@@ -7,23 +7,23 @@ import time
 import pytest
 
 from lifecycle_probe.connections.tracking import CHECK_MIN_IDLE_S, set_check_min_idle_s
-from tests.functional.connections.conftest import assert_no_secrets
-
-
-def _run(connection, sql):
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall()
+from tests.functional.connections.conftest import (
+    assert_failed_at_init_connection,
+    assert_no_secrets,
+    invoke_expecting,
+    one_stale_warning,
+    run_sql,
+)
 
 
 def _drop_by_wait_timeout(mariadb, connection):
-    _run(connection, "SET SESSION wait_timeout = 1")
+    run_sql(connection, "SET SESSION wait_timeout = 1")
     time.sleep(1.5)
 
 
 def _drop_by_kill(mariadb, connection):
     killer = mariadb()
-    _run(killer, f"KILL {connection.thread_id()}")
+    run_sql(killer, f"KILL {connection.thread_id()}")
     killer.close()
     time.sleep(0.3)
 
@@ -34,35 +34,18 @@ def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
 ):
     # GIVEN a connection made at INIT that the server drops before the next invocation
     connection = mariadb()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     last_use = time.time()
     drop(mariadb, connection)
     idle_s = time.time() - last_use
 
     # WHEN the first invocation queries it
-    raised = []
-
-    def body():
-        try:
-            _run(connection, "SELECT 1")
-        except Exception as exc:
-            raised.append(exc)
-            raise
-
-    with pytest.raises((pymysql.err.OperationalError, pymysql.err.InterfaceError)) as caught:
-        function.invoke(body)
-
     # THEN the driver's own error reached the caller unchanged, and the reuse failed
-    assert caught.value is raised[0]
+    errors = (pymysql.err.OperationalError, pymysql.err.InterfaceError)
+    invoke_expecting(function, lambda: run_sql(connection, "SELECT 1"), errors)
     [event] = function.stale_events()
-    assert event["lifecycle.connection.outcome"] == "failed"
-    assert event["db.system"] == "mysql"
-    assert event["server.address"] == "127.0.0.1"
-    assert event["server.port"] == 3306
-    assert event["lifecycle.connection.created_in"] == "init"
-    assert event["lifecycle.connection.check"] == "dead"
-    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
-    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    assert_failed_at_init_connection(event, db_system="mysql", port=3306, idle_s=idle_s)
+    line = one_stale_warning(warnings_logged)
     assert "pymysql" in line
     assert "127.0.0.1:3306" in line
     assert_no_secrets(function.stale_events(), warnings_logged)
@@ -87,7 +70,7 @@ def test_ping_with_reconnect_is_detected_with_the_cost_of_reconnecting(
     def body():
         with pytest.warns(DeprecationWarning, match="reconnect"):
             connection.ping(reconnect=True)
-        return _run(connection, "SELECT 1")
+        return run_sql(connection, "SELECT 1")
 
     assert function.invoke(body) == ((1,),)
 
@@ -100,15 +83,15 @@ def test_ping_with_reconnect_is_detected_with_the_cost_of_reconnecting(
     assert 0 < event["lifecycle.connection.reconnect_s"] < 2
     assert "reconnecting took" in warnings_logged.text
     # AND the new session counts as made in this invocation: its next reuse says so
-    assert function.invoke(lambda: _run(connection, "SELECT 2")) == ((2,),)
+    assert function.invoke(lambda: run_sql(connection, "SELECT 2")) == ((2,),)
     assert function.stale_events() == []
 
 
 def test_a_connection_used_within_its_timeout_is_not_reported(mariadb, function, warnings_logged):
     connection = mariadb()
-    _run(connection, "SET SESSION wait_timeout = 5")
+    run_sql(connection, "SET SESSION wait_timeout = 5")
     time.sleep(0.2)
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == ((1,),)
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == ((1,),)
     assert function.stale_events() == []
     assert "stale connection" not in warnings_logged.text
     # (tracked all along: silence is not tracking switched off)
@@ -122,7 +105,7 @@ def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
     connection = mariadb()
     assert isinstance(connection, pymysql.connections.Connection)
     time.sleep(0.4)
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == ((1,),)
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == ((1,),)
     [event] = function.stale_events()
     assert event["lifecycle.connection.outcome"] == "risk"
     assert event["lifecycle.connection.check"] == "alive"

@@ -1,4 +1,5 @@
-"""psycopg2 connections made at INIT and reused after the server dropped them."""
+"""PostgreSQL connections made at INIT and reused after the server dropped them: psycopg2,
+and psycopg 3 too where the scenario reads the same for both (`any_postgres`)."""
 
 from __future__ import annotations
 
@@ -6,28 +7,27 @@ import time
 
 import pytest
 
-from tests.functional.connections.conftest import assert_no_secrets
-
-
-def _run(connection, sql):
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall() if cursor.description else None
+from tests.functional.connections.conftest import (
+    assert_failed_at_init_connection,
+    assert_no_secrets,
+    invoke_expecting,
+    one_stale_warning,
+    run_sql,
+    tracked_state,
+)
 
 
 def _drop_by_idle_session_timeout(postgres, connection):
-    _run(connection, "SET idle_session_timeout = '1s'")
+    run_sql(connection, "SET idle_session_timeout = '1s'")
     time.sleep(1.5)
-    return 1.5
 
 
 def _drop_by_terminate_backend(postgres, connection):
     pid = connection.get_backend_pid()
     killer = postgres()
-    assert _run(killer, f"SELECT pg_terminate_backend({pid})") == [(True,)]
+    assert run_sql(killer, f"SELECT pg_terminate_backend({pid})") == [(True,)]
     killer.close()
     time.sleep(0.3)
-    return 0.3
 
 
 @pytest.mark.parametrize(
@@ -38,40 +38,22 @@ def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
 ):
     # GIVEN a connection made at INIT that the server drops before the next invocation
     connection = postgres()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     last_use = time.time()
     drop(postgres, connection)
     idle_s = time.time() - last_use
 
     # WHEN the first invocation queries it
-    raised = []
-
-    def body():
-        try:
-            _run(connection, "SELECT 1")
-        except Exception as exc:
-            raised.append(exc)
-            raise
-
-    with pytest.raises(psycopg2.OperationalError) as caught:
-        function.invoke(body)
-
     # THEN the driver's own error reached the handler's caller, unchanged
-    assert caught.value is raised[0]
+    invoke_expecting(function, lambda: run_sql(connection, "SELECT 1"), psycopg2.OperationalError)
     assert connection.closed == 2
     # AND the reuse is reported as failed, with the socket check having seen it dead
     [event] = function.stale_events()
-    assert event["lifecycle.connection.outcome"] == "failed"
-    assert event["db.system"] == "postgresql"
-    assert event["server.address"] == "127.0.0.1"
-    assert event["server.port"] == 5432
-    assert event["lifecycle.connection.created_in"] == "init"
-    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
+    assert_failed_at_init_connection(event, db_system="postgresql", port=5432, idle_s=idle_s)
     assert event["lifecycle.connection.age_s"] >= event["lifecycle.connection.idle_s"]
-    assert event["lifecycle.connection.check"] == "dead"
     assert event["lifecycle.connection.freezes"] == 1
     # AND one warning names the client, the server and the idle time
-    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    line = one_stale_warning(warnings_logged)
     assert "psycopg2" in line
     assert "127.0.0.1:5432" in line
     assert f"{event['lifecycle.connection.idle_s']:.1f} s idle" in line
@@ -88,13 +70,13 @@ def test_the_socket_is_checked_only_after_a_second_idle(
     set_check_min_idle_s(CHECK_MIN_IDLE_S)
     # AND a connection the server killed, last used at once or (as after a freeze) 2 s ago
     connection = postgres()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     _drop_by_terminate_backend(postgres, connection)
     connection._lifecycle_probe_state.last_use_ns -= int(idle_s * 1e9)
 
     # WHEN the next invocation queries it
     with pytest.raises(psycopg2.OperationalError):
-        function.invoke(lambda: _run(connection, "SELECT 1"))
+        function.invoke(lambda: run_sql(connection, "SELECT 1"))
 
     # THEN the failure is reported either way; the socket was looked at only after 1 s
     [event] = function.stale_events()
@@ -109,15 +91,15 @@ def test_a_back_to_back_reuse_is_counted_and_a_later_failure_says_so(postgres, p
 
     set_check_min_idle_s(CHECK_MIN_IDLE_S)
     connection = postgres()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     # WHEN the first invocation reuses it at once (nothing to look at, nothing to report)
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == [(1,)]
     assert function.stale_events() == []
     # AND the server kills it before a second invocation, 2 s later (as after a freeze)
     _drop_by_terminate_backend(postgres, connection)
     connection._lifecycle_probe_state.last_use_ns -= 2_000_000_000
     with pytest.raises(psycopg2.OperationalError):
-        function.invoke(lambda: _run(connection, "SELECT 1"))
+        function.invoke(lambda: run_sql(connection, "SELECT 1"))
     # THEN the failure counts both boundaries and all three uses
     [event] = function.stale_events()
     assert event["lifecycle.connection.outcome"] == "failed"
@@ -127,36 +109,38 @@ def test_a_back_to_back_reuse_is_counted_and_a_later_failure_says_so(postgres, p
     assert event["lifecycle.connection.created_in"] == "init"
 
 
-def test_a_connection_used_within_its_timeout_is_not_reported(postgres, function, warnings_logged):
+def test_a_connection_used_within_its_timeout_is_not_reported(
+    any_postgres, function, warnings_logged
+):
     # GIVEN a connection made at INIT with a server idle timeout far longer than the pause
-    connection = postgres()
-    _run(connection, "SET idle_session_timeout = '5s'")
+    connection = any_postgres()
+    run_sql(connection, "SET idle_session_timeout = '5s'")
     time.sleep(0.2)
 
     # WHEN two invocations use it
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
-    assert function.invoke(lambda: _run(connection, "SELECT 2")) == [(2,)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == [(1,)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT 2")) == [(2,)]
 
     # THEN nothing is reported
     assert function.stale_events(0) == []
     assert function.stale_events(1) == []
     assert "stale connection" not in warnings_logged.text
     # (tracked all along: silence is not tracking switched off)
-    assert connection._lifecycle_probe_state.uses == 3
-    assert connection._lifecycle_probe_state.freezes == 2
+    assert tracked_state(connection).uses == 3
+    assert tracked_state(connection).freezes == 2
 
 
 def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
-    postgres, tracking, function, warnings_logged
+    any_postgres, tracking, function, warnings_logged
 ):
     # GIVEN a risk threshold of 0.2 s and a connection made during the first invocation
     tracking(0.2)
-    connection = function.invoke(postgres)
-    _run(connection, "SELECT 1")  # used after the handler returned: still invocation 1
+    connection = function.invoke(any_postgres)
+    run_sql(connection, "SELECT 1")  # used after the handler returned: still invocation 1
     time.sleep(0.4)
 
     # WHEN the next invocation uses it, and it works
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == [(1,)]
 
     # THEN it is reported as a risk
     [event] = function.stale_events()
@@ -171,9 +155,9 @@ def test_a_long_last_query_is_use_not_idle_time(postgres, tracking, function):
     # GIVEN a risk threshold of 1 s, and a first invocation whose last query takes 1.2 s
     tracking(1.0)
     connection = postgres()
-    assert function.invoke(lambda: _run(connection, "SELECT pg_sleep(1.2)")) == [("",)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT pg_sleep(1.2)")) == [("",)]
     # WHEN the next invocation reuses the connection straight away
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
+    assert function.invoke(lambda: run_sql(connection, "SELECT 1")) == [(1,)]
     # THEN it sat idle for no time at all: nothing to report
     assert function.stale_events() == []
 

@@ -9,52 +9,23 @@ import pytest
 from lifecycle_probe.connections import _psycopg
 from tests.functional.connections.conftest import (
     POSTGRES_DSN,
-    Opened,
-    _driver,
+    assert_failed_at_init_connection,
     assert_no_secrets,
-    unavailable,
+    invoke_expecting,
+    one_stale_warning,
+    run_sql,
 )
 
 
-@pytest.fixture
-def psycopg(tracking):
-    # GIVEN psycopg 3 tracked (what the post-import hook does once it is registered)
-    module = _driver("psycopg")
-    _psycopg.patch(module)
-    return module
-
-
-@pytest.fixture
-def postgres3(psycopg):
-    """Opens tracked psycopg 3 connections (autocommit: idle, not idle in transaction)."""
-
-    def connect():
-        return psycopg.connect(POSTGRES_DSN, autocommit=True, connect_timeout=2)
-
-    try:
-        connect().close()
-    except psycopg.OperationalError as exc:
-        unavailable(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    opened = Opened(connect)
-    yield opened
-    opened.close_all()
-
-
-def _run(connection, sql):
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        return cursor.fetchall() if cursor.description else None
-
-
 def _drop_by_idle_session_timeout(postgres3, connection):
-    _run(connection, "SET idle_session_timeout = '1s'")
+    run_sql(connection, "SET idle_session_timeout = '1s'")
     time.sleep(1.5)
 
 
 def _drop_by_terminate_backend(postgres3, connection):
     pid = connection.info.backend_pid
     killer = postgres3()
-    assert _run(killer, f"SELECT pg_terminate_backend({pid})") == [(True,)]
+    assert run_sql(killer, f"SELECT pg_terminate_backend({pid})") == [(True,)]
     killer.close()
     time.sleep(0.3)
 
@@ -67,81 +38,28 @@ def test_a_query_on_a_connection_dropped_while_frozen_fails_and_is_reported(
 ):
     # GIVEN a connection made at INIT that the server drops before the next invocation
     connection = postgres3()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     last_use = time.time()
     drop(postgres3, connection)
     idle_s = time.time() - last_use
 
     # WHEN the first invocation queries it
-    raised = []
-
-    def body():
-        try:
-            _run(connection, "SELECT 1")
-        except Exception as exc:
-            raised.append(exc)
-            raise
-
-    with pytest.raises(psycopg.OperationalError) as caught:
-        function.invoke(body)
-
     # THEN the driver's own error reached the handler's caller, unchanged
-    assert caught.value is raised[0]
+    error = invoke_expecting(
+        function, lambda: run_sql(connection, "SELECT 1"), psycopg.OperationalError
+    )
     assert connection.broken
     # AND the reuse is reported as failed, with the socket check having seen it dead
     [event] = function.stale_events()
-    assert event["lifecycle.connection.outcome"] == "failed"
-    assert event["db.system"] == "postgresql"
-    assert event["server.address"] == "127.0.0.1"
-    assert event["server.port"] == 5432
-    assert event["lifecycle.connection.created_in"] == "init"
-    assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
+    assert_failed_at_init_connection(event, db_system="postgresql", port=5432, idle_s=idle_s)
     assert event["lifecycle.connection.age_s"] >= event["lifecycle.connection.idle_s"]
-    assert event["lifecycle.connection.check"] == "dead"
     assert event["lifecycle.connection.freezes"] == 1
-    assert event["error.type"] == type(caught.value).__qualname__
+    assert event["error.type"] == type(error).__qualname__
     # AND one warning names the client, the server and the idle time
-    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    line = one_stale_warning(warnings_logged)
     assert "psycopg connection" in line
     assert "127.0.0.1:5432" in line
     assert f"{event['lifecycle.connection.idle_s']:.1f} s idle" in line
-    assert_no_secrets(function.stale_events(), warnings_logged)
-
-
-def test_a_connection_used_within_its_timeout_is_not_reported(postgres3, function, warnings_logged):
-    # GIVEN a connection made at INIT with a server idle timeout far longer than the pause
-    connection = postgres3()
-    _run(connection, "SET idle_session_timeout = '5s'")
-    time.sleep(0.2)
-
-    # WHEN two invocations use it
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
-    assert function.invoke(lambda: _run(connection, "SELECT 2")) == [(2,)]
-
-    # THEN nothing is reported
-    assert function.stale_events(0) == []
-    assert function.stale_events(1) == []
-    assert "stale connection" not in warnings_logged.text
-
-
-def test_a_live_connection_idle_longer_than_the_threshold_is_a_risk(
-    postgres3, tracking, function, warnings_logged
-):
-    # GIVEN a risk threshold of 0.2 s and a connection made during the first invocation
-    tracking(0.2)
-    connection = function.invoke(postgres3)
-    _run(connection, "SELECT 1")  # used after the handler returned: still invocation 1
-    time.sleep(0.4)
-
-    # WHEN the next invocation uses it, and it works
-    assert function.invoke(lambda: _run(connection, "SELECT 1")) == [(1,)]
-
-    # THEN it is reported as a risk
-    [event] = function.stale_events()
-    assert event["lifecycle.connection.outcome"] == "risk"
-    assert event["lifecycle.connection.created_in"] == "invocation:1"
-    assert event["lifecycle.connection.check"] == "alive"
-    assert event["lifecycle.connection.idle_s"] == pytest.approx(0.4, abs=0.2)
     assert_no_secrets(function.stale_events(), warnings_logged)
 
 
@@ -150,7 +68,7 @@ def test_a_connection_the_user_closed_is_not_reported_as_failed(
 ):
     # GIVEN a connection made at INIT and closed by the user's own code
     connection = postgres3()
-    _run(connection, "SELECT 1")
+    run_sql(connection, "SELECT 1")
     connection.close()
 
     # WHEN the next invocation uses it anyway
@@ -205,4 +123,4 @@ def test_a_tracking_failure_leaves_the_connection_working_untracked(
 
     # THEN the user's code never sees it: the connection works, only untracked
     assert _psycopg.STATE not in vars(connection)
-    assert _run(connection, "SELECT 1") == [(1,)]
+    assert run_sql(connection, "SELECT 1") == [(1,)]

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.functional.connections.conftest import assert_no_secrets
+from tests.functional.connections.conftest import assert_no_secrets, one_stale_warning
 
 
 def test_a_killed_pooled_connection_is_detected_and_replaced_transparently(
@@ -34,7 +34,7 @@ def test_a_killed_pooled_connection_is_detected_and_replaced_transparently(
     assert event["lifecycle.connection.check"] == "dead"
     assert event["lifecycle.connection.idle_s"] == pytest.approx(idle_s, abs=0.3)
     assert 0 < event["lifecycle.connection.reconnect_s"] < 2
-    [line] = [r.getMessage() for r in warnings_logged.records if "stale connection" in r.message]
+    line = one_stale_warning(warnings_logged)
     assert "redis-py" in line
     assert "127.0.0.1:6379" in line
     assert_no_secrets(function.stale_events(), warnings_logged)
