@@ -48,6 +48,19 @@ _DEFAULTS: dict[str, Any] = {
     "connections": True,
     "stale_idle_s": 60.0,
     "globals": "warn",
+    # CloudWatch EMF (the ``emf`` exporter). Namespace and service come from the options,
+    # else Powertools' own variables (below), else these defaults: no service means no
+    # ``service`` dimension, as with Powertools.
+    "namespace": "LifecycleProbe",
+    "service": None,
+    "emf_high_resolution": False,
+}
+
+# Options read from another tool's variable instead of ``LIFECYCLE_PROBE_<NAME>``: the
+# probe meets Powertools users where their configuration already is.
+_VARIABLES = {
+    "namespace": "POWERTOOLS_METRICS_NAMESPACE",
+    "service": "POWERTOOLS_SERVICE_NAME",
 }
 
 
@@ -66,6 +79,9 @@ class Config(Record):
     connections: bool = field(7)
     stale_idle_s: float = field(8)
     globals: str = field(9)
+    namespace: str = field(10)
+    service: str | None = field(11)
+    emf_high_resolution: bool = field(12)
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Config:
@@ -91,7 +107,7 @@ class Config(Record):
             if given is not None:
                 values.append(_parse_or_default(f"argument {name}", given, parse, default))
                 continue
-            variable = "LIFECYCLE_PROBE_" + name.upper()
+            variable = _VARIABLES.get(name) or "LIFECYCLE_PROBE_" + name.upper()
             raw = env.get(variable)
             if raw is None or not raw.strip():
                 values.append(default)
@@ -185,6 +201,28 @@ def _parse_path(raw: Any) -> str:
     return text
 
 
+def _parse_namespace(raw: Any) -> str:
+    # CloudWatch's rules for a namespace; EMF with a bad one is dropped by CloudWatch
+    # without a word, so it is refused here, where a warning can still say why.
+    text = str(raw).strip()
+    if not 1 <= len(text) <= 255:
+        raise ValueError("a CloudWatch namespace has 1 to 255 characters")
+    if text.startswith("AWS/"):
+        raise ValueError("namespaces starting with 'AWS/' are reserved for AWS")
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_/#: ")
+    if not set(text) <= allowed:
+        raise ValueError("allowed: letters, digits, space and . - _ / # :")
+    return text
+
+
+def _parse_dimension_value(raw: Any) -> str:
+    # A CloudWatch dimension value: 1 to 1024 ASCII characters, not only white space.
+    text = str(raw).strip()
+    if not 1 <= len(text) <= 1024 or not text.isascii() or not text.isprintable():
+        raise ValueError("a CloudWatch dimension value has 1 to 1024 printable ASCII characters")
+    return text
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "disabled": _parse_bool,
     "exporter": _parse_exporters,
@@ -196,4 +234,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "connections": _parse_bool,
     "stale_idle_s": _parse_non_negative_float,
     "globals": _choice(GLOBALS_MODES),
+    "namespace": _parse_namespace,
+    "service": _parse_dimension_value,
+    "emf_high_resolution": _parse_bool,
 }

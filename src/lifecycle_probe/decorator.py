@@ -120,14 +120,37 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     return invocation  # type: ignore[return-value]
 
 
+# The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler. Read
+# from os.environ's own bytes mapping: ``environ.get`` re-encodes the key on every call and
+# raises and catches a KeyError when the variable is absent (~1 us outside Lambda).
+_TRACE_VARIABLE = "_X_AMZN_TRACE_ID"
+try:
+    _environ_bytes: Any = environ._data  # type: ignore[attr-defined]
+    _TRACE_KEY: Any = environ.encodekey(_TRACE_VARIABLE)
+except AttributeError:  # another Python's os.environ: the public way
+    _environ_bytes = None
+
+
+def _trace_header() -> str | None:
+    if _environ_bytes is None:
+        return environ.get(_TRACE_VARIABLE)
+    value = _environ_bytes.get(_TRACE_KEY)
+    # (what os.environ's own decodevalue does, without its Python-level call)
+    return None if value is None else value.decode("utf-8", "surrogateescape")
+
+
 def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
     """The trigger and the incoming trace context (X-Ray, then W3C headers) of an event."""
     traceparent, tracestate = w3c_context_of(event)
-    # The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler.
-    return trigger_of(event), environ.get("_X_AMZN_TRACE_ID"), traceparent, tracestate
+    return trigger_of(event), _trace_header(), traceparent, tracestate
 
 
 def _deadline_ns(context: Any, now_ns: int) -> int | None:
+    # awslambdaric's context keeps the deadline itself: read it rather than ask for the
+    # remaining time (a clock read and arithmetic, then our own back to a deadline).
+    deadline_ms = getattr(context, "_epoch_deadline_time_in_ms", None)
+    if type(deadline_ms) is int:
+        return deadline_ms * 1_000_000
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
@@ -149,11 +172,11 @@ def _finish(
 ) -> None:
     try:
         end_ns = time.time_ns()
-        environment.end_invocation(end_ns)
+        unreported = environment.end_invocation(end_ns, facts.invocation_seq)
         in_flight.reset(token)
         if incoming is None:
             return  # ``exporter="none"``: nobody to hand a record to
-        if not environment.claim_report(facts.invocation_seq):
+        if not unreported:
             return  # reported as a timeout just before the deadline; it finished after all
         outcome = OK if exc is None else ERROR
         error_type = None if exc is None else type(exc).__qualname__

@@ -321,14 +321,17 @@ class Environment:
                 self.timeout_reported = seq
             return True
 
-    def end_invocation(self, end_ns: int) -> None:
-        """The handler has returned or raised: the environment may now be frozen."""
+    def end_invocation(self, end_ns: int, seq: int = 0) -> bool:
+        """The handler of invocation ``seq`` has returned or raised: the environment may now
+        be frozen. Returns whether its record is still to be exported: False when it was
+        exported as a timeout just before the deadline (see :meth:`claim_report`)."""
         with self._lock:
             self.last_end_ns = end_ns
             self.in_flight -= 1
             if not self.in_flight:
                 self.in_flight_facts = None
                 self.in_flight_capture = None
+            return self.timeout_reported != seq
 
     def _close_init(self, now_ns: int) -> InitRecord:
         if self.init_end_ns is None:

@@ -1,36 +1,47 @@
 """The zero-code entry point: ``_HANDLER=lifecycle_probe.handler.handler``.
 
 The layer's exec wrapper moves the function's own handler into
-``LIFECYCLE_PROBE_HANDLER`` and points ``_HANDLER`` here. Importing this module imports
-the function's module, as the runtime would have, and wraps its handler with ``@probe``.
+``LIFECYCLE_PROBE_HANDLER`` and points ``_HANDLER`` here. Importing this module starts the
+import tracer, then resolves the function's handler as the runtime would have (importing
+its module) and wraps it with ``@probe``.
+
+A failed INIT reaches Lambda as it would without the probe (see ``init_failure``): the
+runtime's own error for a bad handler setting or module, and for an exception raised by
+the function's INIT code the same exception, with the same frames.
 """
 
 from __future__ import annotations
 
 import os
-from importlib import import_module
+import sys
 
-from lifecycle_probe.decorator import probe
-from lifecycle_probe.imports import handler_module_name
+# Before the decorator, whose import starts the import tracer: the probe's own modules
+# are no imports of the function's INIT.
+from lifecycle_probe.init_failure import (  # isort: skip
+    export_init_failure,
+    find_runtime,
+    load_handler,
+    runtime_traceback,
+)
+from lifecycle_probe.decorator import probe  # isort: skip
+from lifecycle_probe.imports import probe_work
 from lifecycle_probe.installation import install
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Callable
-    from typing import Any
-
-
-def _load_target(spec: str | None) -> Callable[..., Any]:
-    module_name = handler_module_name(spec)
-    if spec is None or module_name is None:
-        # Without the user's handler there is nothing to run: fail INIT with a clear error.
-        raise RuntimeError(
-            "LIFECYCLE_PROBE_HANDLER is not set to 'module.function'; the exec wrapper "
-            f"sets it from _HANDLER (got {spec!r})"
-        )
-    function: Callable[..., Any] = getattr(import_module(module_name), spec.rsplit(".", 1)[1])
-    return function
-
-
 install()
-handler = probe(_load_target(os.environ.get("LIFECYCLE_PROBE_HANDLER")))
+_spec = os.environ.get("LIFECYCLE_PROBE_HANDLER")
+_runtime = find_runtime()
+try:
+    _function = load_handler(_spec, _runtime)
+    with probe_work():  # the sinks' modules are the probe's imports, not the function's
+        handler = probe(_function)
+except BaseException as _failure:
+    export_init_failure(_failure, _spec, _runtime)
+    _traceback = runtime_traceback(_failure, _runtime)
+    if sys.version_info >= (3, 11):
+        # A bare raise adds no frame of this module: the runtime sees its own frames, the
+        # import machinery's, then the function's, as it would without the probe.
+        _failure.__traceback__ = _traceback
+        raise
+    # Before 3.11 a bare raise keeps the traceback it was caught with: this module's frame
+    # is the one left between the import machinery and the function's frames.
+    raise _failure.with_traceback(_traceback)  # noqa: B904 - the same exception, re-raised

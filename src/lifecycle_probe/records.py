@@ -362,3 +362,79 @@ class InvocationRecord(Record):
         """Handler duration in seconds, as the probe saw it."""
         start = self.facts.invoke_start_ns
         return 0.0 if start is None else (self.end_ns - start) / 1e9
+
+
+class InitFailureRecord(Record):
+    """An INIT that failed: the function's module could not be imported or raised.
+
+    Exported on its own, before the runtime reports the error and exits. Only the error's
+    type is kept: its message may quote a DSN, a path with a secret, or a line of code.
+    """
+
+    __slots__ = ()
+    _fields = (
+        "environment_id",
+        "init_type",
+        "start_ns",
+        "end_ns",
+        "start_source",
+        "error_type",
+        "function",
+        "handler",
+        "imports",
+        "imports_traced_from_ns",
+        "pid",
+    )
+    environment_id: str = field(0)
+    init_type: str = field(1)
+    start_ns: int = field(2)
+    # When the failure reached the probe: the end of the failed INIT.
+    end_ns: int = field(3)
+    start_source: str = field(4)
+    # The Lambda error type the runtime reports (``Runtime.ImportModuleError``, ...), or the
+    # exception's qualified name for an exception raised by the function's own INIT code.
+    error_type: str = field(5)
+    function: FunctionFacts = field(6)
+    # The function's handler setting (``module.function``), which names no secret.
+    handler: str | None = field(7)
+    # The imports of the failed INIT up to the failure, as the import tracer saw them.
+    imports: tuple[ImportRecord, ...] = field(8)
+    imports_traced_from_ns: int | None = field(9)
+    pid: int = field(10)
+
+    def __new__(
+        cls,
+        *,
+        environment_id: str,
+        init_type: str,
+        start_ns: int,
+        end_ns: int,
+        start_source: str,
+        error_type: str,
+        function: FunctionFacts,
+        handler: str | None = None,
+        imports: tuple[ImportRecord, ...] = (),
+        imports_traced_from_ns: int | None = None,
+        pid: int = 0,
+    ) -> InitFailureRecord:
+        return tuple.__new__(
+            cls,
+            (
+                environment_id,
+                init_type,
+                start_ns,
+                end_ns,
+                start_source,
+                error_type,
+                function,
+                handler,
+                imports,
+                imports_traced_from_ns,
+                pid,
+            ),
+        )
+
+    @property
+    def duration_s(self) -> float:
+        """How long the failed INIT ran, in seconds."""
+        return (self.end_ns - self.start_ns) / 1e9

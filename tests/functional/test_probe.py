@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import sys
 import threading
 import traceback
 
@@ -204,14 +205,25 @@ def test_broken_capture_falls_back_to_calling_the_handler(monkeypatch, caplog):
     assert "invocation start failed" in caplog.records[0].getMessage()
 
 
-def test_unavailable_exporter_is_reported_once_and_nothing_raises(caplog):
+def test_emf_without_powertools_warns_once_says_what_to_install_and_leaves_the_handler(
+    caplog, capsys, monkeypatch
+):
+    # GIVEN a trimmed layer without Powertools (every module of it fails to import)
+    for name in list(sys.modules):
+        if name == "aws_lambda_powertools" or name.startswith("aws_lambda_powertools."):
+            monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "aws_lambda_powertools", None)
+    result = object()
+    # WHEN a handler probed with the emf exporter runs twice
     with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
-        handler = probe(exporter="emf")(lambda event, context: 7)
-        assert handler({}, None) == 7
-        assert handler({}, None) == 7
+        handler = probe(exporter="emf")(lambda event, context: result)
+        assert handler({}, None) is result
+        assert handler({}, None) is result
+    # THEN one warning names the package to install, and no EMF was written
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 1
-    assert "'emf' is not available" in messages[0]
+    assert "pip install aws-lambda-powertools" in messages[0]
+    assert '"_aws"' not in capsys.readouterr().out
 
 
 def test_console_sink_writes_one_json_line_per_record_and_no_event_payload():

@@ -15,12 +15,14 @@ from __future__ import annotations
 import _socket
 import _thread
 import errno
+import os
 import select
 import time
 from time import time_ns as _time_ns
 
-from lifecycle_probe._safe import get_logger, report_failure
+from lifecycle_probe._safe import report_failure
 from lifecycle_probe.environment import current_environment, probe_threads
+from lifecycle_probe.facts import in_flight
 from lifecycle_probe.records import LifecycleEvent
 
 TYPE_CHECKING = False
@@ -290,7 +292,11 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
     if exc is not None and outcome == FAILED:
         # The type only: an error's message may quote the DSN or the query.
         attributes.append(("error.type", type(exc).__qualname__))
-    current_environment().add_event(LifecycleEvent(STALE_EVENT, time.time_ns(), tuple(attributes)))
+    from lifecycle_probe.loglines import STALE_CONNECTION, WARNING, write_line
+
+    event_ns = time.time_ns()
+    environment = current_environment()
+    environment.add_event(LifecycleEvent(STALE_EVENT, event_ns, tuple(attributes)))
     where = state.address if state.port is None else f"{state.address}:{state.port}"
     if outcome == FAILED:
         what = "failed on reuse"
@@ -301,16 +307,26 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
         what = "was found dead on reuse"
     else:
         what = "was reused and worked"
-    get_logger().warning(
-        "lifecycle_probe: stale connection (%s): %s connection to %s %s after %.1f s idle "
-        "(created in %s, lived through %d freezes)",
-        outcome,
-        state.client,
-        where,
-        what,
-        reuse.idle_s,
-        reuse.created_in,
-        reuse.freezes,
+    message = (
+        f"lifecycle_probe: stale connection ({outcome}): {state.client} connection to "
+        f"{where} {what} after {reuse.idle_s:.1f} s idle (created in {reuse.created_in}, "
+        f"lived through {reuse.freezes} freezes)"
+    )
+    # The same facts as the span event, with names a log query can use as they are.
+    fields = {
+        name.replace("lifecycle.connection.", "connection_").replace(".", "_"): value
+        for name, value in attributes
+    }
+    fields["connection_client"] = state.client
+    write_line(
+        STALE_CONNECTION,
+        WARNING,
+        message,
+        fields,
+        facts=in_flight.get(),
+        function=environment.function,
+        xray_header=os.environ.get("_X_AMZN_TRACE_ID"),
+        time_ns=event_ns,
     )
 
 

@@ -1,18 +1,18 @@
 """Sinks: where finished records go. Each one only translates records; none captures.
 
-A sink is built from the configured exporter names: ``console``, and one OpenTelemetry
-sink for ``otlp`` and ``otlp-file`` together. ``emf`` arrives in a later release: naming
-it is reported once and skipped, never raised.
+A sink is built from the configured exporter names: ``console``, ``emf``, and one
+OpenTelemetry sink for ``otlp`` and ``otlp-file`` together; the log sink (the INIT report
+and timeout lines) goes with all of them.
 """
 
 from __future__ import annotations
 
-from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe._safe import report_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lifecycle_probe.config import Config
-    from lifecycle_probe.records import InvocationRecord
+    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
 
 
 class Sink:
@@ -23,6 +23,11 @@ class Sink:
     def export(self, record: InvocationRecord) -> None:
         """Hand over one finished invocation (with its INIT record on the first one)."""
         raise NotImplementedError
+
+    def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
+        """Deliver a failed INIT before the runtime exits, within ``timeout_s`` (no buffering:
+        the process is about to end)."""
+        return
 
     def flush(self, timeout_s: float) -> None:
         """Push out anything buffered, within ``timeout_s``."""
@@ -50,29 +55,35 @@ def remove_process_sink(sink: Sink) -> None:
 
 
 def build_sinks(config: Config) -> tuple[Sink, ...]:
-    """The sinks named by ``config.exporter``, in order."""
+    """The sinks named by ``config.exporter``, in order, and the probe's log lines."""
+    if "none" in config.exporter:
+        return ()
+    from lifecycle_probe.sinks.flush import attach_flushing
+
     sinks: list[Sink] = []
     otlp = [name for name in config.exporter if name in ("otlp", "otlp-file")]
     for name in config.exporter:
-        if name == "none":
-            return ()
         if name == "console":
             from lifecycle_probe.sinks.console import ConsoleSink
 
             sinks.append(ConsoleSink())
-        elif name in otlp:
-            if name == otlp[0]:  # one OpenTelemetry pipeline serves both OTLP exporters
-                from lifecycle_probe.sinks.flush import attach_flushing
-                from lifecycle_probe.sinks.otel import OtelSink
+        elif name == "emf":
+            from lifecycle_probe.sinks.emf import EmfSink
 
-                sinks.append(attach_flushing(OtelSink(config, otlp), config))
-        else:
-            warn_once(
-                f"sink:unavailable:{name}",
-                "lifecycle_probe: exporter %r is not available in this version; "
-                "its records are dropped (available: otlp, otlp-file, console, none)",
-                name,
-            )
+            sinks.append(attach_flushing(EmfSink(config), config))
+        elif name == otlp[0]:  # one OpenTelemetry pipeline serves both OTLP exporters
+            from lifecycle_probe.sinks.otel import OtelSink
+
+            sinks.append(attach_flushing(OtelSink(config, otlp), config))
+    # The INIT report and timeout lines go with every exporter (README "Log lines"), after
+    # the response when another sink has the internal extension: never an extension (a
+    # thread Lambda waits for at every invocation) for a few lines of their own.
+    from lifecycle_probe.sinks.log import LogSink
+
+    log = LogSink(config)
+    if any(getattr(sink, "extension", None) is not None for sink in sinks):
+        log = attach_flushing(log, config)
+    sinks.append(log)
     return tuple(sinks)
 
 
@@ -83,5 +94,25 @@ def export_to(sinks: tuple[Sink, ...], record: InvocationRecord) -> None:
     for sink in sinks:
         try:
             sink.export(record)
+        except Exception as exc:
+            report_failure(f"{sink.name} sink", exc)
+
+
+def export_init_failure_to(
+    sinks: tuple[Sink, ...], failure: InitFailureRecord, timeout_s: float
+) -> None:
+    """Hand a failed INIT to ``sinks`` and the process sinks, all within ``timeout_s``.
+
+    Each sink gets what is left of the one bound, behind its own guard: the runtime
+    reports the error and exits right after, and must not wait longer than the bound.
+    """
+    import time
+
+    if process_sinks:
+        sinks = sinks + tuple(process_sinks)
+    deadline = time.monotonic() + timeout_s
+    for sink in sinks:
+        try:
+            sink.export_init_failure(failure, max(0.0, deadline - time.monotonic()))
         except Exception as exc:
             report_failure(f"{sink.name} sink", exc)

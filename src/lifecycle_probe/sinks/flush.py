@@ -7,16 +7,42 @@ returns, bounded by ``LIFECYCLE_PROBE_FLUSH_TIMEOUT_MS`` and the remaining time.
 
 from __future__ import annotations
 
+import os
+from _queue import Empty, SimpleQueue
+
+from lifecycle_probe._safe import report_failure
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.records import SOURCE_RUNTIME
+from lifecycle_probe.sinks import Sink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
     from lifecycle_probe.config import Config
+    from lifecycle_probe.extension import InternalExtension
+    from lifecycle_probe.records import InvocationRecord
     from lifecycle_probe.sinks.otel import OtelSink
 
+    Flushed = TypeVar("Flushed", bound="OtelSink | BufferedSink")
 
-def attach_flushing(sink: OtelSink, config: Config) -> OtelSink:
+# Records a buffered sink keeps while nothing drains it (an extension that stopped).
+MAX_BUFFERED = 1000
+
+# Bumped in a forked child: a buffered sink then drops what its parent had queued. One
+# hook for all sinks, so that the hot path compares two ints instead of asking getpid().
+_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def attach_flushing(sink: Flushed, config: Config) -> Flushed:
     """Give ``sink`` its flush: the extension's after the response, or its own sync one."""
     if config.flush != "after-response":
         return sink
@@ -29,3 +55,55 @@ def attach_flushing(sink: OtelSink, config: Config) -> OtelSink:
         sink.extension = extension
         extension.add_flush(sink.drain)
     return sink
+
+
+class BufferedSink(Sink):
+    """A sink that writes locally (standard output) after the response when it can.
+
+    ``export`` runs on the caller's path: it keeps what :meth:`prepare` decides there and
+    queues it. The queue is written by :meth:`write` from the internal extension after the
+    response or, with no extension registered, at once.
+    """
+
+    def __init__(self) -> None:
+        self.extension: InternalExtension | None = None
+        # A C queue: thread-safe without a lock of ours, the cheapest put there is.
+        self._queue: SimpleQueue[Any] = SimpleQueue()
+        self._generation = _generation
+
+    def prepare(self, record: InvocationRecord) -> Any:
+        """What must be decided on the caller's path, before the response (the record)."""
+        return record
+
+    def write(self, item: Any) -> None:
+        """Write one prepared item."""
+        raise NotImplementedError
+
+    def export(self, record: InvocationRecord) -> None:
+        item = self.prepare(record)
+        if self._generation != _generation:
+            # A forked child: what the parent queued is the parent's to write.
+            self._generation, self._queue = _generation, SimpleQueue()
+        queue = self._queue
+        queue.put(item)
+        if queue.qsize() > MAX_BUFFERED:
+            queue.get_nowait()  # nothing drains (an extension that stopped): oldest out
+        extension = self.extension
+        if extension is None or not extension.registered:
+            self.drain(0.0)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Write everything queued (local writes: the bound is not needed to stop a hang)."""
+        queue = self._queue
+        while True:
+            try:
+                item = queue.get_nowait()
+            except Empty:
+                return True
+            try:
+                self.write(item)
+            except Exception as exc:
+                report_failure(f"{self.name} sink", exc)
+
+    def flush(self, timeout_s: float) -> None:
+        self.drain(timeout_s)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from lifecycle_probe.emulator.keepalive import Server
+from tests.emf_spec import emf_problems, json_lines, metric_values
 from tests.integration.probe.stale import (
     FREEZE_S,
     SERVER_IDLE_TIMEOUT_S,
@@ -259,3 +260,34 @@ def test_an_init_connection_reused_within_its_timeout_is_not_reported(
     assert set(spans) == {first.request_id, second.request_id}
     assert all(stale_events(span) == [] for span in spans.values())
     assert stale_counts(points) == {}
+
+
+def test_stale_connection_in_emf_and_one_json_log_line(
+    local_lambda, probe_handlers, tmp_path, keepalive_server, urllib3_env
+):
+    # GIVEN the urllib3 function with the default exporter (EMF) and JSON logs
+    env = function_env(tmp_path / "unused.jsonl", urllib3_env)
+    env.update({"LIFECYCLE_PROBE_EXPORTER": "emf", "AWS_LAMBDA_LOG_FORMAT": "JSON"})
+    emulator = local_lambda("stale_http.handler", probe_handlers, env=env, log_dir=tmp_path)
+    # WHEN its keep-alive connection is dropped while the environment is frozen
+    _first, second = freeze_and_reuse(emulator)
+    lines = json_lines(emulator.logs(second.environment))
+    # THEN the second invocation's EMF counts one detected stale connection
+    (document,) = [
+        d for d in lines if "_aws" in d and d.get("function_request_id") == second.request_id
+    ]
+    assert emf_problems(document) == []
+    assert metric_values(document)["StaleConnectionDetected"] == [1.0]
+    assert "StaleConnectionFailed" not in metric_values(document)
+    # and one JSON warning line says so, joined to the invocation, with no URL path or DSN
+    (line,) = [d for d in lines if d.get("lifecycle_probe") == "stale_connection"]
+    assert line["level"] == "WARNING"
+    assert line["function_request_id"] == line["requestId"] == second.request_id
+    assert line["lifecycle_invocation_seq"] == 2
+    assert line["cold_start"] is False
+    assert line["connection_outcome"] == "detected"
+    assert line["connection_client"] == "urllib3"
+    assert line["server_port"] == keepalive_server.port
+    assert line["connection_created_in"] == "init"
+    assert line["connection_idle_s"] >= 1.0
+    assert "stale connection (detected): urllib3 connection to 127.0.0.1" in line["message"]

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.config import Config
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import InvocationRecord
+    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
     from lifecycle_probe.sinks.otel.pipeline import Pipeline
 
 
@@ -75,6 +75,8 @@ class OtelSink(Sink):
         self._span_exporter = span_exporter
         self._metric_exporter = metric_exporter
         self._queue: list[InvocationRecord] = []
+        # A failed INIT waiting for its export (at most one per process, in practice).
+        self._failures: list[InitFailureRecord] = []
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
         self._pipeline: Pipeline | None = None
@@ -98,6 +100,7 @@ class OtelSink(Sink):
         self._drain_lock = _thread.allocate_lock()
         self._worker_pid = None
         self._queue = []
+        self._failures = []
         if self._pipeline is not None:
             self._pipeline.abandon()
             self._pipeline = None
@@ -116,6 +119,22 @@ class OtelSink(Sink):
         extension = self.extension
         if extension is None or not extension.registered:
             self.drain(self.sync_budget_s(record))
+
+    def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
+        """Export a failed INIT now: its ``lambda.init`` span, its imports and
+        ``faas.init_errors``, waiting at most ``timeout_s`` (the process exits next).
+
+        Whatever else is queued goes along. The SDK is imported on the sink's own thread,
+        inside the bound: an export that has not finished by then is abandoned with the
+        process.
+        """
+        if self.disabled:
+            return
+        if self._pid != os.getpid():
+            self._forked()
+        with self._queue_lock:
+            self._failures.append(failure)
+        self.drain(timeout_s)
 
     def sync_budget_s(self, record: InvocationRecord) -> float:
         """How long a flush before the response may take: the flush timeout, and never
@@ -188,14 +207,15 @@ class OtelSink(Sink):
         with self._drain_lock, probe_work():
             with self._queue_lock:
                 records, self._queue = self._queue, []
+                failures, self._failures = self._failures, []
             if self._pipeline is None:
-                if not records:
+                if not records and not failures:
                     return True
                 from lifecycle_probe.sinks.otel.pipeline import Pipeline
 
                 self._pipeline = Pipeline(
                     self._config,
-                    records[0].function,
+                    records[0].function if records else failures[0].function,
                     self._exporters,
                     self._span_exporter,
                     self._metric_exporter,
@@ -204,6 +224,11 @@ class OtelSink(Sink):
             for record in records:
                 try:
                     pipeline.emit(record)
+                except Exception as exc:
+                    report_failure("OpenTelemetry span/metric building", exc)
+            for failure in failures:
+                try:
+                    pipeline.emit_init_failure(failure)
                 except Exception as exc:
                     report_failure("OpenTelemetry span/metric building", exc)
             return pipeline.flush(max(0.0, deadline - time.monotonic()))

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from lifecycle_probe.records import InvocationRecord
+    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
 
 Attributes = tuple[tuple[str, Any], ...]
 
@@ -70,6 +70,9 @@ INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     ("lifecycle.invocation_seq", "{invocation}", SEQUENCE),
     ("lifecycle.connection.stale", "{event}", None),
     ("lifecycle.global.leaks", "{event}", None),
+    # Not in the FaaS semantic conventions, which count invocation errors only: named and
+    # measured as their faas.errors ({error}), with the standard error.type attribute.
+    ("faas.init_errors", "{error}", None),
 )
 
 _STALE_KEYS = ("db.system", "lifecycle.connection.outcome")
@@ -213,6 +216,15 @@ class Metrics:
                 add("lifecycle.connection.stale", tuple(sorted(kept)), 1)
             elif event.name == "lifecycle.global.leak":
                 add("lifecycle.global.leaks", (), 1)
+
+    def record_init_failure(self, failure: InitFailureRecord) -> None:
+        """A failed INIT: one ``faas.init_errors`` by error type and init type."""
+        self._span = None  # no invocation span to point an exemplar at
+        attributes = (
+            ("error.type", failure.error_type),
+            ("lifecycle.init_type", failure.init_type),
+        )
+        self._add("faas.init_errors", attributes, 1)
 
     def _add(self, name: str, attributes: Attributes, value: float) -> None:
         if value < 0:

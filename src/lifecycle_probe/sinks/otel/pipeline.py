@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.records import FunctionFacts, InvocationRecord
+    from lifecycle_probe.records import FunctionFacts, InitFailureRecord, InvocationRecord
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
 _DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
@@ -251,6 +251,15 @@ class Pipeline:
             channel.keep(spans)
             if channel.metric_exporter is not None:
                 channel.metrics.record(record, invocation_span, rss)
+
+    def emit_init_failure(self, failure: InitFailureRecord) -> None:
+        """The spans and the ``faas.init_errors`` point of a failed INIT, kept for the next
+        flush."""
+        spans = self._spans.of_init_failure(failure)
+        for channel in self._channels:
+            channel.keep(spans)
+            if channel.metric_exporter is not None:
+                channel.metrics.record_init_failure(failure)
 
     # -- flushing ---------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from lifecycle_probe.imports import ImportRecord
-    from lifecycle_probe.records import InitRecord, InvocationRecord
+    from lifecycle_probe.records import InitFailureRecord, InitRecord, InvocationRecord
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
@@ -131,6 +131,41 @@ class Spans:
         if record.imports:
             self._import_spans(record.imports, context, spans)
         return spans, (trace_id, span_id, True)
+
+    def of_init_failure(self, failure: InitFailureRecord) -> list[ReadableSpan]:
+        """A failed INIT: a ``lambda.init`` span of its own trace (no invocation ever
+        began), with error status and the error's type (never its message, which may
+        quote a DSN or a line of code), and its ``lambda.import`` children up to the
+        failure. A sampler is not asked: there is one such span per failed environment,
+        and it is the one users most need to see."""
+        attributes: dict[str, Any] = {
+            "lifecycle.environment.id": failure.environment_id,
+            "lifecycle.init_type": failure.init_type,
+            "lifecycle.init.start_source": failure.start_source,
+            "lifecycle.init.failed": True,
+            "error.type": failure.error_type,
+            "process.pid": failure.pid,
+        }
+        if failure.handler:
+            attributes["lifecycle.handler"] = failure.handler
+        if failure.imports_traced_from_ns is not None:
+            attributes["lifecycle.import.traced_from_s"] = max(
+                0.0, (failure.imports_traced_from_ns - failure.start_ns) / 1e9
+            )
+        context = SpanContext(_trace_id(), _span_id(), False, _SAMPLED, TraceState())
+        spans = [
+            self._span(
+                "lambda.init",
+                context,
+                None,
+                attributes,
+                failure.start_ns,
+                failure.end_ns,
+                status=Status(StatusCode.ERROR, failure.error_type),
+            )
+        ]
+        self._import_spans(failure.imports, context, spans)
+        return spans
 
     def _span(
         self,

@@ -1,0 +1,301 @@
+"""The ``emf`` sink: CloudWatch metrics as Embedded Metric Format, through Powertools.
+
+One EMF document per invocation on standard output, which Lambda ships to CloudWatch
+Logs, where CloudWatch turns it into metrics. The documents are built and validated by
+Powertools' own EMF provider (the same code as ``Metrics.log_metrics``), with a provider
+of the probe's own, so nothing is mixed into the metrics a function adds through its
+``Metrics`` object. Powertools is imported at the first write, after the response where
+the internal extension runs: never at INIT.
+
+The metric table (:data:`METRICS`) is the public contract: README "CloudWatch metrics
+(EMF)" documents it, and the SAM template's dashboard is built from it.
+
+**ColdStart is never counted twice.** Powertools' ``log_metrics(capture_cold_start_metric=
+True)`` emits ``ColdStart`` once per environment, after the handler returns, in its own
+namespace with the dimensions ``function_name`` and ``service``, and then clears its flag
+(``aws_lambda_powertools.metrics.provider.cold_start.is_cold_start``). When the probe's
+namespace and service are the ones Powertools reads from its variables
+(``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_SERVICE_NAME``), both would land on the
+same metric, so the probe shares that flag, deciding on the caller's path as its record
+is made: if Powertools has counted the cold start already (it wraps the probe) the probe
+does not; if not (the probe wraps Powertools, or the handler raised), the probe counts it
+and clears the flag, so Powertools does not. In any stacking order: one ``ColdStart``.
+"""
+
+from __future__ import annotations
+
+import _thread
+import os
+import sys
+
+from lifecycle_probe.records import (
+    COLD,
+    ERROR,
+    PROACTIVE,
+    PROVISIONED,
+    RESTORED,
+    TIMEOUT,
+    WARM,
+)
+from lifecycle_probe.sinks.flush import BufferedSink
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from lifecycle_probe.config import Config
+    from lifecycle_probe.records import FunctionFacts, InitFailureRecord, InvocationRecord
+
+COUNT = "Count"
+MILLISECONDS = "Milliseconds"
+
+# Metric name -> (unit, when it is emitted). Every metric carries the dimensions
+# ``function_name`` and, when a service is configured, ``service``.
+METRICS: dict[str, tuple[str, str]] = {
+    "Invocations": (COUNT, "1 on every invocation"),
+    "ColdStart": (
+        COUNT,
+        "1 on a cold or restored start (Powertools' semantics; not when Powertools already "
+        "counted it in the same namespace and service)",
+    ),
+    "StartCold": (COUNT, "1 on a cold start"),
+    "StartWarm": (COUNT, "1 on a warm start"),
+    "StartProvisioned": (COUNT, "1 on a provisioned-concurrency start"),
+    "StartProactive": (COUNT, "1 on a proactive start"),
+    "StartRestored": (COUNT, "1 on a SnapStart restore"),
+    "InitDuration": (MILLISECONDS, "INIT duration, on the first invocation of an environment"),
+    "InvocationSeq": (COUNT, "the invocation's sequence number in its environment"),
+    "IdleDuration": (MILLISECONDS, "time frozen since the previous invocation (warm only)"),
+    "InvokeDuration": (MILLISECONDS, "handler duration as the probe saw it"),
+    "Errors": (COUNT, "1 when the handler raised, else 0"),
+    "Timeouts": (COUNT, "1 when the invocation timed out, else 0"),
+    "StaleConnectionFailed": (COUNT, "stale connections reused that failed"),
+    "StaleConnectionDetected": (COUNT, "stale connections found dead and replaced"),
+    "StaleConnectionRisk": (COUNT, "connections reused after a long idle that worked"),
+    "GlobalLeaks": (COUNT, "module globals rebound to request state"),
+    "InitErrors": (COUNT, "1 for a failed INIT (written before the runtime exits)"),
+}
+
+START_METRICS = {
+    COLD: "StartCold",
+    WARM: "StartWarm",
+    PROVISIONED: "StartProvisioned",
+    PROACTIVE: "StartProactive",
+    RESTORED: "StartRestored",
+}
+STALE_METRICS = {
+    "failed": "StaleConnectionFailed",
+    "detected": "StaleConnectionDetected",
+    "risk": "StaleConnectionRisk",
+}
+STALE_EVENT = "lifecycle.connection.stale"
+LEAK_EVENT = "lifecycle.global.leak"
+
+# Where the function name is unknown (outside Lambda): a dimension value may not be empty.
+LOCAL_FUNCTION_NAME = "local"
+
+_COLD_START_MODULE = "aws_lambda_powertools.metrics.provider.cold_start"
+
+
+def _missing_powertools(exc: ImportError) -> None:
+    from lifecycle_probe._safe import warn_once
+
+    warn_once(
+        "emf:no-powertools",
+        "lifecycle_probe: the emf exporter needs aws-lambda-powertools (%s); "
+        "install it (pip install aws-lambda-powertools, or the Powertools layer): "
+        "EMF metrics are dropped until then, the function is unaffected",
+        exc,
+    )
+
+
+class EmfSink(BufferedSink):
+    """Writes one EMF document per invocation (and one per failed INIT) on stdout."""
+
+    name = "emf"
+
+    def __init__(self, config: Config) -> None:
+        super().__init__()
+        self.namespace = config.namespace
+        self.service = config.service
+        self.resolution = 1 if config.emf_high_resolution else 60
+        # Same namespace and service as Powertools' metrics read from their variables:
+        # the two would count ColdStart on the same metric (module docstring).
+        self.shares_cold_start = config.namespace == os.environ.get(
+            "POWERTOOLS_METRICS_NAMESPACE"
+        ) and config.service == (os.environ.get("POWERTOOLS_SERVICE_NAME") or None)
+        # Powertools names its ColdStart's function_name from this variable when it is set.
+        self._powertools_function_name = os.environ.get("POWERTOOLS_METRICS_FUNCTION_NAME")
+        self._cached_provider: Any = None
+        self._write_lock = _thread.allocate_lock()
+
+    def prepare(self, record: InvocationRecord) -> Any:
+        # On the caller's path, before Powertools' own wrapper (if any) adds its cold start.
+        return record, self._claims_cold_start(record)
+
+    def _claims_cold_start(self, record: InvocationRecord) -> bool:
+        if not record.facts.coldstart:
+            return False
+        if not self.shares_cold_start:
+            return True
+        renamed = self._powertools_function_name
+        if renamed and renamed != record.function.function_name:
+            return True  # another dimension set than Powertools': each counts its own
+        cold_start: Any = sys.modules.get(_COLD_START_MODULE)
+        if cold_start is None:
+            return True
+        if not getattr(cold_start, "is_cold_start", True):
+            return False  # Powertools counted it already
+        cold_start.is_cold_start = False
+        return True
+
+    def _provider(self, function: FunctionFacts) -> Any:
+        """Powertools' EMF provider for this function, emptied of the last document.
+
+        One per sink, reused: building one validates every unit and resolution anew
+        (about a third of a document's cost). Writes are serialised by ``_write_lock``.
+        """
+        provider = self._cached_provider
+        name = function.function_name or LOCAL_FUNCTION_NAME
+        if provider is None or provider.dimension_set.get("function_name") != name:
+            from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+                AmazonCloudWatchEMFProvider,
+            )
+
+            # An empty service (not None) keeps Powertools from reading its own variable:
+            # the probe's configuration has decided already.
+            provider = AmazonCloudWatchEMFProvider(
+                namespace=self.namespace, service=self.service or ""
+            )
+            provider.add_dimension("function_name", name)
+            if self.service:
+                provider.add_dimension("service", self.service)
+            # Every name, unit and resolution of the table through Powertools' checks,
+            # once: documents then fill the metric set directly (its add_metric checks
+            # and logs each metric anew, ~4 us each, most of a document's cost).
+            for metric, (unit, _) in METRICS.items():
+                provider.add_metric(metric, unit, 0, self.resolution)
+            self._cached_provider = provider
+        provider.metric_set.clear()
+        provider.metadata_set.clear()
+        return provider
+
+    def _adder(self, provider: Any) -> Callable[[str, float], None]:
+        """Adds a metric of the table to ``provider``'s metric set, as its add_metric would."""
+        metric_set = provider.metric_set
+        resolution = self.resolution
+
+        def add(name: str, value: float) -> None:
+            unit = METRICS[name][0]
+            metric_set[name] = {
+                "Unit": unit,
+                "StorageResolution": resolution,
+                "Value": [float(value)],
+            }
+
+        return add
+
+    def _disabled(self) -> bool:
+        from aws_lambda_powertools.metrics.functions import is_metrics_disabled
+
+        # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV: the user's switch for EMF output.
+        return bool(is_metrics_disabled())
+
+    def document(self, record: InvocationRecord, counts_cold_start: bool) -> dict[str, Any]:
+        """The EMF document of one invocation."""
+        facts = record.facts
+        provider = self._provider(record.function)
+        add = self._adder(provider)
+        add("Invocations", 1)
+        if counts_cold_start:
+            add("ColdStart", 1)
+        start_metric = START_METRICS.get(facts.start or "")
+        if start_metric is not None:
+            add(start_metric, 1)
+        init = record.init
+        if init is not None:
+            add("InitDuration", init.duration_s * 1000)
+        add("InvocationSeq", facts.invocation_seq)
+        if facts.idle_s is not None:
+            add("IdleDuration", facts.idle_s * 1000)
+        add("InvokeDuration", max(0.0, record.duration_s * 1000))
+        add("Errors", 1 if record.outcome == ERROR else 0)
+        add("Timeouts", 1 if record.outcome == TIMEOUT else 0)
+        stale: dict[str, int] = {}
+        leaks = 0
+        for event in record.events:
+            if event.name == STALE_EVENT:
+                outcome = dict(event.attributes).get("lifecycle.connection.outcome")
+                metric = STALE_METRICS.get(str(outcome))
+                if metric is not None:
+                    stale[metric] = stale.get(metric, 0) + 1
+            elif event.name == LEAK_EVENT:
+                leaks += 1
+        for metric, count in stale.items():
+            add(metric, count)
+        if leaks:
+            add("GlobalLeaks", leaks)
+        # Searchable in Logs Insights beside the metrics; never a payload or a secret.
+        metadata = {
+            "lifecycle_probe": "metrics",
+            "function_request_id": facts.request_id,
+            "lifecycle_environment_id": facts.environment_id,
+            "lifecycle_invocation_seq": facts.invocation_seq,
+            "lifecycle_start": facts.start,
+            "lifecycle_init_type": facts.init_type,
+            "lifecycle_outcome": record.outcome,
+        }
+        for key, value in metadata.items():
+            if value is not None:
+                provider.metadata_set[key] = value
+        # Set directly: Powertools' set_timestamp checks CloudWatch's window, and the end of
+        # an invocation that just finished is inside it.
+        provider.timestamp = record.end_ns // 1_000_000
+        document: dict[str, Any] = provider.serialize_metric_set()
+        return document
+
+    def failure_document(self, failure: InitFailureRecord) -> dict[str, Any]:
+        """The EMF document of a failed INIT."""
+        provider = self._provider(failure.function)
+        self._adder(provider)("InitErrors", 1)
+        provider.metadata_set.update(
+            lifecycle_probe="init_failure",
+            error_type=failure.error_type,
+            lifecycle_environment_id=failure.environment_id,
+            lifecycle_init_type=failure.init_type,
+        )
+        provider.timestamp = failure.end_ns // 1_000_000
+        document: dict[str, Any] = provider.serialize_metric_set()
+        return document
+
+    def write(self, item: Any) -> None:
+        record, counts_cold_start = item
+        try:
+            if self._disabled():
+                return
+            with self._write_lock:
+                document = self.document(record, counts_cold_start)
+        except ImportError as exc:
+            _missing_powertools(exc)
+            return
+        _print(document)
+
+    def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
+        try:
+            if self._disabled():
+                return
+            with self._write_lock:
+                document = self.failure_document(failure)
+        except ImportError as exc:
+            _missing_powertools(exc)
+            return
+        _print(document)
+
+
+def _print(document: dict[str, Any]) -> None:
+    import json
+
+    # One line, as Powertools prints it: CloudWatch reads one EMF document per log event.
+    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+    sys.stdout.flush()

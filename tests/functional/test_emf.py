@@ -1,0 +1,398 @@
+"""The ``emf`` exporter in-process: documents valid by the EMF specification, the metric
+table, namespace and service, and ColdStart counted once beside Powertools' own."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from lifecycle_probe import probe
+from lifecycle_probe.config import Config
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.records import LifecycleEvent
+from lifecycle_probe.sinks.emf import METRICS, EmfSink
+from lifecycle_probe.testing import FakeContext, fresh_environment
+from tests.emf_spec import dimension_sets, emf_problems, is_emf, metric_values, namespace
+
+FUNCTION_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256"}
+
+
+@pytest.fixture(autouse=True)
+def clean_variables(monkeypatch):
+    """No LIFECYCLE_PROBE_*, OTEL_* or POWERTOOLS_* variable from the outside."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("LIFECYCLE_PROBE_", "OTEL_", "POWERTOOLS_", "AWS_LAMBDA_")):
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("_X_AMZN_TRACE_ID", raising=False)
+
+
+def emf_documents(text):
+    documents = [json.loads(line) for line in text.splitlines() if is_emf(line)]
+    for document in documents:
+        assert emf_problems(document) == []
+    return documents
+
+
+def run(handler, events, capsys):
+    capsys.readouterr()
+    outcomes = []
+    for event in events:
+        try:
+            outcomes.append(handler(event, FakeContext(function_name="orders")))
+        except ValueError as exc:
+            outcomes.append(exc)
+    return outcomes, emf_documents(capsys.readouterr().out)
+
+
+def plain(event, context):
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    for outcome in event.get("stale", ()):
+        current_environment().add_event(
+            LifecycleEvent(
+                "lifecycle.connection.stale", 1, (("lifecycle.connection.outcome", outcome),)
+            )
+        )
+    if event.get("leak"):
+        current_environment().add_event(LifecycleEvent("lifecycle.global.leak", 1, ()))
+    return {"ok": True}
+
+
+def test_default_configuration_writes_valid_emf_on_the_first_invocation(capsys):
+    # GIVEN no LIFECYCLE_PROBE_*, no OTEL_* variable: the default exporter
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = probe(plain)
+    # WHEN the first invocation returns
+    (result,), (document,) = run(handler, [{}], capsys)
+    # THEN one valid EMF document, in the default namespace, with the function's name
+    assert result == {"ok": True}
+    assert namespace(document) == "LifecycleProbe"
+    assert dimension_sets(document) == [frozenset({("function_name", "orders")})]
+    values = metric_values(document)
+    assert values["Invocations"] == [1.0]
+    assert values["ColdStart"] == [1.0]
+    assert values["StartCold"] == [1.0]
+    assert values["InitDuration"] == [pytest.approx(250.0, abs=1.0)]
+    assert values["InvocationSeq"] == [1.0]
+    assert values["Errors"] == [0.0]
+    assert values["Timeouts"] == [0.0]
+    assert "IdleDuration" not in values
+    # and the metadata a Logs Insights query joins on, never the event
+    assert document["lifecycle_start"] == "cold"
+    assert document["function_request_id"] == FakeContext().aws_request_id
+    assert document["lifecycle_environment_id"] == current_environment().environment_id
+
+
+@pytest.mark.parametrize(
+    ("setup", "start", "cold_start"),
+    [
+        ({}, "cold", True),
+        ({"init_type": "provisioned-concurrency"}, "provisioned", False),
+        ({"init_ended_s_ago": 5.0}, "proactive", False),
+        ({"init_type": "snap-start"}, "restored", True),
+    ],
+)
+def test_each_start_type_has_its_metric_and_coldstart_only_where_powertools_counts_one(
+    capsys, setup, start, cold_start
+):
+    environment = fresh_environment(environ=FUNCTION_ENV, **setup)
+    if start == "restored":
+        environment.mark_restored()
+    handler = probe(plain)
+    _, (first, second) = run(handler, [{}, {}], capsys)
+    first_values, second_values = metric_values(first), metric_values(second)
+    start_metric = "Start" + start.capitalize()
+    assert first_values[start_metric] == [1.0]
+    assert ("ColdStart" in first_values) is cold_start
+    assert "InitDuration" in first_values
+    # the second invocation is warm: no INIT, an idle time, sequence 2
+    assert second_values["StartWarm"] == [1.0]
+    assert "ColdStart" not in second_values
+    assert "InitDuration" not in second_values
+    assert second_values["InvocationSeq"] == [2.0]
+    assert second_values["IdleDuration"][0] >= 0.0
+    assert {m for m in first_values if m.startswith("Start")} == {start_metric}
+
+
+def test_errors_stale_connections_and_leaks_are_counted(capsys):
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = probe(plain)
+    events = [
+        {"stale": ["failed", "detected", "detected", "risk"]},
+        {"fail": True},
+        {"leak": True},
+    ]
+    outcomes, (stale, failed, leaked) = run(handler, events, capsys)
+    assert isinstance(outcomes[1], ValueError)
+    assert metric_values(stale)["StaleConnectionFailed"] == [1.0]
+    assert metric_values(stale)["StaleConnectionDetected"] == [2.0]
+    assert metric_values(stale)["StaleConnectionRisk"] == [1.0]
+    assert metric_values(failed)["Errors"] == [1.0]
+    assert failed["lifecycle_outcome"] == "error"
+    assert metric_values(leaked)["GlobalLeaks"] == [1.0]
+    assert "StaleConnectionFailed" not in metric_values(leaked)
+
+
+def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(capsys):
+    from lifecycle_probe.decorator import report_timeout
+    from lifecycle_probe.records import InitFailureRecord
+
+    units: dict[str, set[str]] = {}
+
+    def note(documents):
+        for document in documents:
+            for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
+                units.setdefault(metric["Name"], set()).add(metric["Unit"])
+
+    for setup in ({}, {"init_type": "provisioned-concurrency"}, {"init_ended_s_ago": 5.0}):
+        fresh_environment(environ=FUNCTION_ENV, **setup)
+        handler = probe(plain)
+        events = [{}, {"stale": ["failed", "detected", "risk"]}, {"fail": True}, {"leak": True}]
+        note(run(handler, events, capsys)[1])
+    environment = fresh_environment(environ=FUNCTION_ENV, init_type="snap-start")
+    environment.mark_restored()
+    note(run(probe(plain), [{}], capsys)[1])
+
+    # a timeout, as the internal extension reports it just before the deadline
+    def hangs(event, context):
+        report_timeout(time.time_ns() + 1_000_000_000)
+        return {}
+
+    fresh_environment(environ=FUNCTION_ENV)
+    note(run(probe(hangs), [{}], capsys)[1])
+    # a failed INIT
+    sink = EmfSink(Config.resolve({}))
+    sink.export_init_failure(
+        InitFailureRecord(
+            environment_id="e",
+            init_type="on-demand",
+            start_ns=0,
+            end_ns=time.time_ns(),
+            start_source="process",
+            error_type="Runtime.ImportModuleError",
+            function=current_environment().function,
+        ),
+        1.0,
+    )
+    note(emf_documents(capsys.readouterr().out))
+    assert {name: {unit} for name, (unit, _) in METRICS.items()} == units
+
+
+def test_a_timeout_is_counted_once_with_its_own_document(capsys):
+    from lifecycle_probe.decorator import report_timeout
+
+    def hangs(event, context):
+        report_timeout(
+            time.time_ns() + 1_000_000_000
+        )  # what the extension does 100 ms before the deadline
+        return {}
+
+    fresh_environment(environ=FUNCTION_ENV)
+    _, documents = run(probe(hangs), [{}], capsys)
+    # the invocation finishing after all is not exported a second time
+    (document,) = documents
+    assert metric_values(document)["Timeouts"] == [1.0]
+    assert document["lifecycle_outcome"] == "timeout"
+
+
+def test_namespace_and_service_from_powertools_variables_and_options_win(capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Shop")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "orders-api")
+    fresh_environment(environ=FUNCTION_ENV)
+    _, (from_variables,) = run(probe(plain), [{}], capsys)
+    assert namespace(from_variables) == "Shop"
+    assert dimension_sets(from_variables) == [
+        frozenset({("function_name", "orders"), ("service", "orders-api")})
+    ]
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = probe(namespace="Mine", service="probe", emf_high_resolution=True)(plain)
+    _, (explicit,) = run(handler, [{}], capsys)
+    assert namespace(explicit) == "Mine"
+    assert ("service", "probe") in dimension_sets(explicit)[0]
+    # high resolution: every metric stored at 1 s
+    metrics = explicit["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+    assert {m["StorageResolution"] for m in metrics} == {1}
+
+
+def test_a_namespace_cloudwatch_would_refuse_gives_one_warning_and_the_default(
+    capsys, monkeypatch, caplog
+):
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "AWS/Lambda")
+    fresh_environment(environ=FUNCTION_ENV)
+    _, (document,) = run(probe(plain), [{}], capsys)
+    assert namespace(document) == "LifecycleProbe"
+    [warning] = [
+        r.getMessage() for r in caplog.records if "POWERTOOLS_METRICS_NAMESPACE" in r.message
+    ]
+    assert "'AWS/Lambda'" in warning
+
+
+def test_powertools_metrics_disabled_is_honoured(capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    fresh_environment(environ=FUNCTION_ENV)
+    _, documents = run(probe(plain), [{}], capsys)
+    assert documents == []
+
+
+def test_no_event_value_reaches_the_emf_output(capsys):
+    fresh_environment(environ=FUNCTION_ENV)
+    secret = "hunter2-s3cr3t-payload"
+    handler = probe(plain)
+    capsys.readouterr()
+    handler({"password": secret, "headers": {"Authorization": secret}}, FakeContext())
+    assert secret not in capsys.readouterr().out
+
+
+# -- ColdStart beside Powertools' own log_metrics(capture_cold_start_metric=True) ------------
+
+
+@pytest.fixture
+def powertools_metrics(monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Shop")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "orders-api")
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
+
+    reset_cold_start_flag()
+    metrics = Metrics()
+    metrics.clear_metrics()
+    yield metrics
+    metrics.clear_metrics()
+    reset_cold_start_flag()
+
+
+def stacked(metrics, order, probe_options=None):
+    def business(event, context):
+        metrics.add_metric(name="OrdersPlaced", unit="Count", value=1)
+        if event.get("fail"):
+            raise ValueError("asked to fail")
+        return {"ok": True}
+
+    probed = probe(**(probe_options or {}))
+    log_metrics = metrics.log_metrics(capture_cold_start_metric=True)
+    if order == "probe-outside":
+        return probed(log_metrics(business))
+    return log_metrics(probed(business))
+
+
+def cold_starts(documents):
+    """ColdStart count per (namespace, dimension set)."""
+    counted: Counter[tuple[str, frozenset[tuple[str, str]]]] = Counter()
+    for document in documents:
+        values = metric_values(document)
+        if "ColdStart" in values:
+            for dimensions in dimension_sets(document):
+                counted[(namespace(document), dimensions)] += int(sum(values["ColdStart"]))
+    return counted
+
+
+@pytest.mark.parametrize("order", ["probe-outside", "probe-inside"])
+@pytest.mark.parametrize("first_fails", [False, True])
+def test_coldstart_counted_once_in_any_stacking_order(
+    capsys, powertools_metrics, order, first_fails
+):
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = stacked(powertools_metrics, order)
+    _, documents = run(handler, [{"fail": first_fails}, {}, {}], capsys)
+    # one ColdStart for the one cold start, on the metric both tools write
+    key = (
+        "Shop",
+        frozenset({("function_name", "orders"), ("service", "orders-api")}),
+    )
+    assert cold_starts(documents) == {key: 1}
+    # and nothing of either tool lost or doubled: three invocations, three business points
+    invocations = sum(metric_values(d).get("Invocations", [0])[0] for d in documents)
+    orders = sum(sum(metric_values(d).get("OrdersPlaced", [0])) for d in documents)
+    assert (invocations, orders) == (3, 3)
+
+
+def test_coldstart_in_another_namespace_is_counted_by_each_tool_in_its_own(
+    capsys, powertools_metrics
+):
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = stacked(powertools_metrics, "probe-inside", {"namespace": "LifecycleProbe"})
+    _, documents = run(handler, [{}, {}], capsys)
+    assert sorted(cold_starts(documents).values()) == [1, 1]
+    assert {ns for ns, _ in cold_starts(documents)} == {"Shop", "LifecycleProbe"}
+
+
+# -- the specification checks can fail ------------------------------------------------------
+
+
+def test_the_emf_checks_refuse_what_cloudwatch_would_drop():
+    good: dict[str, Any] = {
+        "_aws": {
+            "Timestamp": 1_800_000_000_000,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "N",
+                    "Dimensions": [["d"]],
+                    "Metrics": [{"Name": "M", "Unit": "Count"}],
+                }
+            ],
+        },
+        "d": "x",
+        "M": 1,
+    }
+    now_s = 1_800_000_000
+    assert emf_problems(good, now_s) == []
+    bad_unit = json.loads(json.dumps(good))
+    bad_unit["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"] = "Requests"
+    assert emf_problems(bad_unit, now_s) == ["M: unit 'Requests' is not one CloudWatch accepts"]
+    too_many = json.loads(json.dumps(good))
+    too_many["_aws"]["CloudWatchMetrics"][0]["Metrics"] = [
+        {"Name": f"M{i}", "Unit": "Count"} for i in range(101)
+    ]
+    too_many.update({f"M{i}": 1 for i in range(101)})
+    assert "101 metrics in one directive (at most 100)" in emf_problems(too_many, now_s)
+    no_dimension_value = {**good, "d": ""}
+    assert emf_problems(no_dimension_value, now_s) == [
+        "dimension 'd' has no string value in the document"
+    ]
+    reserved = json.loads(json.dumps(good))
+    reserved["_aws"]["CloudWatchMetrics"][0]["Namespace"] = "AWS/Lambda"
+    assert emf_problems(reserved, now_s) == ["namespace 'AWS/Lambda' is reserved for AWS"]
+    old = {**good, "_aws": {**good["_aws"], "Timestamp": 1_000}}
+    assert emf_problems(old, now_s) == ["_aws.Timestamp 1000 is out of CloudWatch's window"]
+    values = {**good, "M": [1] * 101}
+    assert emf_problems(values, now_s) == ["M: 101 values (1 to 100)"]
+
+
+def test_with_the_extension_registered_nothing_is_written_before_the_response(capsys):
+    # GIVEN the emf sink of a probe whose internal extension is registered (on Lambda)
+    fresh_environment(environ=FUNCTION_ENV)
+    sink = EmfSink(Config.resolve({}))
+
+    class Registered:
+        registered = True
+
+    sink.extension = Registered()  # type: ignore[assignment]
+    captured = []
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+
+    class Keep(EmfSink):
+        def export(self, record):
+            captured.append(record)
+
+    keep = Keep(Config.resolve({}))
+    add_process_sink(keep)
+    try:
+        probe(exporter="none")(plain)({}, FakeContext())
+    finally:
+        remove_process_sink(keep)
+    (record,) = captured
+    capsys.readouterr()
+    # WHEN the handler's record is exported (on the caller's path)
+    sink.export(record)
+    # THEN nothing is written yet: the caller does not wait for EMF
+    assert capsys.readouterr().out == ""
+    # and the extension's drain after the response writes the document
+    sink.drain(1.0)
+    (document,) = emf_documents(capsys.readouterr().out)
+    assert metric_values(document)["Invocations"] == [1.0]
