@@ -260,7 +260,7 @@ class EmfSink(BufferedSink):
         provider = self._provider(failure.function)
         self._adder(provider)("InitErrors", 1)
         provider.metadata_set.update(
-            lifecycle_probe="init_failure",
+            lifecycle_probe="metrics",
             error_type=failure.error_type,
             lifecycle_environment_id=failure.environment_id,
             lifecycle_init_type=failure.init_type,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.emf_spec import emf_problems, json_lines, metric_values
 from tests.integration.probe.otlp import read_otlp, total
 from tests.integration.zero_code.conftest import WRAPPER
 
@@ -183,3 +184,28 @@ def test_a_failed_init_leaves_its_telemetry(run_function, tmp_path, name):
     # never the error's message: it quotes the DSN of the failing line
     assert PASSWORD not in text
     assert "no route to" not in text
+
+
+@pytest.mark.parametrize("name", ["exception at INIT", "missing dependency"])
+def test_a_failed_init_with_the_default_exporter_writes_emf_and_one_log_line(run_function, name):
+    # GIVEN the default exporter (EMF) and a runtime that logs JSON
+    case = CASES[name]
+    emulator = run_function(case.handler, WRAPPER, AWS_LAMBDA_LOG_FORMAT="JSON")
+    result = emulator.invoke({})
+    logs = emulator.logs(result.environment)
+    emulator.close()
+    assert result.error_type == case.error_type
+    lines = json_lines(logs)
+    # THEN one valid EMF document counts the failed INIT
+    (document,) = [line for line in lines if "_aws" in line]
+    assert emf_problems(document) == []
+    assert metric_values(document) == {"InitErrors": [1.0]}
+    assert document["error_type"] == case.error_type
+    # and one JSON warning line names it, with its imports, and not its message
+    (line,) = [line for line in lines if line.get("lifecycle_probe") == "init_failure"]
+    assert line["level"] == "WARNING"
+    assert line["error_type"] == case.error_type
+    assert line["handler"] == case.handler
+    assert "zc_slow_helper" in [i["module"] for i in line["slowest_imports"]]
+    assert PASSWORD not in str(document) + str(line)
+    assert case.message not in str(document) + str(line)
