@@ -148,22 +148,41 @@ def _parse_bool(raw: Any) -> bool:
     raise ValueError("expected 1/true/on or 0/false/off")
 
 
-def _parse_non_negative_int(raw: Any) -> int:
+# Upper bounds, checked at the door: a value past them passes int()/float() but breaks
+# later, deep inside (a lock's or a socket's timeout raises OverflowError for 1e300 s).
+# Each is far beyond anything meaningful on Lambda, whose invocations last 15 min at most.
+_FIFTEEN_MINUTES_MS = 900_000
+_MAXIMA: dict[str, float] = {
+    "flush_timeout_ms": _FIFTEEN_MINUTES_MS,
+    "import_min_ms": _FIFTEEN_MINUTES_MS,
+    # Lambda may initialise an environment ahead of demand hours before its first event.
+    "proactive_init_gap_ms": 24 * 3600 * 1000,
+    # No environment lives a week; a connection idle that long is no longer a risk figure.
+    "stale_idle_s": 7 * 24 * 3600,
+}
+
+
+def _parse_non_negative_int(raw: Any, maximum: float) -> int:
     if isinstance(raw, bool):
         raise TypeError("expected a number of milliseconds, not a boolean")
     value = int(str(raw).strip()) if not isinstance(raw, int) else raw
-    if value < 0:
-        raise ValueError("must not be negative")
+    if not 0 <= value <= maximum:
+        raise ValueError(f"must be between 0 and {maximum:.0f}")
     return value
 
 
-def _parse_non_negative_float(raw: Any) -> float:
+def _parse_non_negative_float(raw: Any, maximum: float) -> float:
     if isinstance(raw, bool):
         raise TypeError("expected a number, not a boolean")
     value = float(str(raw).strip()) if not isinstance(raw, (int, float)) else float(raw)
-    if not value >= 0 or value == float("inf"):  # also rejects NaN
-        raise ValueError("must be a finite number >= 0")
+    if not 0 <= value <= maximum:  # also rejects NaN and infinities
+        raise ValueError(f"must be a number between 0 and {maximum:.0f}")
     return value
+
+
+def _bounded(parse: Callable[[Any, float], Any], name: str) -> Callable[[Any], Any]:
+    maximum = _MAXIMA[name]
+    return lambda raw: parse(raw, maximum)
 
 
 def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
@@ -228,11 +247,11 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "exporter": _parse_exporters,
     "otlp_file": _parse_path,
     "flush": _choice(FLUSH_MODES),
-    "flush_timeout_ms": _parse_non_negative_int,
-    "proactive_init_gap_ms": _parse_non_negative_int,
-    "import_min_ms": _parse_non_negative_float,
+    "flush_timeout_ms": _bounded(_parse_non_negative_int, "flush_timeout_ms"),
+    "proactive_init_gap_ms": _bounded(_parse_non_negative_int, "proactive_init_gap_ms"),
+    "import_min_ms": _bounded(_parse_non_negative_float, "import_min_ms"),
     "connections": _parse_bool,
-    "stale_idle_s": _parse_non_negative_float,
+    "stale_idle_s": _bounded(_parse_non_negative_float, "stale_idle_s"),
     "globals": _choice(GLOBALS_MODES),
     "namespace": _parse_namespace,
     "service": _parse_dimension_value,

@@ -18,12 +18,14 @@ from lifecycle_probe.extension import active_extension
 from lifecycle_probe.facts import in_flight
 from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import (
+    coordinate_powertools_cold_start,
     install_connection_hooks,
     install_runtime_signals,
     installed_options,
 )
 from lifecycle_probe.records import ERROR, OK, TIMEOUT, InvocationRecord
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
+from lifecycle_probe.triggers import OTHER as OTHER_TRIGGER
 from lifecycle_probe.triggers import trigger_of, w3c_context_of
 
 TYPE_CHECKING = False
@@ -33,10 +35,22 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     from lifecycle_probe.environment import Environment
+    from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.records import InitRecord, LifecycleFacts
     from lifecycle_probe.sinks import Sink
 
     Handler = TypeVar("Handler", bound=Callable[..., Any])
+    Incoming = tuple[str, str | None, str | None, str | None]
+    # What begin() hands to _finish: environment, facts, INIT record, context token,
+    # the Lambda context, and what the sinks need of the event.
+    Started = tuple[
+        Environment,
+        LifecycleFacts,
+        InitRecord | None,
+        Token[LifecycleFacts | None],
+        Any,
+        Incoming | None,
+    ]
 
 
 # Set on every wrapper the probe makes, so that a probed handler is never probed twice
@@ -66,58 +80,113 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
             return handler
         install_runtime_signals()
         install_connection_hooks(config)
+        if "emf" in config.exporter:
+            coordinate_powertools_cold_start()
         sinks = build_sinks(config)
         extension = active_extension()
         if extension is not None and sinks:
-            extension.add_timeout_report(report_timeout)
+            _report_timeouts_to(extension)
         return _wrap(handler, config, sinks)
     except Exception as exc:
         report_failure("@probe", exc)
         return handler
 
 
+# A code object's flag for ``async def`` (inspect.CO_COROUTINE; inspect itself costs INIT
+# several milliseconds to import).
+_CO_COROUTINE = 0x80
+
+
+_timeouts_reported_to: list[InternalExtension] = []
+
+
+def _report_timeouts_to(extension: InternalExtension) -> None:
+    # Once per extension, however many handlers are probed: report_timeout finds the
+    # invocation in flight itself.
+    if extension not in _timeouts_reported_to:
+        _timeouts_reported_to.append(extension)
+        extension.add_timeout_report(report_timeout)
+
+
 def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     gap_ns = config.proactive_init_gap_ms * 1_000_000
     clock = time.time_ns
+    reads_event = any(sink.reads_event for sink in sinks)
 
-    def invocation(event: Any, context: Any) -> Any:
+    def begin(event: Any, context: Any) -> Started | None:
+        """Start the invocation's record; None when the probe must stay out of it."""
         if in_flight.get() is not None:
-            # A probed handler called from inside another: one invocation, one record.
-            return handler(event, context)
+            return None  # a probed handler called from inside another: one record
         try:
-            environment = current_environment()
-            facts, init = environment.begin_invocation(
-                getattr(context, "aws_request_id", None), gap_ns, clock()
-            )
-            token = in_flight.set(facts)
-            # What the sinks need of the event, read before the handler can change it.
-            incoming = None
-            if sinks or process_sinks:
+            # What the sinks need of the event, read before the handler can change it,
+            # and before anything is marked in flight: reading it may raise.
+            if reads_event or process_sinks:
                 incoming = _incoming(event)
+            elif sinks:
+                # Sinks that use nothing of the event (EMF, the log lines) skip parsing it.
+                incoming = (OTHER_TRIGGER, _trace_header(), None, None)
+            else:
+                incoming = None
+            environment = current_environment()
+            # A test's MagicMock context answers every attribute with a mock: only a
+            # string is a request id.
+            request_id = getattr(context, "aws_request_id", None)
+            if type(request_id) is not str:
+                request_id = None
+            facts, init = environment.begin_invocation(request_id, gap_ns, clock())
+            if incoming is not None:
                 environment.in_flight_capture = (facts, init, incoming, context, sinks)
-            captured = True
+            # Last: once set, _finish must run to reset it.
+            token = in_flight.set(facts)
         except Exception as exc:
             report_failure("invocation start", exc)
-            captured = False
-        if not captured:
+            return None
+        return environment, facts, init, token, context, incoming
+
+    def invocation(event: Any, context: Any) -> Any:
+        started = begin(event, context)
+        if started is None:
             # Called outside the except block, so that an exception from the handler
             # carries no trace of the probe's own failure in its __context__.
             return handler(event, context)
         try:
             result = handler(event, context)
         except BaseException as exc:
-            _finish(environment, facts, init, token, context, incoming, exc, sinks)
+            _finish(*started, exc, sinks)
             raise
-        _finish(environment, facts, init, token, context, incoming, None, sinks)
+        _finish(*started, None, sinks)
         return result
 
-    invocation.__name__ = getattr(handler, "__name__", "handler")
-    invocation.__qualname__ = getattr(handler, "__qualname__", invocation.__name__)
-    invocation.__doc__ = handler.__doc__
-    invocation.__module__ = handler.__module__
-    invocation.__wrapped__ = handler  # type: ignore[attr-defined]
-    setattr(invocation, PROBED_MARK, True)
-    return invocation  # type: ignore[return-value]
+    async def async_invocation(event: Any, context: Any) -> Any:
+        # An ``async def`` handler (run by a framework or by the user's own event loop):
+        # the invocation lasts until its coroutine finishes, not until it is created.
+        started = begin(event, context)
+        if started is None:
+            return await handler(event, context)
+        try:
+            result = await handler(event, context)
+        except BaseException as exc:
+            _finish(*started, exc, sinks)
+            raise
+        _finish(*started, None, sinks)
+        return result
+
+    code = getattr(handler, "__code__", None)
+    is_async = code is not None and bool(getattr(code, "co_flags", 0) & _CO_COROUTINE)
+    wrapper: Any = async_invocation if is_async else invocation
+    wrapper.__name__ = getattr(handler, "__name__", "handler")
+    wrapper.__qualname__ = getattr(handler, "__qualname__", wrapper.__name__)
+    wrapper.__doc__ = getattr(handler, "__doc__", None)
+    wrapper.__module__ = getattr(handler, "__module__", None)
+    wrapper.__wrapped__ = handler
+    setattr(wrapper, PROBED_MARK, True)
+    return wrapper  # type: ignore[no-any-return]
+
+
+def _string_or_none(value: Any) -> str | None:
+    # A test's MagicMock context answers every attribute with another mock: only a string
+    # is an ARN.
+    return value if type(value) is str else None
 
 
 # The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler. Read
@@ -141,8 +210,15 @@ def _trace_header() -> str | None:
 
 def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
     """The trigger and the incoming trace context (X-Ray, then W3C headers) of an event."""
-    traceparent, tracestate = w3c_context_of(event)
-    return trigger_of(event), _trace_header(), traceparent, tracestate
+    try:
+        traceparent, tracestate = w3c_context_of(event)
+        trigger = trigger_of(event)
+    except Exception as exc:
+        # An event whose own methods raise (a hostile mapping) costs its trigger and W3C
+        # context, never its record.
+        report_failure("event reading", exc)
+        return OTHER_TRIGGER, _trace_header(), None, None
+    return trigger, _trace_header(), traceparent, tracestate
 
 
 def _deadline_ns(context: Any, now_ns: int) -> int | None:
@@ -155,9 +231,13 @@ def _deadline_ns(context: Any, now_ns: int) -> int | None:
     if remaining is None:
         return None
     try:
-        return now_ns + int(remaining()) * 1_000_000
+        left_ms = remaining()
     except Exception:  # a test's half-built context: no deadline
         return None
+    # Only a number is a remaining time (a MagicMock's answer would make int() say 1 ms).
+    if type(left_ms) not in (int, float) or not 0 <= left_ms < 10**9:
+        return None
+    return now_ns + int(left_ms * 1_000_000)
 
 
 def _finish(
@@ -172,6 +252,12 @@ def _finish(
 ) -> None:
     try:
         end_ns = time.time_ns()
+        if environment is not current_environment():
+            # A child process the handler forked, leaving through this wrapper: the
+            # invocation is its parent's to end and report, the child is an environment
+            # of its own (a second record would repeat the parent's request and INIT).
+            in_flight.reset(token)
+            return
         unreported = environment.end_invocation(end_ns, facts.invocation_seq)
         in_flight.reset(token)
         if incoming is None:
@@ -216,7 +302,7 @@ def _record(
         error_type,
         init,
         environment.function,
-        getattr(context, "invoked_function_arn", None),
+        _string_or_none(getattr(context, "invoked_function_arn", None)),
         environment.take_events() if environment.events else (),
         trigger,
         xray_trace_header,

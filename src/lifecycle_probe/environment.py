@@ -69,15 +69,28 @@ def process_start_ns(stat_path: str = "/proc/self/stat") -> int | None:
     return wall_now_ns - (boot_now_ns - start_ticks * tick_ns)
 
 
+# The exec wrapper's stamp refines the OS's start, whose resolution is one tick: it is
+# believed within that tick plus ``slack_ns``, the time bash may take from its exec to
+# reading EPOCHREALTIME (20 ms: bash needs 1-3 ms; a Python that ran first in the same
+# process, as the OpenTelemetry layer's opentelemetry-instrument does, takes longer).
 def wrapper_start_ns(
-    value: str | None, pid: int, earliest_ns: int | None, now_ns: int
+    value: str | None,
+    pid: int,
+    earliest_ns: int | None,
+    now_ns: int,
+    tick_ns: int | None = None,
+    slack_ns: int = 20_000_000,
 ) -> int | None:
     """A finer INIT start handed over by the exec wrapper as ``PID:EPOCH_SECONDS``.
 
     The wrapper writes bash's ``$$:$EPOCHREALTIME``. It is only believed for the process
     that wrote it (the wrapper ``exec``s the runtime, so the pid is the same; a child process
-    inheriting the variable must not) and only when it lies between the OS's start tick and
-    now.
+    inheriting the variable must not) and, when the OS's start ``earliest_ns`` is known,
+    only as a refinement within the OS's start tick: between ``earliest_ns`` and
+    ``earliest_ns`` + one tick (``tick_ns``, by default the OS's) + ``slack_ns`` for
+    bash's own start, and not after now. A later stamp means the process ran something else
+    before the wrapper (another layer's wrapper that runs a Python first, in the same
+    pid): INIT began at the OS's start, and the caller uses that.
     """
     if not value:
         return None
@@ -90,8 +103,12 @@ def wrapper_start_ns(
         start_ns = int(whole) * 1_000_000_000 + int((fraction + "000000000")[:9])
     except ValueError:
         return None
-    if earliest_ns is not None and not earliest_ns <= start_ns <= now_ns:
+    if start_ns > now_ns:
         return None
+    if earliest_ns is not None:
+        latest_ns = earliest_ns + (clock_tick_ns() if tick_ns is None else tick_ns)
+        if not earliest_ns <= start_ns <= latest_ns + slack_ns:
+            return None
     return start_ns
 
 
@@ -160,6 +177,7 @@ class Environment:
         "environment_id",
         "event_received_ns",
         "events",
+        "first_start",
         "function",
         "in_flight",
         "in_flight_capture",
@@ -197,6 +215,9 @@ class Environment:
         self.init_end_source = SOURCE_ESTIMATED
         self.restored = False
         self.seq = 0
+        # The start type of the first invocation (None before it): after a ``cold`` start
+        # the environment went from INIT to its first event without a freeze.
+        self.first_start: str | None = None
         self.last_end_ns: int | None = None
         self.event_received_ns: int | None = None
         # Invocations running now (more than one only when a test calls a handler from
@@ -249,6 +270,7 @@ class Environment:
             self.init_end_source = SOURCE_ESTIMATED
             self.restored = True
             self.seq = 0
+            self.first_start = None
             self.last_end_ns = None
             self.event_received_ns = None
 
@@ -266,6 +288,7 @@ class Environment:
             if seq == 1:
                 init = self._close_init(now_ns)
                 start = self._first_start_type(init, received_ns or now_ns, proactive_gap_ns)
+                self.first_start = start
             else:
                 init = None
                 start = WARM

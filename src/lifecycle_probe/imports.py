@@ -106,10 +106,7 @@ class _NotifyingLoader:
         # If this raises, the watch stays for a retried import; the error is the user's.
         self._loader.exec_module(module)
         for callback in self._finder.fired(self._name):
-            try:
-                callback(module)
-            except Exception as exc:
-                report_failure(f"post-import hook for {self._name}", exc)
+            _run_hook(callback, module, self._name)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._loader, name)
@@ -128,7 +125,7 @@ def when_imported(name: str, callback: Callback) -> None:
     module = sys.modules.get(name)
     if module is not None:
         if not _is_initialising(module):
-            callback(module)
+            _run_hook(callback, module, name)
         return
     global _finder
     with _finder_lock:
@@ -450,6 +447,16 @@ def stop_import_tracing() -> None:
     if _active is not None:
         _active.stop()
         _active = None
+
+
+def _run_hook(callback: Callback, module: ModuleType, name: str) -> None:
+    # What a hook imports (the tracking code, wrapt) is the probe's, not the function's:
+    # its time stays in the watched module's import, but it gets no span of its own.
+    try:
+        with probe_work():
+            callback(module)
+    except Exception as exc:
+        report_failure(f"post-import hook for {name}", exc)
 
 
 class probe_work:

@@ -42,13 +42,23 @@ TIMEOUT = "timeout"
 # Powertools' service when none is configured (its own default, so that lines agree).
 POWERTOOLS_DEFAULT_SERVICE = "service_undefined"
 
-_powertools_logger_seen = False
+# The service of the Powertools Logger found in this process (None: none found yet).
+_powertools_logger_service: str | None = None
+# The probe's own service option, where one was given (the log sink sets it).
+_configured_service: str | None = None
+
+
+def set_service(service: str | None) -> None:
+    """The service the probe was configured with, for every line (also capture's)."""
+    global _configured_service
+    if service:
+        _configured_service = service
 
 
 def powertools_logger_in_use() -> bool:
     """True once a Powertools ``Logger`` has set up its JSON handler in this process."""
-    global _powertools_logger_seen
-    if _powertools_logger_seen:
+    global _powertools_logger_service
+    if _powertools_logger_service is not None:
         return True
     # Not imported: no Powertools Logger. Imported (``from aws_lambda_powertools import
     # Metrics`` imports it too): look for a handler with Powertools' formatter.
@@ -62,10 +72,26 @@ def powertools_logger_in_use() -> bool:
     loggers = [logging.getLogger(), *list(logging.Logger.manager.loggerDict.values())]
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
-            if isinstance(getattr(handler, "formatter", None), base):
-                _powertools_logger_seen = True
+            formatter = getattr(handler, "formatter", None)
+            if isinstance(formatter, base):
+                # Its lines name the service it was given in code or by variable.
+                keys = getattr(formatter, "log_format", None)
+                service = keys.get("service") if isinstance(keys, dict) else None
+                _powertools_logger_service = str(service or "")
                 return True
     return False
+
+
+def service_of_lines(service: str | None = None) -> str:
+    """The ``service`` of the probe's JSON lines: the probe's option, else the Powertools
+    Logger's, else ``POWERTOOLS_SERVICE_NAME``, else Powertools' own default."""
+    return (
+        service
+        or _configured_service
+        or _powertools_logger_service
+        or os.environ.get("POWERTOOLS_SERVICE_NAME")
+        or POWERTOOLS_DEFAULT_SERVICE
+    )
 
 
 def logs_json() -> bool:
@@ -112,15 +138,16 @@ def json_line(
         "location": "lifecycle_probe",
         "message": message,
         "timestamp": _timestamp(time_ns),
-        "service": service
-        or os.environ.get("POWERTOOLS_SERVICE_NAME")
-        or POWERTOOLS_DEFAULT_SERVICE,
+        "service": service_of_lines(service),
         "logger": "lifecycle_probe",
         "lifecycle_probe": kind,
     }
     if function is not None:
         line["function_name"] = function.function_name
-        line["function_memory_size"] = function.memory_mb
+        # A string, as Powertools writes it (the context's memory_limit_in_mb is one).
+        line["function_memory_size"] = (
+            None if function.memory_mb is None else str(function.memory_mb)
+        )
     if arn is not None:
         line["function_arn"] = arn
     if facts is not None:

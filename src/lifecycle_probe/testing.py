@@ -19,7 +19,12 @@ from lifecycle_probe.environment import Environment, start_new_environment
 from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.records import SOURCE_PROCESS, SOURCE_RUNTIME
-from lifecycle_probe.sinks import Sink, add_process_sink, remove_process_sink
+from lifecycle_probe.sinks import (
+    Sink,
+    add_process_sink,
+    forget_built_sinks,
+    remove_process_sink,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,6 +103,7 @@ def fresh_environment(
         environment.mark_init_end(SOURCE_RUNTIME, end_ns)
     forget_warnings()
     reset_installation()
+    forget_built_sinks()
     tracer = active_tracer()
     if tracer is not None:  # imports recorded so far belonged to the previous environment
         tracer.take_init()

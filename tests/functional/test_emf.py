@@ -4,6 +4,8 @@ table, namespace and service, and ColdStart counted once beside Powertools' own.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from collections import Counter
 from typing import Any
@@ -181,6 +183,8 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(capsys)
         1.0,
     )
     note(emf_documents(capsys.readouterr().out))
+    # records dropped by a queue nothing drained
+    note(overflowed_documents(capsys))
     assert {name: {unit} for name, (unit, _) in METRICS.items()} == units
 
 
@@ -396,3 +400,157 @@ def test_with_the_extension_registered_nothing_is_written_before_the_response(ca
     sink.drain(1.0)
     (document,) = emf_documents(capsys.readouterr().out)
     assert metric_values(document)["Invocations"] == [1.0]
+
+
+@pytest.fixture
+def metrics_in_code(monkeypatch):
+    """Powertools configured in code, not through its variables."""
+    from aws_lambda_powertools import Metrics
+    from aws_lambda_powertools.metrics.provider.cold_start import reset_cold_start_flag
+
+    reset_cold_start_flag()
+    metrics = Metrics(namespace="Orders", service="payment")
+    metrics.clear_metrics()
+    yield metrics
+    metrics.clear_metrics()
+    reset_cold_start_flag()
+
+
+@pytest.mark.parametrize("order", ["probe-outside", "probe-inside"])
+def test_powertools_configured_in_code_keeps_its_coldstart_beside_the_probes(
+    capsys, monkeypatch, metrics_in_code, order
+):
+    # GIVEN Powertools' Metrics(namespace="Orders", service="payment") and a probe whose
+    # namespace is Orders too (from the variable) but with no service: two metrics
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Orders")
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = stacked(metrics_in_code, order)
+    _, documents = run(handler, [{}, {}], capsys)
+    # THEN each metric counts the one cold start once: Powertools' output unchanged
+    assert cold_starts(documents) == {
+        ("Orders", frozenset({("function_name", "orders"), ("service", "payment")})): 1,
+        ("Orders", frozenset({("function_name", "orders")})): 1,
+    }
+
+
+@pytest.mark.parametrize("order", ["probe-outside", "probe-inside"])
+def test_the_same_metric_configured_in_code_for_both_tools_is_counted_once(
+    capsys, metrics_in_code, order
+):
+    fresh_environment(environ=FUNCTION_ENV)
+    handler = stacked(metrics_in_code, order, {"namespace": "Orders", "service": "payment"})
+    _, documents = run(handler, [{}, {}], capsys)
+    key = ("Orders", frozenset({("function_name", "orders"), ("service", "payment")}))
+    assert cold_starts(documents) == {key: 1}
+
+
+def overflowed_documents(capsys, extra=2):
+    """The documents of a sink whose extension never drained it past its queue's bound."""
+    from lifecycle_probe.sinks.flush import MAX_BUFFERED
+
+    fresh_environment(environ=FUNCTION_ENV)
+    sink = EmfSink(Config.resolve({}))
+
+    class Registered:
+        registered = True
+
+    sink.extension = Registered()  # type: ignore[assignment]
+    kept = []
+
+    class Keep(EmfSink):
+        def export(self, record):
+            kept.append(record)
+
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+
+    keep = Keep(Config.resolve({}))
+    add_process_sink(keep)
+    try:
+        probe(exporter="none")(plain)({}, FakeContext())
+    finally:
+        remove_process_sink(keep)
+    capsys.readouterr()
+    for _ in range(MAX_BUFFERED + extra):
+        sink.export(kept[0])
+    sink.drain(1.0)
+    return emf_documents(capsys.readouterr().out)
+
+
+def test_records_a_full_queue_drops_are_counted_in_the_next_document(capsys, caplog):
+    from lifecycle_probe.sinks.flush import MAX_BUFFERED
+
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        documents = overflowed_documents(capsys, extra=3)
+    assert len(documents) == MAX_BUFFERED
+    dropped = [metric_values(d).get("TelemetryDropped") for d in documents]
+    assert dropped[0] == [3.0]
+    assert dropped[1:] == [None] * (MAX_BUFFERED - 1)
+    (warning,) = [r.getMessage() for r in caplog.records if "queue is full" in r.getMessage()]
+    assert "emf" in warning
+
+
+def test_garbage_in_powertools_metrics_disabled_gives_one_warning_and_emf_stays_on(
+    capsys, monkeypatch, caplog
+):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "garbage")
+    fresh_environment(environ=FUNCTION_ENV)
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        _, documents = run(probe(plain), [{}, {}], capsys)
+    assert len(documents) == 2
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert "POWERTOOLS_METRICS_DISABLED='garbage'" in warning
+
+
+RACE = """
+import threading
+from lifecycle_probe import probe
+from lifecycle_probe.testing import FakeContext
+
+handler = probe(exporter="emf", flush="sync")(lambda event, context: None)
+start = threading.Barrier(8)
+
+def call():
+    start.wait()
+    handler({}, FakeContext())
+
+threads = [threading.Thread(target=call) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_first_writes_lose_no_document(attempt):
+    # GIVEN a fresh process whose eight threads make their first call at once, Powertools
+    # not imported yet (its import is serialised with the writes)
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIFECYCLE_PROBE_", "OTEL_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", RACE], capture_output=True, text=True, env=env, timeout=60
+    )
+    # THEN eight documents, and no warning that Powertools is missing
+    assert done.returncode == 0, done.stderr
+    documents = emf_documents(done.stdout)
+    assert len(documents) == 8
+    assert "aws-lambda-powertools" not in done.stderr
+
+
+def test_a_timeout_document_starts_on_a_line_of_its_own(capsys):
+    from lifecycle_probe.decorator import report_timeout
+
+    def prints_then_hangs(event, context):
+        print("half a line", end="")  # the handler is mid-line when the deadline comes
+        report_timeout(time.time_ns() + 1_000_000_000)
+        return {}
+
+    fresh_environment(environ=FUNCTION_ENV)
+    capsys.readouterr()
+    probe(prints_then_hangs)({}, FakeContext())
+    out = capsys.readouterr().out
+    assert out.startswith("half a line\n")
+    (document,) = emf_documents(out)
+    assert metric_values(document)["Timeouts"] == [1.0]

@@ -17,7 +17,8 @@ SECRET = "p4ssw0rd-in-the-event"
 def plain_runtime(monkeypatch):
     monkeypatch.delenv("AWS_LAMBDA_LOG_FORMAT", raising=False)
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
-    monkeypatch.setattr(loglines, "_powertools_logger_seen", False)
+    monkeypatch.setattr(loglines, "_powertools_logger_service", None)
+    monkeypatch.setattr(loglines, "_configured_service", None)
 
 
 def invoke_twice(capsys, **options):
@@ -71,7 +72,11 @@ def test_a_powertools_logger_makes_the_lines_json_and_metrics_alone_do_not(capsy
         assert loglines.powertools_logger_in_use()
         out = invoke_twice(capsys)
         (report,) = [json.loads(x) for x in out.splitlines() if '"init_report"' in x]
-        assert report["service"] == "service_undefined"  # the probe's service is not set
+        # the probe's service is not set: the Logger's, as the function's own lines
+        assert report["service"] == "orders-api"
+        assert report["function_memory_size"] is None or isinstance(
+            report["function_memory_size"], str
+        )
     finally:
         for handler in list(logger._logger.handlers):
             logger._logger.removeHandler(handler)

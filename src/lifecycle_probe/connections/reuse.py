@@ -29,6 +29,7 @@ from lifecycle_probe.connections.tracking import (
     ConnectionState,
     Reuse,
     _note,
+    freezes_between,
     peer_closed,
 )
 from lifecycle_probe.environment import current_environment
@@ -39,6 +40,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from lifecycle_probe.environment import Environment
 
 C = TypeVar("C")
 
@@ -120,7 +123,9 @@ class reusable(Generic[C]):
         self._lock = _thread.allocate_lock()
         self._pid = os.getpid()
         self._connection: C | None = None
-        self._checked: tuple[int, int] | None = None
+        # (environment, invocation seq) of the last check: the environment itself, not its
+        # id, which a new environment object could reuse.
+        self._checked: tuple[Environment, int] | None = None
         self._created_ns = 0
         self._created_seq = 0
         self._last_use_ns = 0
@@ -138,15 +143,18 @@ class reusable(Generic[C]):
             self._connection = None
             self._checked = None
         environment = current_environment()
-        mark = (id(environment), environment.seq)
+        mark = (environment, environment.seq)
         with self._lock:
             connection = self._connection
-            if connection is not None and self._checked == mark:
+            checked = self._checked
+            if connection is not None and checked == mark:
                 self._last_use_ns = time.time_ns()
                 self._uses += 1
                 return connection
             if connection is not None:
-                self._freezes += 1
+                # The same count as connection tracking gives for the same history.
+                last, last_seq = checked if checked is not None else (None, 0)
+                self._freezes += freezes_between(last, last_seq, environment)
                 if not self._alive(connection):
                     return self._replace(connection, mark)
             else:
@@ -175,7 +183,7 @@ class reusable(Generic[C]):
         self._uses = 0
         return connection
 
-    def _replace(self, dead: C, mark: tuple[int, int]) -> C:
+    def _replace(self, dead: C, mark: tuple[Environment, int]) -> C:
         idle_s = (time.time_ns() - self._last_use_ns) / 1e9
         age_s = (time.time_ns() - self._created_ns) / 1e9
         # The dead connection's figures; this hand-out is its (failed) reuse.

@@ -23,7 +23,7 @@ from time import time_ns as _time_ns
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.environment import current_environment, probe_threads
 from lifecycle_probe.facts import in_flight
-from lifecycle_probe.records import LifecycleEvent
+from lifecycle_probe.records import COLD, LifecycleEvent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -200,12 +200,24 @@ def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes
     )
 
 
+def freezes_between(last: Environment | None, last_seq: int, environment: Environment) -> int:
+    """The freezes between a use in invocation ``last_seq`` of ``last`` (0: at INIT) and now.
+
+    One per boundary between invocations. From INIT to the first event of an environment
+    its caller waited for (a ``cold`` start) there is none: the runtime went straight on;
+    ahead-of-demand INITs and a snapshot's restore do sit frozen before their first event.
+    """
+    if environment is not last or environment.seq <= last_seq:
+        return 1  # a new environment (fork, restore, tests): at least one boundary
+    crossed = environment.seq - last_seq
+    if last_seq == 0 and environment.first_start == COLD:
+        crossed -= 1
+    return crossed
+
+
 def _cross_boundaries(state: ConnectionState, environment: Environment) -> None:
     """Move a connection's state over the invocation boundaries since its last use."""
-    if environment is state.environment and environment.seq > state.seq:
-        state.freezes += environment.seq - state.seq
-    else:
-        state.freezes += 1  # a new environment (fork, restore, tests): at least one boundary
+    state.freezes += freezes_between(state.environment, state.seq, environment)
     state.environment = environment
     state.seq = environment.seq
 
@@ -325,9 +337,17 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
         fields,
         facts=in_flight.get(),
         function=environment.function,
+        arn=_invoked_arn(environment),
         xray_header=os.environ.get("_X_AMZN_TRACE_ID"),
         time_ns=event_ns,
     )
+
+
+def _invoked_arn(environment: Environment) -> str | None:
+    # The ARN the invocation in flight was called as (the decorator keeps its context).
+    capture = environment.in_flight_capture
+    arn = getattr(capture[3], "invoked_function_arn", None) if capture else None
+    return arn if type(arn) is str else None
 
 
 def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:

@@ -19,6 +19,9 @@ class Sink:
     """Base of every sink. ``export`` is called once per finished invocation."""
 
     name = "sink"
+    # Whether the sink uses what is read from the event (its trigger, W3C trace context);
+    # a probe whose sinks all say no skips reading it on every invocation.
+    reads_event = True
 
     def export(self, record: InvocationRecord) -> None:
         """Hand over one finished invocation (with its INIT record on the first one)."""
@@ -54,10 +57,29 @@ def remove_process_sink(sink: Sink) -> None:
         process_sinks.remove(sink)
 
 
+# Sinks already built, by configuration: every probe with the same configuration shares
+# them (a sink may own a thread, a file, a connection to a collector: one per handler
+# decorated, or per ``probe(fn)`` call in a loop, would grow without bound).
+_built: dict[Config, tuple[Sink, ...]] = {}
+
+
+def forget_built_sinks() -> None:
+    """Build new sinks from now on (for tests that simulate a new runtime process)."""
+    _built.clear()
+
+
 def build_sinks(config: Config) -> tuple[Sink, ...]:
-    """The sinks named by ``config.exporter``, in order, and the probe's log lines."""
+    """The sinks named by ``config.exporter``, in order, and the probe's log lines; the
+    same objects for the same configuration."""
     if "none" in config.exporter:
         return ()
+    built = _built.get(config)
+    if built is None:
+        built = _built[config] = _new_sinks(config)
+    return built
+
+
+def _new_sinks(config: Config) -> tuple[Sink, ...]:
     from lifecycle_probe.sinks.flush import attach_flushing
 
     sinks: list[Sink] = []

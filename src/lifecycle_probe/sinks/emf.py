@@ -11,15 +11,9 @@ The metric table (:data:`METRICS`) is the public contract: README "CloudWatch me
 (EMF)" documents it, and the SAM template's dashboard is built from it.
 
 **ColdStart is never counted twice.** Powertools' ``log_metrics(capture_cold_start_metric=
-True)`` emits ``ColdStart`` once per environment, after the handler returns, in its own
-namespace with the dimensions ``function_name`` and ``service``, and then clears its flag
-(``aws_lambda_powertools.metrics.provider.cold_start.is_cold_start``). When the probe's
-namespace and service are the ones Powertools reads from its variables
-(``POWERTOOLS_METRICS_NAMESPACE``, ``POWERTOOLS_SERVICE_NAME``), both would land on the
-same metric, so the probe shares that flag, deciding on the caller's path as its record
-is made: if Powertools has counted the cold start already (it wraps the probe) the probe
-does not; if not (the probe wraps Powertools, or the handler raised), the probe counts it
-and clears the flag, so Powertools does not. In any stacking order: one ``ColdStart``.
+True)`` writes a ``ColdStart`` of its own. Where it would land on the same metric as the
+probe's (the same namespace, function name and service), the first of the two to write it
+does and the other does not (:mod:`lifecycle_probe.coldstart`).
 """
 
 from __future__ import annotations
@@ -28,6 +22,7 @@ import _thread
 import os
 import sys
 
+from lifecycle_probe.coldstart import count_once
 from lifecycle_probe.records import (
     COLD,
     ERROR,
@@ -75,6 +70,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "StaleConnectionRisk": (COUNT, "connections reused after a long idle that worked"),
     "GlobalLeaks": (COUNT, "module globals rebound to request state"),
     "InitErrors": (COUNT, "1 for a failed INIT (written before the runtime exits)"),
+    "TelemetryDropped": (
+        COUNT,
+        "records the probe gave up before writing them, counted in the next document",
+    ),
 }
 
 START_METRICS = {
@@ -95,8 +94,6 @@ LEAK_EVENT = "lifecycle.global.leak"
 # Where the function name is unknown (outside Lambda): a dimension value may not be empty.
 LOCAL_FUNCTION_NAME = "local"
 
-_COLD_START_MODULE = "aws_lambda_powertools.metrics.provider.cold_start"
-
 
 def _missing_powertools(exc: ImportError) -> None:
     from lifecycle_probe._safe import warn_once
@@ -114,19 +111,13 @@ class EmfSink(BufferedSink):
     """Writes one EMF document per invocation (and one per failed INIT) on stdout."""
 
     name = "emf"
+    reads_event = False
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.namespace = config.namespace
         self.service = config.service
         self.resolution = 1 if config.emf_high_resolution else 60
-        # Same namespace and service as Powertools' metrics read from their variables:
-        # the two would count ColdStart on the same metric (module docstring).
-        self.shares_cold_start = config.namespace == os.environ.get(
-            "POWERTOOLS_METRICS_NAMESPACE"
-        ) and config.service == (os.environ.get("POWERTOOLS_SERVICE_NAME") or None)
-        # Powertools names its ColdStart's function_name from this variable when it is set.
-        self._powertools_function_name = os.environ.get("POWERTOOLS_METRICS_FUNCTION_NAME")
         self._cached_provider: Any = None
         self._write_lock = _thread.allocate_lock()
 
@@ -135,20 +126,11 @@ class EmfSink(BufferedSink):
         return record, self._claims_cold_start(record)
 
     def _claims_cold_start(self, record: InvocationRecord) -> bool:
-        if not record.facts.coldstart:
+        facts = record.facts
+        if not facts.coldstart:
             return False
-        if not self.shares_cold_start:
-            return True
-        renamed = self._powertools_function_name
-        if renamed and renamed != record.function.function_name:
-            return True  # another dimension set than Powertools': each counts its own
-        cold_start: Any = sys.modules.get(_COLD_START_MODULE)
-        if cold_start is None:
-            return True
-        if not getattr(cold_start, "is_cold_start", True):
-            return False  # Powertools counted it already
-        cold_start.is_cold_start = False
-        return True
+        function_name = record.function.function_name or LOCAL_FUNCTION_NAME
+        return count_once(self.namespace, function_name, self.service, facts.environment_id)
 
     def _provider(self, function: FunctionFacts) -> Any:
         """Powertools' EMF provider for this function, emptied of the last document.
@@ -200,7 +182,20 @@ class EmfSink(BufferedSink):
         from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 
         # POWERTOOLS_METRICS_DISABLED / POWERTOOLS_DEV: the user's switch for EMF output.
-        return bool(is_metrics_disabled())
+        try:
+            return bool(is_metrics_disabled())
+        except ValueError as exc:  # Powertools' strtobool on a value it cannot read
+            from lifecycle_probe._safe import warn_once
+
+            warn_once(
+                "emf:disabled-variable",
+                "lifecycle_probe: POWERTOOLS_METRICS_DISABLED=%r / POWERTOOLS_DEV=%r is not "
+                "valid (%s); EMF stays on",
+                os.environ.get("POWERTOOLS_METRICS_DISABLED"),
+                os.environ.get("POWERTOOLS_DEV"),
+                exc,
+            )
+            return False
 
     def document(self, record: InvocationRecord, counts_cold_start: bool) -> dict[str, Any]:
         """The EMF document of one invocation."""
@@ -271,31 +266,46 @@ class EmfSink(BufferedSink):
 
     def write(self, item: Any) -> None:
         record, counts_cold_start = item
-        try:
-            if self._disabled():
-                return
-            with self._write_lock:
-                document = self.document(record, counts_cold_start)
-        except ImportError as exc:
-            _missing_powertools(exc)
-            return
-        _print(document)
+        # A timeout is written while the handler still runs (and may be printing): start
+        # on a line of its own, or CloudWatch would read neither line.
+        fresh_line = record.outcome == TIMEOUT
+        self._write(lambda: self.document(record, counts_cold_start), fresh_line)
 
     def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
-        try:
-            if self._disabled():
+        # Local work (Powertools' import, a line on stdout): nothing here can hang.
+        self._write(lambda: self.failure_document(failure), fresh_line=False)
+
+    def _write(self, build: Callable[[], dict[str, Any]], fresh_line: bool) -> None:
+        # One writer at a time: the provider is reused, and two threads importing
+        # Powertools at once would see it half-imported.
+        with self._write_lock:
+            try:
+                if self._disabled():
+                    return
+                document = build()
+            except ModuleNotFoundError as exc:
+                _missing_powertools(exc)
                 return
-            with self._write_lock:
-                document = self.failure_document(failure)
-        except ImportError as exc:
-            _missing_powertools(exc)
-            return
-        _print(document)
+            dropped = self.take_dropped()
+            if dropped:
+                document = self._with_dropped(document, dropped)
+            _print(document, fresh_line)
+
+    def _with_dropped(self, document: dict[str, Any], dropped: int) -> dict[str, Any]:
+        # The records the queue gave up (nothing drained it) are counted in the next
+        # document: lost, but never silently.
+        document["_aws"]["CloudWatchMetrics"][0]["Metrics"].append(
+            {"Name": "TelemetryDropped", "Unit": COUNT}
+            | ({"StorageResolution": 1} if self.resolution == 1 else {})
+        )
+        document["TelemetryDropped"] = [float(dropped)]
+        return document
 
 
-def _print(document: dict[str, Any]) -> None:
+def _print(document: dict[str, Any], fresh_line: bool = False) -> None:
     import json
 
     # One line, as Powertools prints it: CloudWatch reads one EMF document per log event.
-    sys.stdout.write(json.dumps(document, separators=(",", ":")) + "\n")
+    text = json.dumps(document, separators=(",", ":")) + "\n"
+    sys.stdout.write("\n" + text if fresh_line else text)
     sys.stdout.flush()

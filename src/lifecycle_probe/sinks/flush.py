@@ -7,10 +7,11 @@ returns, bounded by ``LIFECYCLE_PROBE_FLUSH_TIMEOUT_MS`` and the remaining time.
 
 from __future__ import annotations
 
+import _thread
 import os
 from _queue import Empty, SimpleQueue
 
-from lifecycle_probe._safe import report_failure
+from lifecycle_probe._safe import report_failure, warn_once
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.records import SOURCE_RUNTIME
 from lifecycle_probe.sinks import Sink
@@ -70,6 +71,8 @@ class BufferedSink(Sink):
         # A C queue: thread-safe without a lock of ours, the cheapest put there is.
         self._queue: SimpleQueue[Any] = SimpleQueue()
         self._generation = _generation
+        self._dropped = 0
+        self._dropped_lock = _thread.allocate_lock()
 
     def prepare(self, record: InvocationRecord) -> Any:
         """What must be decided on the caller's path, before the response (the record)."""
@@ -87,10 +90,32 @@ class BufferedSink(Sink):
         queue = self._queue
         queue.put(item)
         if queue.qsize() > MAX_BUFFERED:
-            queue.get_nowait()  # nothing drains (an extension that stopped): oldest out
+            self._drop_oldest()
         extension = self.extension
         if extension is None or not extension.registered:
             self.drain(0.0)
+
+    def _drop_oldest(self) -> None:
+        # Nothing drains the queue (an extension that stopped): the oldest goes, counted.
+        try:
+            self._queue.get_nowait()
+        except Empty:
+            return
+        with self._dropped_lock:
+            self._dropped += 1
+        warn_once(
+            f"{self.name}:dropped",
+            "lifecycle_probe: the %s sink's queue is full (%d records not written yet); "
+            "the oldest are dropped and counted",
+            self.name,
+            MAX_BUFFERED,
+        )
+
+    def take_dropped(self) -> int:
+        """Records dropped since the last call."""
+        with self._dropped_lock:
+            dropped, self._dropped = self._dropped, 0
+        return dropped
 
     def drain(self, timeout_s: float) -> bool:
         """Write everything queued (local writes: the bound is not needed to stop a hang)."""

@@ -37,10 +37,15 @@ class LogSink(BufferedSink):
     """Writes the probe's INIT report and timeout lines (JSON or plain, as the function)."""
 
     name = "log"
+    reads_event = False
 
     def __init__(self, config: Config) -> None:
         super().__init__()
         self._service = config.service
+        if config.service:
+            from lifecycle_probe.loglines import set_service
+
+            set_service(config.service)
 
     def export(self, record: InvocationRecord) -> None:
         # Most invocations have nothing to say: skip the queue for them.

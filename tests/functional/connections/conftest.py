@@ -210,6 +210,13 @@ class Function:
         ]
 
 
+def freezes_since_init(function, invocation):
+    """The freezes a connection made at INIT has lived through when used in ``function``'s
+    ``invocation``-th invocation: one per boundary between invocations, and one before the
+    first event unless that first start was cold (its caller waited: no freeze)."""
+    return invocation - 1 + (function.records[0].facts.start != "cold")
+
+
 @pytest.fixture
 def function():
     return Function()
