@@ -128,9 +128,12 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
             else:
                 incoming = None
             environment = current_environment()
-            # A test's MagicMock context answers every attribute with a mock: only a
-            # string is a request id.
-            request_id = getattr(context, "aws_request_id", None)
+            # Only a string is a request id (a test's MagicMock context answers every
+            # attribute with a mock), and a context whose attributes raise has none.
+            try:
+                request_id = context.aws_request_id
+            except Exception:
+                request_id = None
             if type(request_id) is not str:
                 request_id = None
             facts, init = environment.begin_invocation(request_id, gap_ns, clock())
@@ -183,9 +186,13 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     return wrapper  # type: ignore[no-any-return]
 
 
-def _string_or_none(value: Any) -> str | None:
-    # A test's MagicMock context answers every attribute with another mock: only a string
-    # is an ARN.
+def _string_attribute(context: Any, name: str) -> str | None:
+    # Only a string is an ARN (a test's MagicMock context answers every attribute with a
+    # mock), and a context whose attributes raise has none.
+    try:
+        value = getattr(context, name, None)
+    except Exception:
+        return None
     return value if type(value) is str else None
 
 
@@ -224,15 +231,15 @@ def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
 def _deadline_ns(context: Any, now_ns: int) -> int | None:
     # awslambdaric's context keeps the deadline itself: read it rather than ask for the
     # remaining time (a clock read and arithmetic, then our own back to a deadline).
-    deadline_ms = getattr(context, "_epoch_deadline_time_in_ms", None)
-    if type(deadline_ms) is int:
-        return deadline_ms * 1_000_000
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    if remaining is None:
-        return None
     try:
+        deadline_ms = getattr(context, "_epoch_deadline_time_in_ms", None)
+        if type(deadline_ms) is int:
+            return deadline_ms * 1_000_000
+        remaining = getattr(context, "get_remaining_time_in_millis", None)
+        if remaining is None:
+            return None
         left_ms = remaining()
-    except Exception:  # a test's half-built context: no deadline
+    except Exception:  # a test's half-built or hostile context: no deadline
         return None
     # Only a number is a remaining time (a MagicMock's answer would make int() say 1 ms).
     if type(left_ms) not in (int, float) or not 0 <= left_ms < 10**9:
@@ -302,7 +309,7 @@ def _record(
         error_type,
         init,
         environment.function,
-        _string_or_none(getattr(context, "invoked_function_arn", None)),
+        _string_attribute(context, "invoked_function_arn"),
         environment.take_events() if environment.events else (),
         trigger,
         xray_trace_header,

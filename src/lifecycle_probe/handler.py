@@ -7,7 +7,10 @@ its module) and wraps it with ``@probe``.
 
 A failed INIT reaches Lambda as it would without the probe (see ``init_failure``): the
 runtime's own error for a bad handler setting or module, and for an exception raised by
-the function's INIT code the same exception, with the same frames.
+the function's INIT code the same exception, with the same frames. Imported by another
+wrapper's module instead of the runtime (the OpenTelemetry layer's otel_wrapper), the
+function's module is imported as that module would (``import_module`` and ``getattr``),
+so the runtime's error is the one it reports with that wrapper alone.
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ import sys
 # Before the decorator, whose import starts the import tracer: the probe's own modules
 # are no imports of the function's INIT.
 from lifecycle_probe.init_failure import (  # isort: skip
+    at_interpreter_startup,
+    defer_init_failure,
     export_init_failure,
     find_runtime,
+    imported_by_runtime,
+    init_resolved,
     load_handler,
+    returned_fault,
     runtime_traceback,
 )
 from lifecycle_probe.decorator import probe  # isort: skip
@@ -31,11 +39,25 @@ install()
 _spec = os.environ.get("LIFECYCLE_PROBE_HANDLER")
 _runtime = find_runtime()
 try:
-    _function = load_handler(_spec, _runtime)
-    with probe_work():  # the sinks' modules are the probe's imports, not the function's
-        handler = probe(_function)
+    _function = load_handler(_spec, _runtime, imported_by_runtime(_runtime))
+    _fault = returned_fault(_function, _runtime)
+    if _fault is not None:
+        # A runtime before awslambdaric 2.1.0 returned its fault handler instead of raising:
+        # INIT failed. It stays the handler, unwrapped: the runtime raises the fault at
+        # each invocation, as without the probe.
+        export_init_failure(_fault, _spec, _runtime)
+        handler = _function
+    else:
+        with probe_work():  # the sinks' modules are the probe's imports, not the function's
+            handler = probe(_function)
+        init_resolved()
 except BaseException as _failure:
-    export_init_failure(_failure, _spec, _runtime)
+    if at_interpreter_startup():
+        # Imported by a sitecustomize (the OpenTelemetry layer's instrumentor): the runtime
+        # resolves the handler again after it, and that attempt is the INIT's.
+        defer_init_failure(_failure, _spec, _runtime)
+    else:
+        export_init_failure(_failure, _spec, _runtime)
     _traceback = runtime_traceback(_failure, _runtime)
     if sys.version_info >= (3, 11):
         # A bare raise adds no frame of this module: the runtime sees its own frames, the

@@ -80,11 +80,68 @@ def _find_runtime(frame: FrameType | None) -> dict[str, Any] | None:
     return None
 
 
-def load_handler(spec: str | None, runtime: dict[str, Any] | None) -> Callable[..., Any]:
+def imported_by_runtime(runtime: dict[str, Any] | None, frame: FrameType | None = None) -> bool:
+    """Whether the runtime's ``_get_handler`` imports the entry point itself: between the
+    two there is only the import machinery (and the probe's import tracer).
+
+    Not so when another layer's module imports it (the OpenTelemetry layer's otel_wrapper,
+    with ``ORIG_HANDLER`` pointing at the entry point): the runtime resolves that module,
+    which imports the function's with ``import_module`` and ``getattr``. The entry point
+    then does the same, so that the error reaching the runtime is the one it would get
+    from that module without the probe.
+    """
+    try:
+        resolve = None if runtime is None else runtime.get("_get_handler")
+        code = getattr(resolve, "__code__", None)
+        if code is None:
+            return False
+        frame = sys._getframe(1) if frame is None else frame
+        depth = 0
+        while frame is not None and depth < _MAX_DEPTH:
+            if frame.f_code is code:
+                return True
+            if depth and _frame_kind(frame) == _OTHER:
+                return False  # another module's code in between
+            frame = frame.f_back
+            depth += 1
+    except Exception as exc:
+        report_failure("runtime lookup", exc)
+    return False
+
+
+def at_interpreter_startup(frame: FrameType | None = None) -> bool:
+    """Whether this runs while the interpreter starts, before its program: the outermost
+    frame (past the import machinery) is the ``site`` module's. A ``sitecustomize`` or
+    ``.pth`` file imports the entry point, as OpenTelemetry's ``opentelemetry-instrument``
+    does through its AwsLambdaInstrumentor, which imports the module named by
+    ``ORIG_HANDLER``.
+
+    The runtime starts after it and resolves the handler itself: a failure now is not yet
+    the failed INIT (it may even pass the second time).
+    """
+    try:
+        frames: list[FrameType] = []
+        current: FrameType | None = sys._getframe(1) if frame is None else frame
+        while current is not None:
+            frames.append(current)
+            current = current.f_back
+        # outermost first, past the import machinery that imports ``site`` itself
+        outermost = next((f for f in reversed(frames) if _frame_kind(f) != _IMPORTLIB), None)
+        return outermost is not None and outermost.f_globals.get("__name__") == "site"
+    except Exception as exc:
+        report_failure("startup lookup", exc)
+        return False
+
+
+def load_handler(
+    spec: str | None, runtime: dict[str, Any] | None, by_runtime: bool = True
+) -> Callable[..., Any]:
     """The function's handler named by ``spec`` (``module.function``, ``dir/module.function``).
 
-    With a known runtime, resolved by the runtime's own ``_get_handler``: its errors are
-    exactly the ones Lambda would report without the probe.
+    With a known runtime that imports the entry point itself (``by_runtime``), resolved by
+    the runtime's own ``_get_handler``: its errors are exactly the ones Lambda would report
+    without the probe. Otherwise a plain ``import_module`` and ``getattr``, as another
+    wrapper's module importing the function's would do.
     """
     if not spec:
         # Only a hand-made configuration gets here (the exec wrapper always hands the
@@ -93,7 +150,7 @@ def load_handler(spec: str | None, runtime: dict[str, Any] | None) -> Callable[.
             "LIFECYCLE_PROBE_HANDLER is not set to 'module.function'; the exec wrapper "
             f"sets it from _HANDLER (got {spec!r})"
         )
-    if runtime is not None:
+    if runtime is not None and by_runtime:
         resolved: Callable[..., Any] = runtime["_get_handler"](spec)
         return resolved
     from importlib import import_module
@@ -106,20 +163,61 @@ def load_handler(spec: str | None, runtime: dict[str, Any] | None) -> Callable[.
 
 
 def error_type_of(exc: BaseException, runtime: dict[str, Any] | None) -> str:
-    """The Lambda error type of a runtime fault, else the exception's qualified name."""
+    """The Lambda error type of a runtime fault, else the exception's qualified name.
+
+    With a known runtime, an ``ImportError`` or ``SyntaxError`` of a plain import (the
+    entry point imported by another wrapper's module) is the fault the runtime's
+    ``_get_handler`` will make of it when it reaches the runtime through that module.
+    """
     fault = None if runtime is None else runtime.get("FaultException")
     if fault is not None and isinstance(exc, fault):
         exception_type = getattr(exc, "exception_type", None)
         if isinstance(exception_type, str) and exception_type:
             return exception_type
+    if fault is not None:
+        wrapped_as = (
+            "IMPORT_MODULE_ERROR"
+            if isinstance(exc, ImportError)
+            else "USER_CODE_SYNTAX_ERROR"
+            if isinstance(exc, SyntaxError)
+            else None
+        )
+        exception_type = None if wrapped_as is None else getattr(fault, wrapped_as, None)
+        if isinstance(exception_type, str) and exception_type:
+            return exception_type
     return type(exc).__qualname__
+
+
+def returned_fault(resolved: object, runtime: dict[str, Any] | None) -> BaseException | None:
+    """The fault of a fault handler the runtime's ``_get_handler`` returned, or None.
+
+    Runtimes before awslambdaric 2.1.0 do not raise a bad handler's fault at INIT: they
+    return a handler of their own that raises it at every invocation (``make_fault_handler``).
+    It is recognised as a function of the runtime's module whose closure holds an instance
+    of the runtime's ``FaultException``.
+    """
+    try:
+        fault = None if runtime is None else runtime.get("FaultException")
+        if not isinstance(fault, type) or getattr(resolved, "__globals__", None) is not runtime:
+            return None
+        for cell in getattr(resolved, "__closure__", None) or ():
+            content = cell.cell_contents
+            if isinstance(content, fault) and isinstance(content, BaseException):
+                return content
+    except Exception as exc:  # (an empty cell raises ValueError)
+        report_failure("fault handler lookup", exc)
+    return None
 
 
 # -- the traceback the runtime would have seen ------------------------------------------------
 
 
 def _kind(entry: TracebackType) -> int:
-    filename = entry.tb_frame.f_code.co_filename
+    return _frame_kind(entry.tb_frame)
+
+
+def _frame_kind(frame: FrameType) -> int:
+    filename = frame.f_code.co_filename
     if filename.startswith(_PROBE_DIR):
         return _PROBE
     if filename.startswith("<frozen importlib") or _is_importlib_file(filename):
@@ -249,30 +347,94 @@ def failure_record(
     )
 
 
+# The environment whose failed INIT was exported: at most once per environment (process).
+# The OpenTelemetry layer imports the entry point twice when it wraps it (at interpreter
+# startup, then through its otel_wrapper): a failing INIT fails both times.
+_exported_for: str | None = None
+# A failure at interpreter startup, not exported yet: (exception, handler setting,
+# runtime, environment id). The runtime's own attempt, later, decides.
+_pending: tuple[BaseException, str | None, dict[str, Any] | None, str] | None = None
+_exit_export_registered = False
+
+
 def export_init_failure(
     exc: BaseException, spec: str | None, runtime: dict[str, Any] | None
 ) -> None:
     """Export the failed INIT to the configured sinks, within the flush timeout; never raises.
 
     Done before the error goes back to the runtime: it reports the error and exits at
-    once, and Lambda may end the environment right after.
+    once, and Lambda may end the environment right after. Once per environment: a second
+    failure of the same INIT (the entry point imported again) exports nothing.
     """
+    global _exported_for, _pending
     try:
-        from lifecycle_probe.config import Config
-        from lifecycle_probe.imports import probe_work
-        from lifecycle_probe.installation import installed_options
+        from lifecycle_probe.environment import current_environment
 
-        config = Config.resolve(**installed_options())
-        if config.disabled:
+        environment_id = current_environment().environment_id
+        _pending = None
+        if _exported_for == environment_id:
             return
-        # The record first: the imports of INIT end here, before the sinks' own.
-        failure = failure_record(exc, spec, runtime)
-        with probe_work():  # the sinks' imports (the OpenTelemetry SDK) are the probe's
-            from lifecycle_probe.sinks import build_sinks, export_init_failure_to
-
-            # No after-response extension for a process about to exit: every sink
-            # delivers now.
-            sinks = build_sinks(config.replace(flush="sync"))
-            export_init_failure_to(sinks, failure, config.flush_timeout_ms / 1000)
+        _exported_for = environment_id
+        _export(exc, spec, runtime)
     except Exception as failure_to_export:
         report_failure("failed INIT export", failure_to_export)
+
+
+def defer_init_failure(
+    exc: BaseException, spec: str | None, runtime: dict[str, Any] | None
+) -> None:
+    """Keep a failure at interpreter startup for later; never raises.
+
+    The runtime imports the entry point again when it resolves the handler: if that fails
+    too, it is exported then, with the runtime's error type; if it succeeds, INIT did not
+    fail. Should the process exit with no second attempt, it is exported at exit.
+    """
+    global _pending, _exit_export_registered
+    try:
+        import atexit
+
+        from lifecycle_probe.environment import current_environment
+
+        _pending = (exc, spec, runtime, current_environment().environment_id)
+        if not _exit_export_registered:
+            _exit_export_registered = True
+            atexit.register(_export_pending)
+    except Exception as failure_to_defer:
+        report_failure("failed INIT export", failure_to_defer)
+
+
+def init_resolved() -> None:
+    """The entry point resolved the function's handler: a failure kept from interpreter
+    startup was not the failed INIT."""
+    global _pending
+    _pending = None
+
+
+def _export_pending() -> None:
+    pending = _pending
+    if pending is None:
+        return
+    exc, spec, runtime, environment_id = pending
+    from lifecycle_probe.environment import current_environment
+
+    if current_environment().environment_id == environment_id:
+        export_init_failure(exc, spec, runtime)
+
+
+def _export(exc: BaseException, spec: str | None, runtime: dict[str, Any] | None) -> None:
+    from lifecycle_probe.config import Config
+    from lifecycle_probe.imports import probe_work
+    from lifecycle_probe.installation import installed_options
+
+    config = Config.resolve(**installed_options())
+    if config.disabled:
+        return
+    # The record first: the imports of INIT end here, before the sinks' own.
+    failure = failure_record(exc, spec, runtime)
+    with probe_work():  # the sinks' imports (the OpenTelemetry SDK) are the probe's
+        from lifecycle_probe.sinks import build_sinks, export_init_failure_to
+
+        # No after-response extension for a process about to exit: every sink
+        # delivers now.
+        sinks = build_sinks(config.replace(flush="sync"))
+        export_init_failure_to(sinks, failure, config.flush_timeout_ms / 1000)

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 from opentelemetry.sdk.metrics.export import NumberDataPoint, Sum
@@ -482,7 +483,8 @@ def launched(*wrappers, python_flags=(), cwd=None, **env):
     command = [*map(str, wrappers), sys.executable, *python_flags, "-c", LAUNCHER, "a b", "c"]
     completed = subprocess.run(
         command,
-        env={"PATH": os.environ["PATH"], **env},
+        # (the OpenTelemetry layer stand-in's python3: this one, which has its packages)
+        env={"PATH": os.environ["PATH"], "OTEL_STAND_IN_PYTHON": sys.executable, **env},
         capture_output=True,
         text=True,
         check=True,
@@ -651,3 +653,88 @@ def test_a_probe_failure_while_cutting_the_traceback_still_passes_the_error_on(
     # the function's own error, only with the frames the probe could not take out
     assert (with_probe["errorType"], with_probe["errorMessage"]) == ("ValueError", "x")
     assert with_probe["stackTrace"][-1] == without["stackTrace"][-1]
+
+
+# -- a runtime before awslambdaric 2.1.0: _get_handler returns a fault handler ----------------
+
+OLD_RUNTIME = """
+import importlib
+
+
+class FaultException(Exception):
+    IMPORT_MODULE_ERROR = "Runtime.ImportModuleError"
+    HANDLER_NOT_FOUND = "Runtime.HandlerNotFound"
+
+    def __init__(self, exception_type, msg, trace=None):
+        self.msg = msg
+        self.exception_type = exception_type
+        self.trace = trace
+
+
+def make_fault_handler(fault):
+    def result(*args):
+        raise fault
+
+    return result
+
+
+def _get_handler(handler):
+    modname, fname = handler.rsplit(".", 1)
+    try:
+        m = importlib.import_module(modname)
+    except ImportError as e:
+        fault = FaultException(
+            FaultException.IMPORT_MODULE_ERROR,
+            "Unable to import module '{}': {}".format(modname, str(e)),
+        )
+        return make_fault_handler(fault)
+    try:
+        return getattr(m, fname)
+    except AttributeError:
+        fault = FaultException(
+            FaultException.HANDLER_NOT_FOUND,
+            "Handler '{}' missing on module '{}'".format(fname, modname),
+        )
+        return make_fault_handler(fault)
+"""
+
+
+def fault_of(handler):
+    runtime = sys.modules["zc_old_runtime"]
+    with pytest.raises(runtime.FaultException) as raised:
+        handler({}, FakeContext())
+    return type(raised.value).__name__, raised.value.exception_type, raised.value.msg
+
+
+@pytest.mark.parametrize(
+    ("app", "error_type"),
+    [
+        ("import zc_fn_slow\nimport zc_fn_not_packaged\n", "Runtime.ImportModuleError"),
+        ("import zc_fn_slow\ndef handle(event, context): pass\n", "Runtime.HandlerNotFound"),
+    ],
+)
+def test_an_old_runtimes_fault_handler_is_a_failed_init(
+    user_module, monkeypatch, failures, app, error_type
+):
+    # GIVEN a runtime whose _get_handler returns a handler raising the fault at each
+    # invocation, instead of raising it at INIT
+    user_module("zc_fn_slow", "import time\ntime.sleep(0.002)\n")
+    user_module("zc_old_runtime", OLD_RUNTIME)
+    user_module("fn_app", app)
+    runtime = importlib.import_module("zc_old_runtime")
+    without = runtime._get_handler("fn_app.handler")
+    sys.modules.pop("fn_app", None)
+    # WHEN it resolves the zero-code entry point
+    monkeypatch.setenv("LIFECYCLE_PROBE_HANDLER", "fn_app.handler")
+    sys.modules.pop("lifecycle_probe.handler", None)
+    with capture_records() as captured:
+        entry = runtime._get_handler("lifecycle_probe.handler.handler")
+        # THEN the runtime keeps its own behaviour: its fault handler, raising the fault
+        assert entry.__code__ is without.__code__
+        assert fault_of(entry) == fault_of(without) == ("FaultException", error_type, ANY)
+        assert fault_of(entry)[2] == fault_of(without)[2]
+    # and the failed INIT is exported, at INIT, once, with the runtime's error type
+    assert [f.error_type for f, _ in failures] == [error_type]
+    assert "zc_fn_slow" in [i.module for i in failures[0][0].imports]
+    # no invocation of a function that never loaded is recorded as the probe's
+    assert captured.starts == []

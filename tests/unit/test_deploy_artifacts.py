@@ -183,7 +183,6 @@ def test_dashboard_covers_the_lifecycle(template):
     stale = {name for name in METRICS if name.startswith("StaleConnection")}
     assert len(stale) == 3
     required = {
-        "ColdStart",
         "Invocations",
         "InitDuration",
         "InvocationSeq",
@@ -192,9 +191,18 @@ def test_dashboard_covers_the_lifecycle(template):
         "Timeouts",
     }
     assert required | starts | stale <= everything
-    # the cold-start ratio is metric math over ColdStart and Invocations
+    # the cold-start ratio is metric math over what the probe always writes itself, in its
+    # own namespace (not ColdStart, which Powertools may write in the function's)
     (ratio,) = [t for t in named if t.startswith("Cold-start ratio")]
-    assert by_title[ratio] == {"ColdStart", "Invocations"}
+    assert by_title[ratio] == {"StartCold", "StartRestored", "Invocations"}
+    widget = next(
+        w for w in dashboard_body(template)["widgets"] if w["properties"].get("title") == ratio
+    )
+    rows = {row[0]["id"]: row[0] for row in widget["properties"]["metrics"]}
+    shown = [row for row in rows.values() if row.get("visible", True)]
+    (expression,) = [row["expression"] for row in shown]
+    # warm-only periods have no StartCold point: FILL makes them 0, not a gap
+    assert expression == ("100 * (FILL(SUM(cold), 0) + FILL(SUM(restored), 0)) / SUM(invocations)")
     # percentiles and max where the brief asks for them
     stats = {(m, s) for metrics in named.values() for m, _, s in metrics}
     assert {("InitDuration", "p50"), ("InitDuration", "p99")} <= stats
@@ -219,10 +227,14 @@ def test_cold_start_alarm_is_metric_math_over_emitted_metrics(template):
     (returned,) = [q for q in queries.values() if q.get("ReturnData")]
     expression = returned["Expression"]
     stats = {qid: q["MetricStat"] for qid, q in queries.items() if "MetricStat" in q}
-    assert {stats[qid]["Metric"]["MetricName"] for qid in stats} == {"ColdStart", "Invocations"}
-    cold = next(qid for qid, s in stats.items() if s["Metric"]["MetricName"] == "ColdStart")
-    calls = next(qid for qid, s in stats.items() if s["Metric"]["MetricName"] == "Invocations")
-    assert re.search(rf"\b{cold}\s*/\s*{calls}\b", expression), expression
+    by_metric = {s["Metric"]["MetricName"]: qid for qid, s in stats.items()}
+    # the probe's own start metrics: cold and restored starts (faas.coldstart) over
+    # invocations, each missing point (no cold start in the period) filled with 0
+    assert set(by_metric) == {"StartCold", "StartRestored", "Invocations"}
+    cold, restored, calls = (by_metric[m] for m in ("StartCold", "StartRestored", "Invocations"))
+    assert expression == (
+        f"IF({calls} > 0, 100 * (FILL({cold}, 0) + FILL({restored}, 0)) / {calls}, 0)"
+    )
     for stat in stats.values():
         metric = stat["Metric"]
         assert metric["MetricName"] in METRICS
@@ -236,11 +248,50 @@ def test_cold_start_alarm_is_metric_math_over_emitted_metrics(template):
     assert properties["TreatMissingData"] == "notBreaching"
 
 
+def test_a_collector_needs_an_endpoint_and_gets_otlp(template):
+    # a collector with no backend endpoint would forward to "": the template refuses it
+    rule = template["Rules"]["CollectorNeedsAnEndpoint"]
+    assert rule["RuleCondition"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "CollectorLayerArn"}, ""]}]
+    }
+    (assertion,) = rule["Assertions"]
+    assert assertion["Assert"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OtlpEndpoint"}, ""]}]}
+    # with a collector the functions export otlp to it, besides the Exporter list
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["LIFECYCLE_PROBE_EXPORTER"] == {
+        "Fn::If": ["AddOtlpForCollector", {"Fn::Sub": "${Exporter},otlp"}, {"Ref": "Exporter"}]
+    }
+    conditions = template["Conditions"]
+    assert conditions["AddOtlpForCollector"] == {
+        "Fn::And": [
+            {"Fn::Condition": "HasCollector"},
+            {"Fn::Not": [{"Fn::Condition": "ExporterHasOtlp"}]},
+        ]
+    }
+    # ExporterHasOtlp: ",<list>," split on ",otlp," leaves a shorter first part
+    (has,) = conditions["ExporterHasOtlp"]["Fn::Not"]
+    select, whole = has["Fn::Equals"]
+    assert whole == {"Fn::Sub": ",${Exporter},"}
+    assert select == {"Fn::Select": [0, {"Fn::Split": [",otlp,", whole]}]}
+
+    def has_otlp(exporter: str) -> bool:  # the condition, evaluated
+        text = f",{exporter},"
+        return text.split(",otlp,")[0] != text
+
+    assert [has_otlp(e) for e in ("otlp", "emf,otlp", "otlp,emf", "emf", "otlp-file")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+
+
 def test_powertools_variables_set_globally_give_the_dashboard_its_dimensions(template):
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["POWERTOOLS_SERVICE_NAME"] == {"Ref": "ServiceName"}
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == {"Ref": "MetricsNamespace"}
-    assert variables["LIFECYCLE_PROBE_EXPORTER"] == {"Ref": "Exporter"}
+    assert variables["LIFECYCLE_PROBE_EXPORTER"]["Fn::If"][2] == {"Ref": "Exporter"}
     defaults = {name: p.get("Default") for name, p in template["Parameters"].items()}
     assert defaults["MetricsNamespace"] == SUB_VALUES["MetricsNamespace"]
     assert defaults["ServiceName"] == SUB_VALUES["ServiceName"]
@@ -486,6 +537,130 @@ def test_grafana_panel_units_match_the_instruments():
                 assert instrument_units == {"s"}, (panel["title"], instrument_units)
             if unit == "bytes" and "quantile" in target["expr"]:
                 assert instrument_units == {"By"}, (panel["title"], instrument_units)
+
+
+# -- the Grafana queries on per-environment series --------------------------------------------
+# A small model of what Prometheus stores and computes. Each execution environment exports
+# its own cumulative series (service.instance.id -> instance); a series begins at its first
+# value (faas.coldstarts at 1, and it never grows). Evaluated here as Prometheus does:
+# increase() with its extrapolation (extrapolatedRate), instant selectors with the 5 minute
+# lookback, offset, and/or/unless matching on the labels.
+
+STEP_S = 60  # scrape (or export) interval
+WINDOW_S = 300  # $__rate_interval
+LOOKBACK_S = 300
+
+Series = dict[tuple[str, ...], list[tuple[float, float]]]  # labels -> [(t, value)]
+
+
+def prometheus_increase(
+    samples: list[tuple[float, float]], t: float, window: float
+) -> float | None:
+    """``increase(x[window])`` at ``t`` for one counter series (no resets), or None."""
+    inside = [(ts, v) for ts, v in samples if t - window < ts <= t]
+    if len(inside) < 2:
+        return None  # one point: no increase (the environment's first value is lost)
+    (first_t, first_v), (last_t, last_v) = inside[0], inside[-1]
+    result = last_v - first_v
+    sampled = last_t - first_t
+    average = sampled / (len(inside) - 1)
+    to_start, to_end = first_t - (t - window), t - last_t
+    if result > 0 and first_v >= 0:  # a counter does not extrapolate below zero
+        to_start = min(to_start, sampled * (first_v / result))
+    threshold = average * 1.1
+    extend = sampled
+    extend += to_start if to_start < threshold else average / 2
+    extend += to_end if to_end < threshold else average / 2
+    return result * extend / sampled
+
+
+def instant(samples: list[tuple[float, float]], t: float) -> float | None:
+    before = [v for ts, v in samples if t - LOOKBACK_S < ts <= t]
+    return before[-1] if before else None
+
+
+def old_form(series: Series, t: float) -> float:
+    """``sum(increase(x[w]))``: what the dashboard computed before."""
+    values = [prometheus_increase(s, t, WINDOW_S) for s in series.values()]
+    return sum(v for v in values if v is not None)
+
+
+def new_form(series: Series, t: float) -> float:
+    """``sum((increase(x[w]) and x offset w) or (x unless x offset w))``."""
+    total = 0.0
+    for samples in series.values():
+        existed = instant(samples, t - WINDOW_S) is not None
+        now = instant(samples, t)
+        if existed:
+            total += prometheus_increase(samples, t, WINDOW_S) or 0.0
+        elif now is not None:
+            total += now  # new in the window: it started from 0 inside it
+    return total
+
+
+def environments(starts_s: list[float], invocations_each: int, until_s: float):
+    """Per-environment series of faas.coldstarts, faas.invocations and the INIT histogram's
+    bucket below 0.25 s (each INIT took 0.2 s): one invocation per step from the start."""
+    cold: Series = {}
+    calls: Series = {}
+    init_fast: Series = {}
+    for n, start in enumerate(starts_s):
+        times = [
+            start + STEP_S * i for i in range(invocations_each) if start + STEP_S * i <= until_s
+        ]
+        cold[(f"env{n}",)] = [(ts, 1.0) for ts in times]
+        calls[(f"env{n}",)] = [(ts, float(i + 1)) for i, ts in enumerate(times)]
+        init_fast[(f"env{n}",)] = [(ts, 1.0) for ts in times]
+    return cold, calls, init_fast
+
+
+def test_grafana_query_form_counts_each_environments_first_point():
+    # GIVEN three environments starting in the window, each invoked every minute after
+    t = 1000.0
+    cold, calls, init_fast = environments([760.0, 820.0, 880.0], 10, t)
+    # THEN the cold starts are all three, and the invocations all there were
+    assert new_form(cold, t) == 3
+    invocations = sum(len(s) for s in calls.values())
+    assert invocations == 5 + 4 + 3  # one a minute: 760..1000, 820..1000, 880..1000
+    assert new_form(calls, t) == 12
+    assert new_form(cold, t) / new_form(calls, t) == pytest.approx(0.25)
+    # and the INIT histogram has its three observations: a quantile, not NaN
+    assert new_form(init_fast, t) == 3
+    # the old form saw no cold start and no INIT observation at all
+    assert old_form(cold, t) == 0
+    assert old_form(init_fast, t) == 0
+
+
+def test_grafana_query_form_takes_only_the_increase_of_older_environments():
+    # GIVEN environments started long before the window: their coldstarts stay at 1
+    t = 2000.0
+    cold, calls, _ = environments([100.0, 160.0], 40, t)
+    # THEN no cold start in the window, and the invocations are the increase of the window
+    assert new_form(cold, t) == 0
+    assert new_form(calls, t) == pytest.approx(old_form(calls, t))
+    assert new_form(calls, t) == pytest.approx(2 * WINDOW_S / STEP_S)
+
+
+COUNTED = re.compile(
+    r"\(increase\((?P<m>\w+)\{job=~\"\$service\"\}\[\$__rate_interval\]\) and (?P=m)"
+    r"\{job=~\"\$service\"\} offset \$__rate_interval\) or \((?P=m)\{job=~\"\$service\"\}"
+    r" unless (?P=m)\{job=~\"\$service\"\} offset \$__rate_interval\)"
+)
+
+
+def test_every_grafana_query_counts_new_series_as_simulated():
+    dashboard = json.loads(GRAFANA.read_text())
+    for panel in grafana_panels(dashboard):
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            metrics, _ = promql_metrics_and_labels(expr)
+            counted = {m.group("m") for m in COUNTED.finditer(expr)}
+            # every metric is read in the simulated form, and in no other
+            assert counted == metrics, (panel["title"], expr)
+            assert "rate(" not in expr.replace("increase(", "")
+            assert len(re.findall(r"\bincrease\(", expr)) == len(COUNTED.findall(expr))
+    assert "service.instance.id" in dashboard["description"]
+    assert "unless" in dashboard["description"]
 
 
 # -- the collector configuration --------------------------------------------------------------

@@ -29,6 +29,8 @@ from lifecycle_probe.emulator.local_lambda import EmulatorError, LocalLambda
 from lifecycle_probe.emulator.truth import InvocationResult
 
 PROG = "lifecycle-probe emulate"
+# Above the probe's default proactive gap (1 s): a proactive start is one nobody waited for.
+PROACTIVE_PAUSE_S = 1.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,6 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-type proactive, held snapshots for snap-start, provisioned "
         "ones otherwise (default: --concurrency for provisioned-concurrency "
         "and proactive, else 0)",
+    )
+    parser.add_argument(
+        "--ahead-pause",
+        type=_non_negative_float,
+        metavar="S",
+        help="how long environments initialised ahead of demand wait for their first "
+        f"event (default: {PROACTIVE_PAUSE_S:g} for --init-type proactive, which a "
+        "proactive start needs: Lambda hands a waiting caller's event over within "
+        "milliseconds of INIT, a proactively initialised environment waits; else 0)",
     )
     parser.add_argument(
         "--env",
@@ -273,6 +284,10 @@ def run(args: argparse.Namespace) -> int:
         ):
             if ahead:
                 emulator.pre_initialise(ahead, ahead_type)
+                pause = args.ahead_pause
+                if pause is None:
+                    pause = PROACTIVE_PAUSE_S if args.init_type == PROACTIVE else 0.0
+                emulator.freeze_for(pause)
             emulator.invoke_many(
                 events, args.concurrency, on_result=lambda result: progress.add(result, out)
             )

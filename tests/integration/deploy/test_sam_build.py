@@ -10,6 +10,7 @@ it (the handler read from ``_HANDLER``, behind ``AWS_LAMBDA_EXEC_WRAPPER``), wit
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,19 @@ TEMPLATE = ROOT / "sam-template.yaml"
 MANAGED_RUNTIME = ROOT / "tests" / "integration" / "zero_code" / "managed_runtime" / "bootstrap"
 MAX_LAYER_ZIP_BYTES = 5_000_000
 EVENTS = [{"amounts": [1, 2.5]}, {"amounts": [4]}, {}]
+# boto3 and what it depends on, which the Lambda Python runtime provides (distribution names)
+RUNTIME_PROVIDED = {
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "urllib3",
+    "jmespath",
+    "python-dateutil",
+    "six",
+}
+COMPILED_LINE = re.compile(
+    r"^lifecycle-probe layer (\S+): bytecode compiled for Python ([\d. ]+?) \(", re.MULTILINE
+)
 SIZE_LINE = re.compile(
     r"^lifecycle-probe layer (?P<arch>\S+) \(Python (?P<pythons>[\d. ]+)\): "
     r"[\d.]+ MB zipped \((?P<bytes>\d+) bytes\)",
@@ -95,6 +109,11 @@ def sam_build(tmp_path_factory) -> SamBuild:
 # -- the built layers -------------------------------------------------------------------------
 
 
+def test_each_layer_says_which_python_versions_were_compiled(sam_build):
+    compiled = dict(COMPILED_LINE.findall(sam_build.output))
+    assert compiled == {"x86_64": "3.11", "aarch64": "3.11"}, sam_build.output
+
+
 def test_each_layer_prints_its_zipped_size_under_the_limit(sam_build):
     lines = {m.group("arch"): m for m in SIZE_LINE.finditer(sam_build.output)}
     assert set(lines) == {"x86_64", "aarch64"}, sam_build.output
@@ -129,10 +148,25 @@ def test_layer_holds_the_runtime_path_only(sam_build, arch, machine):
         "opentelemetry-exporter-otlp-json-file",
         "wrapt",
     } <= installed
-    assert not installed & {"boto3", "botocore", "s3transfer", "awslambdaric", "pytest"}
-    # no bytecode, no scripts
-    assert not list(python.rglob("__pycache__"))
+    # nothing the Lambda Python runtime provides (boto3 and its dependencies): the runtime's
+    # precompiled copies serve
+    assert not installed & (RUNTIME_PROVIDED | {"awslambdaric", "pytest"})
+    for module in ("boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil"):
+        assert not (python / module).exists(), module
+    assert not (python / "six.py").exists()
+    # bytecode for the Python versions found on PATH (python3.11 here), for every source
     assert not (python / "bin").exists()
+    compiled = {
+        tag: [
+            source
+            for source in python.rglob("*.py")
+            if not (source.parent / "__pycache__" / f"{source.stem}.{tag}.pyc").is_file()
+        ]
+        for tag in ("cpython-310", "cpython-311", "cpython-312", "cpython-313")
+    }
+    assert compiled["cpython-311"] == []  # every source compiled: none left out
+    for tag in ("cpython-310", "cpython-312", "cpython-313"):  # not installed here
+        assert not list(python.rglob(f"*.{tag}.pyc")), tag
     # wrapt's extension for every supported Python, of this architecture only
     extensions = sorted(p.name for p in (python / "wrapt").glob("*.so"))
     assert extensions == [
@@ -143,6 +177,72 @@ def test_layer_holds_the_runtime_path_only(sam_build, arch, machine):
         d for d in distributions(path=[str(python)]) if d.metadata["Name"] == "lifecycle-probe"
     ]
     assert probe.version == version("lifecycle-probe")
+
+
+# The probe's sinks imported from the built layer with only the Lambda runtime's packages
+# beside it: this venv's boto3 and its dependencies stand in for /var/runtime's copies.
+IMPORT_FROM_LAYER = """
+import json, sys
+import lifecycle_probe.handler  # noqa: the zero-code entry point's own imports
+from lifecycle_probe.config import Config
+from lifecycle_probe.sinks import build_sinks
+from lifecycle_probe.sinks import emf
+from lifecycle_probe.sinks.otel import pipeline
+from opentelemetry.exporter.otlp.json.http import OTLPSpanExporter, OTLPMetricExporter
+from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from aws_lambda_powertools.metrics.provider import cloudwatch_emf
+sinks = build_sinks(Config.resolve({}, exporter="emf,otlp,otlp-file", otlp_file=sys.argv[1]))
+import boto3
+print(json.dumps({
+    "sinks": sorted(type(s).__name__ for s in sinks),
+    "modules": {name: getattr(m, "__file__", None) for name, m in list(sys.modules.items())},
+}))
+"""
+
+
+def test_the_layers_dependencies_import_with_the_runtimes_packages(sam_build, tmp_path):
+    # GIVEN the runtime's packages (boto3 and its dependencies, this venv's copies) in a
+    # directory of their own, after the layer's python directory, and nothing else
+    runtime = tmp_path / "var-runtime"
+    runtime.mkdir()
+    import boto3
+
+    for entry in Path(boto3.__file__ or "").parents[1].iterdir():
+        name = entry.name.lower().replace("_", "-")
+        top = name.split("-")[0] if entry.suffix == ".dist-info" else name.removesuffix(".py")
+        if top in {"boto3", "botocore", "s3transfer", "urllib3", "jmespath", "six"} or (
+            top in {"dateutil", "python-dateutil", "python"} and "dateutil" in name
+        ):
+            (runtime / entry.name).symlink_to(entry)
+    layer_python = sam_build.layer("x86_64") / "python"
+    # WHEN a bare interpreter (no site-packages) imports the probe's sinks from the layer
+    completed = subprocess.run(
+        [sys.executable, "-S", "-c", IMPORT_FROM_LAYER, str(tmp_path / "otlp.jsonl")],
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": f"{layer_python}{os.pathsep}{runtime}",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LIFECYCLE_PROBE_HANDLER": "json.dumps",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    seen = json.loads(completed.stdout.splitlines()[-1])
+    # THEN every sink was built
+    assert seen["sinks"] == ["EmfSink", "LogSink", "OtelSink"]
+    modules = {name: path for name, path in seen["modules"].items() if path}
+    # the runtime's packages come from the runtime's directory, everything else of the
+    # probe's from the layer
+    for name, path in modules.items():
+        top = name.split(".")[0]
+        if top in {"boto3", "botocore", "s3transfer", "urllib3", "jmespath", "dateutil", "six"}:
+            assert path.startswith(str(runtime)), (name, path)
+        elif top in {"lifecycle_probe", "opentelemetry", "aws_lambda_powertools", "wrapt"}:
+            assert path.startswith(str(layer_python)), (name, path)
+    assert {"urllib3", "opentelemetry.exporter.otlp.json.http", "wrapt"} <= modules.keys()
 
 
 # -- the built zero-code function in the local Lambda -----------------------------------------

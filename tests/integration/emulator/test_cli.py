@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -152,3 +153,32 @@ def test_python_dash_m_runs_emulate(handlers_dir):
     )
     assert record["response"]["after_restore"] is True
     assert "1 requests in" in run.stderr
+
+
+def test_emulate_proactive_waits_before_the_first_event_so_the_probe_agrees(tmp_path):
+    # GIVEN a probed handler (console lines) emulated with --init-type proactive
+    probe_handlers = Path(__file__).resolve().parents[1] / "fixtures" / "probe_handlers"
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lifecycle_probe.emulator",
+            "probed.handler",
+            "--code-dir",
+            str(probe_handlers),
+            "--init-type",
+            "proactive",
+            "--log-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=subprocess_env(),
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    [record] = [json.loads(line) for line in run.stdout.splitlines()]
+    # THEN the local Lambda's own truth and the probe both say proactive
+    assert (record["init_type"], record["start_type_truth"]) == ("proactive", "proactive")
+    assert record["response"]["facts"]["start"] == "proactive"

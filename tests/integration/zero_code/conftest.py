@@ -4,6 +4,7 @@ way Lambda's managed runtimes start it (the handler read from ``_HANDLER``)."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,12 @@ def run_function(local_lambda, code_dir):
     the function's exec wrapper (None: no wrapper)."""
 
     def start(handler: str, wrapper: Path | None = None, **env: str) -> LocalLambda:
-        variables = {"ZERO_CODE_EXEC_WRAPPER": str(wrapper) if wrapper else "", **env}
+        variables = {
+            "ZERO_CODE_EXEC_WRAPPER": str(wrapper) if wrapper else "",
+            # the OpenTelemetry layer stand-in's python3: this one, which has its packages
+            "OTEL_STAND_IN_PYTHON": sys.executable,
+            **env,
+        }
         emulator: LocalLambda = local_lambda(
             handler, code_dir, env=variables, exec_wrapper=MANAGED_RUNTIME
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from lifecycle_probe.environment import clock_tick_ns
 from tests.integration.probe.otlp import read_otlp, total
 from tests.integration.zero_code.conftest import OTEL_INSTRUMENT, WRAPPER
 
@@ -27,7 +28,7 @@ def results_without_probe(run_function):
     return results
 
 
-def assert_instrumented(tmp_path, results, baseline, imported_by=None):
+def assert_instrumented(tmp_path, results, baseline, imported_by=None, traced=True):
     # the function's own results, untouched by the probe
     assert [r.outcome for r in results] == ["ok"] * len(EVENTS)
     assert [r.response for r in results] == [r.response for r in baseline]
@@ -53,10 +54,21 @@ def assert_instrumented(tmp_path, results, baseline, imported_by=None):
     ]
     # INIT from the wrapper's start, before any import of the function
     (init,) = [s for s in spans if s["name"] == "lambda.init"]
-    assert init["attrs"]["lifecycle.init.start_source"] == "exec-wrapper"
     assert init["attrs"]["lifecycle.init.end_source"] == "runtime"
     assert init["parentSpanId"] == invocations[results[0].request_id]["spanId"]
     imports = {s["attrs"]["code.namespace"]: s for s in spans if s["name"] == "lambda.import"}
+    if not traced:
+        # the function's module was imported at interpreter startup (the OpenTelemetry
+        # layer's sitecustomize), before the probe's tracer: no span for any of its
+        # imports, and none of that time under another import (otel_wrapper found it
+        # imported already; zc_fine_helper alone takes 20 ms)
+        assert init["attrs"]["lifecycle.init.start_source"] == "process"
+        assert not {"zc_fine", "zc_fine_helper", "boto3"} & imports.keys()
+        assert all(float(i["attrs"]["lifecycle.import.self_s"]) < 0.02 for i in imports.values())
+        assert total(points, "faas.invocations") == len(EVENTS)
+        assert total(points, "faas.coldstarts") == 1
+        return spans
+    assert init["attrs"]["lifecycle.init.start_source"] == "exec-wrapper"
     # the function's top-level imports, under INIT: its own module and boto3
     for module, origin in (
         ("zc_fine", "function"),
@@ -120,11 +132,22 @@ def test_the_wrapper_chains_with_the_opentelemetry_layers_wrapper(
     )
     results = [emulator.invoke(event) for event in EVENTS]
     emulator.close()
-    imported_by = "otel_wrapper" if order == "otel-then-probe" else None
-    assert_instrumented(tmp_path, results, baseline, imported_by)
-    # the other layer's wrapper ran too, around the probe's entry point or inside it
-    wrapped = "zc_fine.handler" if order == "otel-then-probe" else "lifecycle_probe.handler.handler"
-    assert notes.read_text().splitlines() == [wrapped] * len(EVENTS)
+    environment = emulator.environment(results[0].environment)
+    otel_first = order == "otel-then-probe"
+    imported_by = "otel_wrapper" if otel_first else None
+    spans = assert_instrumented(tmp_path, results, baseline, imported_by, traced=not otel_first)
+    # the other layer's wrapper ran too, around the probe's entry point or inside it, and
+    # its instrumentor patched what it wraps (wrapt's FunctionWrapper) at startup
+    wrapped = "zc_fine.handler" if otel_first else "lifecycle_probe.handler.handler"
+    assert notes.read_text().splitlines() == [f"{wrapped} FunctionWrapper"] * len(EVENTS)
+    # INIT starts when the runtime process started, not after a first Python ran in it:
+    # at the OS's start tick at or before the spawn (the probe's wrapper first: its stamp
+    # refines that tick; the OpenTelemetry layer's first: its Python ran before the stamp)
+    (init,) = [s for s in spans if s["name"] == "lambda.init"]
+    start = int(init["startTimeUnixNano"])
+    tick = clock_tick_ns()
+    spawned = environment.spawn_start_ns
+    assert spawned - tick <= start <= spawned + 2 * tick + 20_000_000
 
 
 def test_the_layer_attached_twice_instruments_once(run_function, chain, tmp_path):

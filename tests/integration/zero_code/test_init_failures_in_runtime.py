@@ -9,7 +9,7 @@ import pytest
 
 from tests.emf_spec import emf_problems, json_lines, metric_values
 from tests.integration.probe.otlp import read_otlp, total
-from tests.integration.zero_code.conftest import WRAPPER
+from tests.integration.zero_code.conftest import OTEL_INSTRUMENT, WRAPPER
 
 pytestmark = pytest.mark.integration
 
@@ -209,3 +209,66 @@ def test_a_failed_init_with_the_default_exporter_writes_emf_and_one_log_line(run
     assert "zc_slow_helper" in [i["module"] for i in line["slowest_imports"]]
     assert PASSWORD not in str(document) + str(line)
     assert case.message not in str(document) + str(line)
+
+
+# -- chained with the OpenTelemetry layer's wrapper (the faithful stand-in) -------------------
+# Its instrumentor imports the module named by ORIG_HANDLER at interpreter startup, then its
+# otel_wrapper imports it again when the runtime resolves the handler.
+
+OTEL_CASES = ["missing dependency", "exception at INIT", "missing handler"]
+
+
+def otel_failed_init(run_function, chain, case, order, otlp):
+    wrappers = {
+        "otel alone": (OTEL_INSTRUMENT,),
+        "otel-then-probe": (OTEL_INSTRUMENT, WRAPPER),
+        "probe-then-otel": (WRAPPER, OTEL_INSTRUMENT),
+    }[order]
+    return failed_init(
+        run_function,
+        case,
+        chain(*wrappers),
+        LIFECYCLE_PROBE_EXPORTER="otlp-file",
+        LIFECYCLE_PROBE_OTLP_FILE=str(otlp),
+    )
+
+
+def without_tracer_frames(frames):
+    return [frame for frame in frames if "lifecycle_probe/imports.py" not in frame]
+
+
+@pytest.mark.parametrize("order", ["otel-then-probe", "probe-then-otel"])
+@pytest.mark.parametrize("name", OTEL_CASES)
+def test_a_failed_init_chained_with_the_opentelemetry_layer(
+    run_function, chain, tmp_path, name, order
+):
+    case = CASES[name]
+    alone = otel_failed_init(run_function, chain, case, "otel alone", tmp_path / "alone.jsonl")
+    otlp = tmp_path / "otlp.jsonl"
+    error, error_type, error_lines, init_error, exit_status = otel_failed_init(
+        run_function, chain, case, order, otlp
+    )
+    # the runtime's error: what it reports with the OpenTelemetry layer alone (about its
+    # otel_wrapper module for an import error, a plain AttributeError for a missing handler)
+    assert (error_type, error["errorMessage"]) == (alone[1], alone[0]["errorMessage"])
+    assert (init_error, exit_status) == (error, 1)
+    assert len(error_lines) == 1
+    frames = error["stackTrace"]
+    if order == "otel-then-probe" or name == "missing dependency":
+        assert frames == alone[0]["stackTrace"]
+    elif name == "exception at INIT":
+        # the frames of the probe's import tracer, active since interpreter startup
+        assert len(frames) == len(alone[0]["stackTrace"]) + 4
+        assert without_tracer_frames(frames) == alone[0]["stackTrace"]
+    else:
+        # the AttributeError of the entry point's getattr: its trace ends in the probe's
+        # frames, under otel_wrapper's import of the entry point; alone it ends in
+        # otel_wrapper's own getattr
+        assert "lifecycle_probe/init_failure.py" in frames[-1]
+        assert "otel_wrapper.py" in alone[0]["stackTrace"][-1]
+    # the failed INIT exported once, with the error type the runtime reported
+    spans, points = read_otlp(otlp)
+    (init,) = [s for s in spans if s["name"] == "lambda.init"]
+    assert init["attrs"]["error.type"] == error_type
+    assert total(points, "faas.init_errors") == 1
+    assert PASSWORD not in otlp.read_text()

@@ -1,5 +1,8 @@
-"""Stands in for the OpenTelemetry Lambda layer's otel_wrapper: imports the module of
-``ORIG_HANDLER`` and calls its handler; notes each call in ``OTEL_STAND_IN_NOTES``."""
+"""Stands in for the OpenTelemetry Lambda layer's otel_wrapper: at import, imports the
+module named by ``ORIG_HANDLER`` (``import_module``) and takes its handler (``getattr``),
+which the AwsLambdaInstrumentor patched at Python startup. Each call is noted in
+``OTEL_STAND_IN_NOTES`` (with the type of the handler it calls: ``FunctionWrapper`` when
+the instrumentor patched it)."""
 
 import os
 from importlib import import_module
@@ -12,5 +15,5 @@ def lambda_handler(event, context):
     notes = os.environ.get("OTEL_STAND_IN_NOTES")
     if notes:
         with open(notes, "a") as file:
-            file.write(os.environ["ORIG_HANDLER"] + "\n")
+            file.write(f"{os.environ['ORIG_HANDLER']} {type(_handler).__name__}\n")
     return _handler(event, context)
