@@ -17,6 +17,7 @@ import os
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable
     from types import TracebackType
 
 LOGGER_NAME = "lifecycle_probe"
@@ -89,6 +90,24 @@ class guard:
             report_failure(self.where, exc)
             return True
         return False
+
+
+def start_daemon_thread(target: Callable[[], object], name: str) -> None:
+    """Start one of the probe's own threads: a daemon ``threading.Thread``.
+
+    ``threading`` takes the thread that first imports it for the main thread. Started with
+    ``_thread`` before anything had imported ``threading``, a probe thread would import it
+    itself (the OpenTelemetry SDK does) and become "MainThread": the interpreter would wait
+    for it for ever at exit, ``asyncio.get_event_loop()`` in the real main thread would fail,
+    and a forked child would hang at exit. So ``threading`` is imported here, on the thread
+    that asks for the probe thread (the function's own, normally the main one; a runtime has
+    always imported it already), and the probe thread is a daemon: never waited for at
+    exit. The import costs ~3 ms once, on the first flush outside Lambda, never at INIT in
+    Lambda, where ``logging`` (imported by every runtime client) has loaded it.
+    """
+    import threading
+
+    threading.Thread(target=target, name=name, daemon=True).start()
 
 
 def forget_warnings() -> None:

@@ -19,9 +19,15 @@ import os
 import time
 from _queue import Empty, SimpleQueue
 
-from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.environment import mark_probe_thread
-from lifecycle_probe.runtime_hooks import EventRequestListener, add_event_request_listener
+from lifecycle_probe.imports import probe_work
+from lifecycle_probe.runtime_hooks import (
+    EventRequestListener,
+    add_event_request_listener,
+    event_requests_seen,
+    when_runtime_client_wrapped,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,6 +46,9 @@ DEADLINE_MARGIN_S = 0.1
 TIMEOUT_MARGIN_S = 0.1
 # event/next failures in a row before the extension leaves (with exit/error).
 NEXT_EVENT_ATTEMPTS = 3
+# Lambda's longest timeout: a deadline further away than this (a garbled deadlineMs) is
+# taken as this far, so that every wait of the extension stays bounded.
+MAX_INVOCATION_S = 900.0
 
 
 def http_request(
@@ -103,6 +112,17 @@ class InternalExtension(EventRequestListener):
         self._registration = _thread.allocate_lock()
         self._registration.acquire()
         self.flushed = 0
+        # Set by after_response_extension: check at the first event that the runtime's
+        # requests go through the probe's hook (else no response would ever be seen).
+        self.watch_runtime = False
+        # True once the extension knows it cannot see responses (an unknown runtime
+        # client): it then only keeps Lambda's books, and the sinks flush themselves.
+        self.blind = False
+        self._invokes = 0
+        # True from the moment a failure made the extension leave Lambda's books.
+        self.left = False
+        # Whether start() was asked for through after_response_extension.
+        self.started = False
 
     def add_flush(self, flush: Callable[[float], object]) -> None:
         """Run ``flush(timeout_s)`` after each response."""
@@ -114,7 +134,23 @@ class InternalExtension(EventRequestListener):
 
     def start(self) -> None:
         """Register from a thread of our own; INIT goes on meanwhile."""
-        _thread.start_new_thread(self._run, ())
+        import atexit
+
+        with probe_work():  # threading, if imported here, is the probe's import
+            start_daemon_thread(self._run, "lifecycle-probe-extension")
+        atexit.register(self._flush_at_exit)
+
+    def _flush_at_exit(self) -> None:
+        # A handler that raised SystemExit or KeyboardInterrupt ends the runtime process
+        # (the runtime clients catch Exception only): its record, queued for the flush
+        # after a response that will never be sent, goes out now, bounded, or it would be
+        # lost without a trace. The extension's own thread is a daemon, alive until the
+        # interpreter is torn down after the exit handlers.
+        try:
+            if self.registered:
+                self._flush(self.flush_timeout_s)
+        except BaseException as exc:
+            report_failure("extension flush at exit", exc)
 
     def wait_registered(self, timeout_s: float = REGISTRATION_WAIT_S) -> bool:
         """Block (bounded) until registration finished, successfully or not."""
@@ -125,7 +161,26 @@ class InternalExtension(EventRequestListener):
 
     @property
     def registered(self) -> bool:
-        """True while Lambda counts on this extension in this process (not in a fork)."""
+        """True while this extension flushes after the response in this process (not in a
+        fork): registered with Lambda, not gone, and seeing the runtime's responses. When
+        False, the sinks flush before each response themselves."""
+        if self.watch_runtime and not self.started:
+            self._never_started()
+        return self.extension_id is not None and self._pid == os.getpid() and not self.blind
+
+    def _never_started(self) -> None:
+        # Asked at an invocation's end: by then a known runtime client would have been
+        # wrapped, and the extension started. Said once, then never checked again.
+        self.watch_runtime = False
+        warn_once(
+            "extension:unhooked",
+            "lifecycle_probe: the runtime client is not one the probe can hook (awslambdaric "
+            "or the managed runtimes'), so no extension could see the responses; flushing "
+            "before each response instead of after it",
+        )
+
+    def _holds_id(self) -> bool:
+        # Lambda counts on us (event/next after every invocation) as long as we hold an id.
         return self.extension_id is not None and self._pid == os.getpid()
 
     def response_sent(self, request_id: str | None = None) -> None:
@@ -136,23 +191,50 @@ class InternalExtension(EventRequestListener):
     # -- the extension's thread -------------------------------------------------------------
 
     def _run(self) -> None:
-        # Whatever this thread imports (socket, json, the SDK in a flush) is the probe's.
-        from lifecycle_probe.imports import active_tracer
+        try:
+            # Whatever this thread imports (socket, json, the SDK in a flush) is the probe's.
+            from lifecycle_probe.imports import active_tracer
 
-        tracer = active_tracer()
-        if tracer is not None:
-            tracer.ignore_this_thread()
-        mark_probe_thread()
+            tracer = active_tracer()
+            if tracer is not None:
+                tracer.ignore_this_thread()
+            mark_probe_thread()
+        except Exception as exc:
+            report_failure("extension thread", exc)
         try:
             self._register()
         except Exception as exc:
             report_failure("extension registration", exc)
         finally:
             self._registration.release()
-        while self.registered:
+        try:
+            self._serve()
+        except BaseException as exc:
+            # Never die while Lambda counts on us: it would hold every invocation for our
+            # next request until its deadline, and the sinks would wait for flushes that
+            # never come.
+            report_failure("extension", exc)
+            self._leave("Extension.Crashed")
+
+    def _serve(self) -> None:
+        while self._holds_id():
             event = self._next_event_or_leave()
-            if event is not None:
+            if event is None:
+                continue
+            try:
                 self._after_response(event)
+            except BaseException as exc:
+                # A bug of the probe's or a sink raising past its guard (SystemExit,
+                # KeyboardInterrupt): what remains of this invocation's budget goes to one
+                # more flush, then the extension leaves, and the sinks flush before each
+                # response from now on, which needs nothing of this thread.
+                report_failure("extension after-response step", exc)
+                try:
+                    self._flush(self._budget_s(event))
+                except BaseException as again:
+                    report_failure("extension after-response step", again)
+                self._leave("Extension.AfterResponseFailed")
+                return
 
     def _register(self) -> None:
         status, headers, body = http_request(
@@ -184,9 +266,17 @@ class InternalExtension(EventRequestListener):
                     time.sleep(0.05 * 2**attempt)
                     continue
                 report_failure("extension event/next", exc)
-        # Lambda would wait for our next request after every response, for ever: tell it
-        # we are gone, and let the sinks flush before each response instead.
+        self._leave("Extension.EventNextFailed")
+        return None
+
+    def _leave(self, error_type: str) -> None:
+        """Leave Lambda's books: Lambda would wait for our next request after every
+        response, for ever. Tell it we are gone (exit/error), and from now on the sinks
+        flush before each response (``registered`` is False)."""
         extension_id, self.extension_id = self.extension_id, None
+        self.left = True
+        if extension_id is None:
+            return
         try:
             http_request(
                 self.runtime_api,
@@ -194,14 +284,13 @@ class InternalExtension(EventRequestListener):
                 f"/{API_VERSION}/extension/exit/error",
                 {
                     "Lambda-Extension-Identifier": str(extension_id),
-                    "Lambda-Extension-Function-Error-Type": "Extension.EventNextFailed",
+                    "Lambda-Extension-Function-Error-Type": error_type,
                 },
                 b"{}",
                 timeout_s=REGISTRATION_WAIT_S,
             )
         except Exception as exc:
             report_failure("extension exit/error", exc)
-        return None
 
     def _next_event(self) -> dict[str, Any]:
         import json
@@ -220,17 +309,49 @@ class InternalExtension(EventRequestListener):
             raise RuntimeError("event/next answered with something other than an object")
         return event
 
-    def _after_response(self, event: dict[str, Any]) -> None:
-        request_id = event.get("requestId")
+    def _deadline_ms(self, event: dict[str, Any]) -> float:
+        """The invocation's deadline (epoch milliseconds, as the event gives it), never
+        beyond Lambda's longest timeout from now, whatever the event says."""
+        latest_ms = (time.time() + MAX_INVOCATION_S) * 1000
         deadline_ms = event.get("deadlineMs")
-        if not isinstance(deadline_ms, (int, float)):
-            deadline_ms = (time.time() + 900) * 1000
+        if not isinstance(deadline_ms, (int, float)) or isinstance(deadline_ms, bool):
+            return latest_ms
+        # NaN compares false both ways: it fails this test and takes the bound.
+        return deadline_ms if deadline_ms <= latest_ms else latest_ms
+
+    def _budget_s(self, event: dict[str, Any]) -> float:
+        """A flush's time now: the flush timeout, within the invocation's deadline."""
+        left = self._deadline_ms(event) / 1000 - time.time() - DEADLINE_MARGIN_S
+        return max(0.0, min(self.flush_timeout_s, left))
+
+    def _sees_responses(self) -> bool:
+        """At the first event: True when the runtime's request for it went through the
+        probe's hook. If not (an unknown runtime client, or one whose loop bypasses the
+        wrapped method), no response would ever be seen: the extension would hold every
+        invocation until its deadline. It goes blind instead: it asks for its next event
+        at once (Lambda's books stay right, nothing is held) and the sinks flush
+        themselves before each response."""
+        self._invokes += 1
+        if self._invokes == 1 and self.watch_runtime and event_requests_seen() == 0:
+            self.blind = True
+            warn_once(
+                "extension:blind",
+                "lifecycle_probe: the runtime's requests for events do not go through the "
+                "probe's hook (an unknown runtime client?); flushing before each response "
+                "instead of after it",
+            )
+        return not self.blind
+
+    def _after_response(self, event: dict[str, Any]) -> None:
+        if not self._sees_responses():
+            return
+        request_id = event.get("requestId")
+        deadline_ms = self._deadline_ms(event)
         deadline_s = deadline_ms / 1000
         # The event reaches us as it reaches the runtime: wait for its response, but not
         # past the moment a timeout must be reported to reach the exporter in time.
         if self._wait_for_response(request_id, deadline_s - TIMEOUT_MARGIN_S):
-            budget = min(self.flush_timeout_s, deadline_s - time.time() - DEADLINE_MARGIN_S)
-            self._flush(max(0.0, budget))
+            self._flush(self._budget_s(event))
             return
         # Still running just before the deadline: Lambda will end it as a timeout and
         # freeze or reset the environment with no word to the runtime. Report it now.
@@ -294,7 +415,21 @@ def after_response_extension(flush_timeout_s: float, init_over: bool) -> Interna
             # an import at INIT for a message nobody needs).
             return None
         extension = InternalExtension(runtime_api, flush_timeout_s)
-        add_event_request_listener(extension)
-        extension.start()
+        extension.watch_runtime = True
         _extension = extension
-        return extension
+    # Register only once the runtime client's event request is wrapped: only then can the
+    # extension see responses (and the first request wait for registration). A runtime
+    # client imported after the probe is wrapped at its import, still during INIT; an
+    # unknown one never is, and the extension never registers: no invocation is held,
+    # and the sinks flush before each response.
+    when_runtime_client_wrapped(lambda: _start(extension))
+    return extension
+
+
+def _start(extension: InternalExtension) -> None:
+    with _extension_lock:
+        if extension.started:
+            return
+        extension.started = True
+    add_event_request_listener(extension)
+    extension.start()

@@ -35,6 +35,10 @@ _snapshot_hooks_registered = False
 _listeners: list[EventRequestListener] = []
 _event_requests = 0
 _last_request_id: str | None = None
+# Whether a runtime client's event request is wrapped, and who waits for that: the
+# internal extension registers only then, since only then can it see the responses.
+_wrapped = False
+_on_wrapped: list[Callable[[], object]] = []
 
 
 class EventRequestListener:
@@ -52,6 +56,24 @@ class EventRequestListener:
 def add_event_request_listener(listener: EventRequestListener) -> None:
     """Tell ``listener`` about the runtime's requests for events."""
     _listeners.append(listener)
+
+
+def runtime_client_wrapped() -> bool:
+    """True once a runtime client's ``wait_next_invocation`` is wrapped in this process."""
+    return _wrapped
+
+
+def when_runtime_client_wrapped(callback: Callable[[], object]) -> None:
+    """Call ``callback()`` once a runtime client is wrapped: now if it already is."""
+    if _wrapped:
+        callback()
+    else:
+        _on_wrapped.append(callback)
+
+
+def event_requests_seen() -> int:
+    """How many requests for an event the wrapped runtime client has made so far."""
+    return _event_requests
 
 
 def _notify_listeners() -> None:
@@ -92,7 +114,23 @@ def wrap_runtime_client(module: ModuleType) -> bool:
             # setattr: the class is whatever the runtime defines, unknown to the type checker.
             setattr(candidate, "wait_next_invocation", _wrap_wait_next(method))  # noqa: B010
         wrapped_any = True
+    if wrapped_any:
+        _runtime_client_wrapped()
     return wrapped_any
+
+
+def _runtime_client_wrapped() -> None:
+    global _wrapped
+    if _wrapped:
+        return
+    _wrapped = True
+    callbacks = list(_on_wrapped)
+    _on_wrapped.clear()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as exc:
+            report_failure("runtime hook (client wrapped)", exc)
 
 
 def _wrap_wait_next(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -20,7 +20,7 @@ import os
 import time
 from _queue import SimpleQueue
 
-from lifecycle_probe._safe import report_failure
+from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.environment import mark_probe_thread
 from lifecycle_probe.imports import probe_work
 from lifecycle_probe.sinks import Sink
@@ -82,6 +82,8 @@ class OtelSink(Sink):
         self._pipeline: Pipeline | None = None
         self._pid = os.getpid()
         self.dropped = 0
+        # Records dropped from the queue, not yet counted in the pipeline's metric.
+        self._unreported_drops = 0
         self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
         self._worker_pid: int | None = None
         # Set by the flush coordinator when an internal extension drains after the response.
@@ -112,9 +114,18 @@ class OtelSink(Sink):
             self._forked()
         with self._queue_lock:
             if len(self._queue) >= MAX_QUEUED:
-                # Exports keep failing or hanging: keep memory bounded, newest first.
+                # Exports keep hanging: keep memory bounded, newest first; counted in
+                # lifecycle.telemetry.dropped at the next drain that gets through.
                 del self._queue[0]
                 self.dropped += 1
+                self._unreported_drops += 1
+                warn_once(
+                    "otel:queue-full",
+                    "lifecycle_probe: %d invocation records wait for the OpenTelemetry "
+                    "export (it hangs?); dropping the oldest, counted in "
+                    "lifecycle.telemetry.dropped (this warning is shown once)",
+                    MAX_QUEUED,
+                )
             self._queue.append(record)
         extension = self.extension
         if extension is None or not extension.registered:
@@ -170,10 +181,12 @@ class OtelSink(Sink):
         with self._queue_lock:
             if self._worker_pid == os.getpid():
                 return
-            # First drain, or a forked child: the parent's thread is not here.
+            # First drain, or a forked child: the parent's thread is not here. One thread
+            # per sink and process, never one per call; a daemon, never waited for at exit.
             self._worker_pid = os.getpid()
             self._requests = SimpleQueue()
-            _thread.start_new_thread(self._work, ())
+            with probe_work():  # threading, if imported here, is the probe's import
+                start_daemon_thread(self._work, "lifecycle-probe-otel")
 
     def _work(self) -> None:
         try:
@@ -208,9 +221,10 @@ class OtelSink(Sink):
             with self._queue_lock:
                 records, self._queue = self._queue, []
                 failures, self._failures = self._failures, []
+                drops, self._unreported_drops = self._unreported_drops, 0
             if self._pipeline is None:
                 if not records and not failures:
-                    return True
+                    return True  # (a drop implies a full queue: none here)
                 from lifecycle_probe.sinks.otel.pipeline import Pipeline
 
                 self._pipeline = Pipeline(
@@ -221,11 +235,16 @@ class OtelSink(Sink):
                     self._metric_exporter,
                 )
             pipeline = self._pipeline
+            from lifecycle_probe.sinks.otel.failures import BUILD_FAILED, QUEUE_FULL
+
+            if drops:
+                pipeline.count_dropped(drops, QUEUE_FULL)
             for record in records:
                 try:
                     pipeline.emit(record)
                 except Exception as exc:
                     report_failure("OpenTelemetry span/metric building", exc)
+                    pipeline.count_dropped(1, BUILD_FAILED)
             for failure in failures:
                 try:
                     pipeline.emit_init_failure(failure)

@@ -73,6 +73,10 @@ INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     # Not in the FaaS semantic conventions, which count invocation errors only: named and
     # measured as their faas.errors ({error}), with the standard error.type attribute.
     ("faas.init_errors", "{error}", None),
+    # Invocations whose spans (signal=spans) or metric points (signal=metrics) the probe
+    # gave up on, by reason (queue_full, export_failed, timeout, build_failed): exported
+    # with the next export that goes through, so that nothing is lost unaccounted.
+    ("lifecycle.telemetry.dropped", "{invocation}", None),
 )
 
 _STALE_KEYS = ("db.system", "lifecycle.connection.outcome")
@@ -176,6 +180,9 @@ class Metrics:
         # Start of the current delta interval, or of the whole cumulative series.
         self._start_ns = start_ns
         self._span: _Span | None = None
+        # Invocations (and failed INITs) measured in the current interval: what a metric
+        # export of it, if dropped, takes with it.
+        self.recorded = 0
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -188,6 +195,7 @@ class Metrics:
         """The measurements of one finished invocation. ``span`` is (trace id, span id,
         sampled) of its invocation span, for exemplars."""
         self._span = None
+        self.recorded += 1
         if span is not None and self._exemplars != "always_off":
             self._span = _Span(span[0], span[1], span[2], record.end_ns)
         facts = record.facts
@@ -220,11 +228,19 @@ class Metrics:
     def record_init_failure(self, failure: InitFailureRecord) -> None:
         """A failed INIT: one ``faas.init_errors`` by error type and init type."""
         self._span = None  # no invocation span to point an exemplar at
+        self.recorded += 1
         attributes = (
             ("error.type", failure.error_type),
             ("lifecycle.init_type", failure.init_type),
         )
         self._add("faas.init_errors", attributes, 1)
+
+    def record_dropped(self, reason: str, signal: str, count: int) -> None:
+        """``count`` invocations whose ``signal`` (``spans`` or ``metrics``) was given up."""
+        if count <= 0:
+            return
+        self._span = None
+        self._add("lifecycle.telemetry.dropped", (("reason", reason), ("signal", signal)), count)
 
     def _add(self, name: str, attributes: Attributes, value: float) -> None:
         if value < 0:
@@ -317,6 +333,7 @@ class Metrics:
                     point.reset()
             self._measured = {}
             self._start_ns = now_ns
+            self.recorded = 0
         else:
             for measured in self._measured.values():
                 for point in measured:

@@ -14,6 +14,7 @@ counted; metric exports beyond ``MAX_WAITING_METRIC_EXPORTS``.
 from __future__ import annotations
 
 import _thread
+import errno
 import os
 import resource
 import time
@@ -24,6 +25,17 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe.sinks.otel.failures import (
+    BUILD_FAILED,
+    QUEUE_FULL,
+    ExportNote,
+    dropped_reason,
+    error_kind,
+    quiet,
+    quiet_sdk_loggers,
+    redact_url,
+    warn_export_failed,
+)
 from lifecycle_probe.sinks.otel.metrics import Metrics
 from lifecycle_probe.sinks.otel.spans import Spans, env_sampler
 
@@ -40,6 +52,7 @@ if TYPE_CHECKING:
 
 INSTRUMENTATION_SCOPE = "lifecycle_probe"
 _DEFAULT_OTLP_ENDPOINT = "http://localhost:4318"
+_DEFAULT_OTLP_FILE = "lifecycle-probe.otlp.jsonl"
 # Spans kept for an exporter that cannot take them (a collector down for a while). Whole
 # invocations are dropped, oldest first, never the one just recorded.
 MAX_WAITING_SPANS = 2048
@@ -58,6 +71,8 @@ class _Channel:
     ambiguous (a request cut off by a freeze, whose reply was lost), the collector may
     have it already, and identical spans (same ids) and identical points (same interval)
     can be told apart from new ones, where counts merged into a longer interval could not.
+    What is given up is counted in ``lifecycle.telemetry.dropped`` (in invocations, by
+    reason and signal), exported with the next metric export that goes through.
     """
 
     def __init__(
@@ -65,17 +80,29 @@ class _Channel:
         span_exporter: SpanExporter | None,
         metric_exporter: MetricExporter | None,
         metrics: Metrics,
+        destination: str | None = None,
     ) -> None:
         self.span_exporter = span_exporter
         self.metric_exporter = metric_exporter
         self.metrics = metrics
+        # Where each signal goes, as the warnings may show it (no secrets of the endpoint).
+        self.destinations = {
+            "spans": destination or _destination(span_exporter),
+            "metrics": destination or _destination(metric_exporter),
+        }
+        # The probe's own exporters say why an export failed here, not in the logs.
+        self._span_note = quiet(span_exporter) if span_exporter is not None else None
+        self._metric_note = quiet(metric_exporter) if metric_exporter is not None else None
         # The spans of each invocation not yet taken, oldest first.
         self.waiting: list[list[ReadableSpan]] = []
         self.waiting_spans = 0
         self.refusals = 0
         self.dropped_spans = 0
-        # Metric exports not yet taken, oldest first (delta: each its own interval).
-        self.waiting_metrics: list[MetricsData] = []
+        # Kind of the last refusal of the waiting spans, for the dropped metric's reason.
+        self._span_failure: str | None = None
+        # Metric exports not yet taken, oldest first (delta: each its own interval), with
+        # how many invocations each measured.
+        self.waiting_metrics: list[tuple[MetricsData, int]] = []
         self.dropped_metric_exports = 0
 
     def keep(self, spans: list[ReadableSpan]) -> None:
@@ -86,32 +113,55 @@ class _Channel:
         while self.waiting_spans > MAX_WAITING_SPANS and len(self.waiting) > 1:
             oldest = self.waiting.pop(0)
             self.waiting_spans -= len(oldest)
-            self._count_dropped(len(oldest))
+            self._count_dropped(len(oldest), 1, QUEUE_FULL)
 
-    def _count_dropped(self, count: int) -> None:
-        self.dropped_spans += count
+    def count_dropped(self, invocations: int, reason: str, signals: Sequence[str]) -> None:
+        """Count ``invocations`` whose telemetry of ``signals`` never reached this
+        channel (given up by the sink before it had spans or points)."""
+        if self.metric_exporter is None:
+            return
+        for signal in signals:
+            if signal == "spans" and self.span_exporter is None:
+                continue
+            self.metrics.record_dropped(reason, signal, invocations)
+
+    def _count_dropped(self, spans: int, invocations: int, reason: str) -> None:
+        self.dropped_spans += spans
+        if self.metric_exporter is not None:
+            self.metrics.record_dropped(reason, "spans", invocations)
         warn_once(
             "otel:dropped-spans",
             "lifecycle_probe: the span exporter did not take spans for %d flushes or %d "
-            "spans; dropping the oldest (this warning is shown once)",
+            "spans; dropping the oldest, counted in lifecycle.telemetry.dropped (this "
+            "warning is shown once)",
             MAX_ATTEMPTS,
             MAX_WAITING_SPANS,
         )
+
+    def _failed(self, signal: str, note: ExportNote | None, exc: BaseException | None) -> str:
+        kind = error_kind(exc) if exc is not None else None
+        if note is not None:
+            kind = note.take() or kind
+        kind = kind or "refused"
+        warn_export_failed(signal, self.destinations[signal], kind)
+        return kind
 
     def export_spans(self) -> bool:
         if self.span_exporter is None or not self.waiting:
             return True
         batch = [span for spans in self.waiting for span in spans]
         ok = False
+        error: BaseException | None = None
         try:
             ok = self.span_exporter.export(batch) is SpanExportResult.SUCCESS
         except Exception as exc:
-            report_failure("OpenTelemetry span export", exc)
+            error = exc
         if not ok:
+            self._span_failure = self._failed("spans", self._span_note, error)
             self.refusals += 1
             if self.refusals < MAX_ATTEMPTS:
                 return False
-            self._count_dropped(len(batch))
+            self._count_dropped(len(batch), len(self.waiting), dropped_reason(self._span_failure))
         self.waiting = []
         self.waiting_spans = 0
         self.refusals = 0
@@ -124,30 +174,40 @@ class _Channel:
         now_ns = time.time_ns()
         data = self.metrics.collect(now_ns)
         if data is not None:
+            measured = self.metrics.recorded
             # The interval is closed whatever the export does: a failed one is resent as is.
             self.metrics.exported(now_ns)
             if self.metrics.temporality is AggregationTemporality.CUMULATIVE:
-                self.waiting_metrics = [data]  # the newest totals carry everything before
+                # The newest totals carry everything before
+                self.waiting_metrics = [(data, measured)]
             else:
-                self.waiting_metrics.append(data)
+                self.waiting_metrics.append((data, measured))
                 overflow = len(self.waiting_metrics) - MAX_WAITING_METRIC_EXPORTS
                 if overflow > 0:
+                    lost = sum(count for _, count in self.waiting_metrics[:overflow])
                     del self.waiting_metrics[:overflow]
                     self.dropped_metric_exports += overflow
+                    # Counted in the next interval, which goes out with the next export.
+                    self.metrics.record_dropped(QUEUE_FULL, "metrics", lost)
                     warn_once(
                         "otel:dropped-metrics",
                         "lifecycle_probe: the metric exporter did not take the last %d "
-                        "exports; dropping the oldest (this warning is shown once)",
+                        "exports; dropping the oldest, counted in lifecycle.telemetry.dropped "
+                        "(this warning is shown once)",
                         MAX_WAITING_METRIC_EXPORTS,
                     )
         while self.waiting_metrics:
             ok = False
+            error: BaseException | None = None
             try:
-                result = exporter.export(self.waiting_metrics[0], timeout_millis=timeout_s * 1000)
+                result = exporter.export(
+                    self.waiting_metrics[0][0], timeout_millis=timeout_s * 1000
+                )
                 ok = result is MetricExportResult.SUCCESS
             except Exception as exc:
-                report_failure("OpenTelemetry metric export", exc)
+                error = exc
             if not ok:
+                self._failed("metrics", self._metric_note, error)
                 return False
             del self.waiting_metrics[0]
         return True
@@ -159,6 +219,14 @@ class _Channel:
                     exporter.shutdown()
                 except Exception as exc:
                     report_failure("OpenTelemetry exporter shutdown", exc)
+
+
+def _destination(exporter: object) -> str:
+    """An exporter's endpoint without userinfo or query string, else its class name."""
+    endpoint = getattr(getattr(exporter, "_client", None), "_endpoint", None)
+    if isinstance(endpoint, str):
+        return redact_url(endpoint)
+    return type(exporter).__name__
 
 
 class Pipeline:
@@ -173,6 +241,9 @@ class Pipeline:
         metric_exporter: MetricExporter | None,
     ) -> None:
         self._config = config
+        # The SDK exporters' own lines about the probe's exports stay out of the logs
+        # (failures are said once, by the channels).
+        quiet_sdk_loggers()
         otel_resource = _resource(function)
         scope = InstrumentationScope(INSTRUMENTATION_SCOPE, _probe_version())
         self._stream: _AppendedLines | None = None
@@ -191,7 +262,10 @@ class Pipeline:
                 report_failure(f"OpenTelemetry exporter {name}", exc)
                 continue
             metrics = Metrics(otel_resource, scope, started_ns)
-            self._channels.append(_Channel(spans, metric, metrics))
+            destination = None
+            if name == "otlp-file":
+                destination = f"the OTLP file {self._config.otlp_file or _DEFAULT_OTLP_FILE}"
+            self._channels.append(_Channel(spans, metric, metrics, destination))
         # Lifecycle spans are recorded whatever X-Ray's sampling decision for the request:
         # the trace id is continued, the sampling is ours (OTEL_TRACES_SAMPLER overrides).
         import_min_ns = int(config.import_min_ms * 1_000_000)
@@ -207,7 +281,7 @@ class Pipeline:
 
             path = self._config.otlp_file
             if path is None:
-                path = "lifecycle-probe.otlp.jsonl"
+                path = _DEFAULT_OTLP_FILE
                 warn_once(
                     "otlp-file:no-path",
                     "lifecycle_probe: LIFECYCLE_PROBE_OTLP_FILE is not set; writing %s",
@@ -244,13 +318,29 @@ class Pipeline:
     # -- records to telemetry --------------------------------------------------------------
 
     def emit(self, record: InvocationRecord) -> None:
-        """Spans and metric points of one finished invocation, kept for the next flush."""
-        spans, invocation_span = self._spans.of(record)
+        """Spans and metric points of one finished invocation, kept for the next flush.
+
+        What cannot be built (a bug, a record the SDK refuses) is counted as dropped
+        (``build_failed``) for that signal; the other still goes out.
+        """
+        spans: list[ReadableSpan] | None = None
+        invocation_span: tuple[int, int, bool] | None = None
+        try:
+            spans, invocation_span = self._spans.of(record)
+        except Exception as exc:
+            report_failure("OpenTelemetry span building", exc)
         rss = _max_rss_bytes()
         for channel in self._channels:
-            channel.keep(spans)
+            if spans is None:
+                channel.count_dropped(1, BUILD_FAILED, ("spans",))
+            else:
+                channel.keep(spans)
             if channel.metric_exporter is not None:
-                channel.metrics.record(record, invocation_span, rss)
+                try:
+                    channel.metrics.record(record, invocation_span, rss)
+                except Exception as exc:
+                    report_failure("OpenTelemetry metric recording", exc)
+                    channel.count_dropped(1, BUILD_FAILED, ("metrics",))
 
     def emit_init_failure(self, failure: InitFailureRecord) -> None:
         """The spans and the ``faas.init_errors`` point of a failed INIT, kept for the next
@@ -260,6 +350,12 @@ class Pipeline:
             channel.keep(spans)
             if channel.metric_exporter is not None:
                 channel.metrics.record_init_failure(failure)
+
+    def count_dropped(self, invocations: int, reason: str) -> None:
+        """Count ``invocations`` the sink gave up before they reached the pipeline (both
+        their spans and their metric points) in every destination."""
+        for channel in self._channels:
+            channel.count_dropped(invocations, reason, ("spans", "metrics"))
 
     # -- flushing ---------------------------------------------------------------------------
 
@@ -317,7 +413,14 @@ def _resource(function: FunctionFacts) -> Resource:
     for key, value in defaults:
         if value is not None:
             attributes[key] = value
-    detected = Resource.create({})  # OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, SDK facts
+    try:
+        detected = Resource.create({})  # OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, SDK facts
+    except RuntimeError:
+        # At interpreter exit (a handler that raised SystemExit ends the runtime process,
+        # and its record goes out from an exit handler), the SDK's detectors cannot get
+        # their thread pool ("can't register atexit after shutdown"): the same facts,
+        # detected on this thread.
+        detected = _resource_without_thread_pool()
     merged = dict(attributes)
     for key, detected_value in detected.attributes.items():
         if key == "service.name" and str(detected_value).startswith("unknown_service"):
@@ -325,6 +428,20 @@ def _resource(function: FunctionFacts) -> Resource:
         merged[key] = detected_value
     merged.setdefault("service.name", function.function_name or "unknown_service")
     return Resource(merged)
+
+
+def _resource_without_thread_pool() -> Resource:
+    from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+    from opentelemetry.sdk.version import __version__ as sdk_version
+
+    sdk = Resource(
+        {
+            "telemetry.sdk.language": "python",
+            "telemetry.sdk.name": "opentelemetry",
+            "telemetry.sdk.version": sdk_version,
+        }
+    )
+    return sdk.merge(OTELResourceDetector().detect())
 
 
 def _probe_version() -> str:
@@ -346,21 +463,64 @@ def _max_rss_bytes() -> int | None:
 class _AppendedLines:
     """The OTLP file, shared by the span and metric exporters of this process and by other
     processes (every environment of a function may write to one file): each line goes out
-    in one ``write`` on an ``O_APPEND`` descriptor, so lines never interleave."""
+    in one ``write`` on an ``O_APPEND`` descriptor, so lines never interleave.
+
+    A file that cannot be opened (its directory missing or read-only) or written (the disk
+    full) fails the export, which is then sent again with the next flush, and given up and
+    counted like any other failed export: it is opened again at every write until it can
+    be, and a line that does not fit is not begun (a torn line would spoil the file for
+    every reader).
+    """
 
     def __init__(self, path: str) -> None:
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._path = path
+        self._fd: int | None = None
         self._lock = _thread.allocate_lock()
         self.closed = False
+        try:
+            self._open()
+        except OSError:
+            pass  # said by the export that fails; tried again at the next write
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
 
     def write(self, text: str) -> int:
         data = text.encode("utf-8")
         with self._lock:
+            fd = self._open()
+            try:
+                space = os.fstatvfs(fd)
+                if space.f_bavail * space.f_frsize < len(data):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise
+                # No statvfs here (a pipe, /dev/full): the write says it.
             view = memoryview(data)
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            start = os.lseek(fd, 0, os.SEEK_END)
+            try:
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+            except OSError:
+                self._cut_torn_line(fd, start, len(data) - len(view))
+                raise
         return len(text)
+
+    @staticmethod
+    def _cut_torn_line(fd: int, start: int, written: int) -> None:
+        # Best effort: take back the part of a line that did not fit, if nothing was
+        # appended after it meanwhile.
+        if not written:
+            return
+        try:
+            if os.fstat(fd).st_size == start + written:
+                os.ftruncate(fd, start)
+        except OSError:
+            pass
 
     def flush(self) -> None:
         return None  # every write went straight to the file
@@ -369,14 +529,16 @@ class _AppendedLines:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                os.close(self._fd)
+                if self._fd is not None:
+                    os.close(self._fd)
 
     def close_inherited(self) -> None:
         """Close a forked child's copy, without the lock: a parent thread that held it
         at the fork does not exist in the child."""
         if not self.closed:
             self.closed = True
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
+            if self._fd is not None:
+                try:
+                    os.close(self._fd)
+                except OSError:
+                    pass

@@ -308,11 +308,16 @@ def exception_event(exc: BaseException, time_ns: int) -> Event:
 
 
 def _stack_without_message(exc: BaseException) -> str:
-    """The traceback's frames and the exception's type, as Python prints them, minus the
-    message."""
+    """The traceback's frames (file, line number, function) and the exception's type, as
+    Python prints them, minus the message and minus the source lines: a line such as
+    ``psycopg2.connect("postgresql://app:s3cret@db/orders")`` would carry the password
+    into the span event."""
     import traceback
 
-    frames = "".join(traceback.format_tb(exc.__traceback__))
+    frames = "".join(
+        f'  File "{frame.f_code.co_filename}", line {lineno}, in {frame.f_code.co_name}\n'
+        for frame, lineno in traceback.walk_tb(exc.__traceback__)
+    )
     kind = f"{type(exc).__module__}.{type(exc).__qualname__}"
     return f"Traceback (most recent call last):\n{frames}{kind}"
 
