@@ -200,6 +200,10 @@ def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes
     )
 
 
+# AWS_LAMBDA_INITIALIZATION_TYPE of a Lambda Managed Instances worker.
+MANAGED_INSTANCES = "lambda-managed-instances"
+
+
 def freezes_between(last: Environment | None, last_seq: int, environment: Environment) -> int:
     """The freezes between a use in invocation ``last_seq`` of ``last`` (0: at INIT) and now.
 
@@ -207,6 +211,8 @@ def freezes_between(last: Environment | None, last_seq: int, environment: Enviro
     its caller waited for (a ``cold`` start) there is none: the runtime went straight on;
     ahead-of-demand INITs and a snapshot's restore do sit frozen before their first event.
     """
+    if environment.init_type == MANAGED_INSTANCES:
+        return 0  # Lambda Managed Instances never freeze an environment
     if environment is not last or environment.seq <= last_seq:
         return 1  # a new environment (fork, restore, tests): at least one boundary
     crossed = environment.seq - last_seq
@@ -319,10 +325,15 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
         what = "was found dead on reuse"
     else:
         what = "was reused and worked"
+    # Lambda Managed Instances never freeze: no freeze count to tell there.
+    frozen = (
+        ""
+        if environment.init_type == MANAGED_INSTANCES
+        else f", lived through {reuse.freezes} freezes"
+    )
     message = (
         f"lifecycle_probe: stale connection ({outcome}): {state.client} connection to "
-        f"{where} {what} after {reuse.idle_s:.1f} s idle (created in {reuse.created_in}, "
-        f"lived through {reuse.freezes} freezes)"
+        f"{where} {what} after {reuse.idle_s:.1f} s idle (created in {reuse.created_in}{frozen})"
     )
     # The same facts as the span event, with names a log query can use as they are.
     fields = {

@@ -6,7 +6,9 @@ and Extensions API endpoint on 127.0.0.1. Between invocations an environment is 
 (SIGSTOP) and thawed (SIGCONT) for the next; concurrent requests scale out to new
 environments; idle environments are reaped; a timed-out invocation kills its
 environment; on-demand, provisioned-concurrency, proactive and snap-start
-initialisation are available. The emulator records its own ground truth
+initialisation are available; ``FunctionConfig(max_concurrency=N)`` gives Lambda
+Managed Instances (N worker processes per environment, each with its own INIT, serving
+concurrently, never frozen). The emulator records its own ground truth
 (:class:`InvocationResult`, :class:`EnvironmentInfo`) for tests to compare against.
 
     from lifecycle_probe.emulator import FunctionConfig, LocalLambda

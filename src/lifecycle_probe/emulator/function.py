@@ -32,6 +32,9 @@ INITIALIZATION_TYPE_VARIABLE: Final = {
 }
 """The ``AWS_LAMBDA_INITIALIZATION_TYPE`` an environment of each init type sees."""
 
+MANAGED_INSTANCES_INITIALIZATION_TYPE: Final = "lambda-managed-instances"
+"""The ``AWS_LAMBDA_INITIALIZATION_TYPE`` Lambda Managed Instances give every environment."""
+
 
 @dataclass(frozen=True)
 class FunctionConfig:
@@ -56,6 +59,9 @@ class FunctionConfig:
     exec_wrapper: str | os.PathLike[str] | None = None
     init_type: str = ON_DEMAND
     account_id: str = "123456789012"
+    # Lambda Managed Instances: None for Lambda (default); N runs N worker processes per
+    # environment (``AWS_LAMBDA_MAX_CONCURRENCY``). See ``ManagedInstancesEnvironment``.
+    max_concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if "." not in self.handler:

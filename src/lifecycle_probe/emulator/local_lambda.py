@@ -19,13 +19,13 @@ from typing import Any
 
 from lifecycle_probe.emulator import truth
 from lifecycle_probe.emulator.environment import (
-    IDLE,
-    SNAPSHOT,
     ExecutionEnvironment,
     Invocation,
+    ManagedInstancesEnvironment,
     new_trace_id,
 )
 from lifecycle_probe.emulator.function import (
+    ON_DEMAND,
     PROACTIVE,
     PROVISIONED_CONCURRENCY,
     SNAP_START,
@@ -86,6 +86,18 @@ class LocalLambda:
 
     Use it as a context manager, or call :meth:`start` and :meth:`close`. Methods are
     thread-safe.
+
+    **Lambda Managed Instances.** With ``FunctionConfig(max_concurrency=N)`` every
+    environment is a :class:`~lifecycle_probe.emulator.environment.ManagedInstancesEnvironment`:
+    one runtime process run with ``AWS_LAMBDA_MAX_CONCURRENCY=N``, whose N worker
+    processes (forked by ``awslambdaric`` before any INIT) each run their own INIT and
+    serve requests concurrently. Up to N requests are in flight in one environment
+    (requests arriving while it initialises wait for it); more scale out to a new one.
+    It is never frozen, a timed-out invocation does not end it, and the ground truth
+    names the worker of each request (``InvocationResult.worker_pid``), cold for that
+    worker's first. Only on-demand scale-out and :meth:`pre_initialise` with
+    ``"proactive"`` apply (Lambda Managed Instances have no provisioned concurrency and
+    no SnapStart).
     """
 
     def __init__(
@@ -106,6 +118,17 @@ class LocalLambda:
                 "snapshot_pause_s, shutdown_grace_s and provisioned_concurrency must not be "
                 "negative"
             )
+        max_concurrency = function.max_concurrency
+        if max_concurrency is not None:
+            if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+                raise ValueError(f"max_concurrency must be an int, got {max_concurrency!r}")
+            if max_concurrency < 1:
+                raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
+            if function.init_type != ON_DEMAND or provisioned_concurrency:
+                raise ValueError(
+                    "Lambda Managed Instances (max_concurrency) scale out on demand only: "
+                    "no snap-start, no provisioned concurrency"
+                )
         self.function = function
         self.idle_timeout_s = idle_timeout_s
         self.snapshot_pause_s = snapshot_pause_s
@@ -199,16 +222,30 @@ class LocalLambda:
 
     def _create_locked(self, init_type: str, *, claimed_by: str | None) -> ExecutionEnvironment:
         assert self._log_dir is not None
-        env = ExecutionEnvironment(
-            f"env-{next(self._numbers)}",
-            self.function,
-            init_type,
-            log_dir=self._log_dir,
-            spawner=self._spawner,
-            snapshot_pause_s=self.snapshot_pause_s,
-            shutdown_grace_s=self.shutdown_grace_s,
-            claimed_by=claimed_by,
-        )
+        env: ExecutionEnvironment
+        if self.function.max_concurrency is not None:
+            env = ManagedInstancesEnvironment(
+                f"env-{next(self._numbers)}",
+                self.function,
+                init_type,
+                max_concurrency=self.function.max_concurrency,
+                log_dir=self._log_dir,
+                spawner=self._spawner,
+                snapshot_pause_s=self.snapshot_pause_s,
+                shutdown_grace_s=self.shutdown_grace_s,
+                claimed_by=claimed_by,
+            )
+        else:
+            env = ExecutionEnvironment(
+                f"env-{next(self._numbers)}",
+                self.function,
+                init_type,
+                log_dir=self._log_dir,
+                spawner=self._spawner,
+                snapshot_pause_s=self.snapshot_pause_s,
+                shutdown_grace_s=self.shutdown_grace_s,
+                claimed_by=claimed_by,
+            )
         self._envs.append(env)
         self._by_id[env.id] = env
         return env
@@ -217,7 +254,7 @@ class LocalLambda:
         """Claim an idle environment, or initialise a new one for this request."""
         with self._lock:
             self._check_running()
-            idle = [env for env in self._envs if env.state in (IDLE, SNAPSHOT) and not env.reserved]
+            idle = [env for env in self._envs if env.claimable]
             # Provisioned environments serve first; otherwise the most recently used, so
             # that the others grow idle and are reaped, as Lambda's pool shrinks.
             idle.sort(key=lambda env: (env.init_type != PROVISIONED_CONCURRENCY, -env.idle_since))
@@ -246,6 +283,11 @@ class LocalLambda:
             )
         if count < 0:
             raise ValueError(f"count must not be negative, got {count}")
+        if self.function.max_concurrency is not None and init_type != PROACTIVE:
+            raise ValueError(
+                "Lambda Managed Instances (max_concurrency) have no provisioned concurrency "
+                f"and no SnapStart: only 'proactive' can be pre-initialised, got {init_type!r}"
+            )
         with self._lock:
             self._check_running()
             envs = [self._create_locked(init_type, claimed_by=None) for _ in range(count)]
@@ -383,7 +425,9 @@ class LocalLambda:
             cold=served.cold,
             init_type=env.init_type,
             start_type_truth=(
-                truth.START_TYPE_OF_FIRST_INVOKE[env.init_type] if served.cold else truth.WARM
+                truth.WARM
+                if not served.cold
+                else served.start_type or truth.START_TYPE_OF_FIRST_INVOKE[env.init_type]
             ),
             start_ns=start_ns,
             delivered_ns=served.delivered_ns,
@@ -396,6 +440,7 @@ class LocalLambda:
             init_duration_ms=served.init_duration_ms,
             trace_id=invocation.trace_id,
             log_stream=env.log_stream,
+            worker_pid=served.worker_pid,
         )
         with self._lock:
             self._truth.append(result)

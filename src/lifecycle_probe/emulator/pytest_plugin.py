@@ -9,7 +9,8 @@ local_lambda``) or as a plugin (``pytest -p lifecycle_probe.emulator.pytest_plug
         assert not emulator.invoke({}).cold
 
 Every local Lambda the factory made is closed at teardown, also when the test fails,
-so no runtime process outlives the test.
+so no runtime process outlives the test. ``max_concurrency=N`` (a ``FunctionConfig``
+field) gives Lambda Managed Instances: N worker processes per environment.
 """
 
 from __future__ import annotations

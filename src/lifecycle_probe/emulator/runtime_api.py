@@ -50,12 +50,19 @@ class Reply:
 
 ACCEPTED = Reply.json(202, {"status": "OK"})
 
+Peer = tuple[str, int]
+"""The caller's address on a Runtime API connection: ``(host, port)``."""
+
 
 class RuntimeApiBackend(Protocol):
     """What an environment answers on its Runtime API and Extensions API."""
 
-    def runtime_next(self) -> Reply:
-        """``GET /runtime/invocation/next``: block until an event is delivered."""
+    def runtime_next(self, peer: Peer | None = None) -> Reply:
+        """``GET /runtime/invocation/next``: block until an event is delivered.
+
+        ``peer`` is the caller's address: under Lambda Managed Instances it tells which
+        worker process is asking (see ``ManagedInstancesEnvironment``).
+        """
 
     def runtime_response(self, request_id: str, body: bytes) -> Reply:
         """``POST /runtime/invocation/{id}/response``."""
@@ -84,12 +91,19 @@ class RuntimeApiBackend(Protocol):
         """``POST /extension/init/error`` or ``/extension/exit/error`` (``phase``)."""
 
 
-def _route(backend: RuntimeApiBackend, method: str, path: str, headers: Any, body: bytes) -> Reply:
+def _route(
+    backend: RuntimeApiBackend,
+    method: str,
+    path: str,
+    headers: Any,
+    body: bytes,
+    peer: Peer | None = None,
+) -> Reply:
     path = path.split("?", 1)[0]
     error_type = headers.get(ERROR_TYPE_HEADER)
     if method == "GET":
         if path == f"{RUNTIME_PREFIX}/invocation/next":
-            return backend.runtime_next()
+            return backend.runtime_next(peer)
         if path == f"{RUNTIME_PREFIX}/restore/next":
             return backend.runtime_restore_next()
         if path == f"{EXTENSION_PREFIX}/event/next":
@@ -153,7 +167,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            reply = _route(self.server.backend, method, self.path, self.headers, body)
+            peer = (str(self.client_address[0]), int(self.client_address[1]))
+            reply = _route(self.server.backend, method, self.path, self.headers, body, peer)
         except Exception as exc:  # a bug in the backend must not kill the endpoint silently
             reply = Reply.error(500, "Emulator.InternalError", f"{type(exc).__name__}: {exc}")
         try:

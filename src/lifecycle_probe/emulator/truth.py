@@ -47,6 +47,17 @@ class InvocationResult:
     ``outcome`` is ``ok``, ``error`` or ``timeout``; ``response`` is the parsed JSON
     response (or its text), ``error`` the runtime's error JSON and ``error_type`` its
     type (from ``Lambda-Runtime-Function-Error-Type`` or the JSON).
+
+    Under Lambda Managed Instances (``FunctionConfig.max_concurrency``) each worker
+    process of an environment is an environment of its own for the probe (its own INIT):
+    ``worker_pid`` is the worker that took the request (``pid`` stays the environment's
+    runtime process), and ``cold`` is true for that worker's first request. Its
+    ``start_type_truth`` is ``cold`` when the request waited for that worker's INIT (the
+    worker first asked for work after the environment got the request), ``proactive``
+    when the worker had finished INIT before (initialised ahead of demand), and
+    ``warm`` for the worker's later requests. ``init_duration_ms`` then runs from the
+    environment's start to that worker's first ``invocation/next``. ``worker_pid`` is
+    None for Lambda (default) environments.
     """
 
     request_id: str
@@ -66,6 +77,7 @@ class InvocationResult:
     init_duration_ms: float | None = None
     trace_id: str = ""
     log_stream: str = ""
+    worker_pid: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -87,6 +99,8 @@ class InvocationResult:
             "duration_ms": round(self.duration_ms, 3),
             "outcome": self.outcome,
         }
+        if self.worker_pid is not None:
+            record["worker_pid"] = self.worker_pid
         if self.outcome == OK:
             record["response"] = self.response
         else:
@@ -116,6 +130,11 @@ class EnvironmentInfo:
     ``timeout``, ``killed``, ``init-error``, ``init-timeout``, ``restore-error``,
     ``exited`` or ``closed``; ``exit_status`` is the process's return code (negative:
     killed by that signal). ``init_error`` is the error JSON of a failed INIT.
+
+    Under Lambda Managed Instances, ``max_concurrency`` is the number of worker processes
+    and ``workers`` their pids, in the order they first asked for work; ``frozen`` is
+    never true and ``freezes`` stays 0 (such environments are never frozen); ``state``
+    is ``invoking`` while any request is in flight. Both are None and ``()`` otherwise.
     """
 
     id: str
@@ -142,6 +161,8 @@ class EnvironmentInfo:
     end_reason: str | None
     exit_status: int | None
     ended_ns: int | None
+    max_concurrency: int | None = None
+    workers: tuple[int, ...] = ()
 
     @property
     def alive(self) -> bool:
