@@ -9,6 +9,7 @@ the very same objects.
 from __future__ import annotations
 
 import time
+from _queue import Empty, SimpleQueue
 from os import environ
 
 from lifecycle_probe._safe import report_failure
@@ -23,8 +24,10 @@ from lifecycle_probe.installation import (
     install_runtime_signals,
     installed_options,
 )
+from lifecycle_probe.leaks import LeakWatch, task_root_of
 from lifecycle_probe.records import ERROR, OK, TIMEOUT, InvocationRecord
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
+from lifecycle_probe.sinks.flush import before_drains
 from lifecycle_probe.triggers import OTHER as OTHER_TRIGGER
 from lifecycle_probe.triggers import trigger_of, w3c_context_of
 
@@ -41,8 +44,9 @@ if TYPE_CHECKING:
 
     Handler = TypeVar("Handler", bound=Callable[..., Any])
     Incoming = tuple[str, str | None, str | None, str | None]
-    # What begin() hands to _finish: environment, facts, INIT record, context token,
-    # the Lambda context, and what the sinks need of the event.
+    # What begin() hands to finish(): environment, facts, INIT record, context token,
+    # the Lambda context, what the sinks need of the event, and the event itself (for the
+    # leak search; never exported).
     Started = tuple[
         Environment,
         LifecycleFacts,
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
         Token[LifecycleFacts | None],
         Any,
         Incoming | None,
+        Any,
     ]
 
 
@@ -112,6 +117,12 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     gap_ns = config.proactive_init_gap_ms * 1_000_000
     clock = time.time_ns
     reads_event = any(sink.reads_event for sink in sinks)
+    watch = _leak_watch(handler) if sinks and config.globals == "warn" else None
+    # When every sink flushes after the response through the internal extension, the
+    # record itself is built there too (with the leak search): the caller only queues.
+    extensions = {id(getattr(sink, "extension", None)) for sink in sinks}
+    deferrable = bool(sinks) and id(None) not in extensions and len(extensions) == 1
+    extension = getattr(sinks[0], "extension", None) if deferrable else None
 
     def begin(event: Any, context: Any) -> Started | None:
         """Start the invocation's record; None when the probe must stay out of it."""
@@ -139,12 +150,41 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
             facts, init = environment.begin_invocation(request_id, gap_ns, clock())
             if incoming is not None:
                 environment.in_flight_capture = (facts, init, incoming, context, sinks)
+            if init is not None and watch is not None:
+                watch.baseline()  # the globals as INIT left them, before the handler runs
             # Last: once set, _finish must run to reset it.
             token = in_flight.set(facts)
         except Exception as exc:
             report_failure("invocation start", exc)
             return None
-        return environment, facts, init, token, context, incoming
+        return environment, facts, init, token, context, incoming, event
+
+    def finish(started: Started, exc: BaseException | None) -> None:
+        environment, facts, init, token, context, incoming, event = started
+        try:
+            end_ns = time.time_ns()
+            if environment is not current_environment():
+                # A child process the handler forked, leaving through this wrapper: the
+                # invocation is its parent's to end and report, the child is an environment
+                # of its own (a second record would repeat the parent's request and INIT).
+                in_flight.reset(token)
+                return
+            unreported = environment.end_invocation(end_ns, facts.invocation_seq)
+            in_flight.reset(token)
+            if incoming is None:
+                return  # ``exporter="none"``: nobody to hand a record to
+            if not unreported:
+                return  # reported as a timeout just before the deadline; it finished after all
+            outcome = OK if exc is None else ERROR
+            error_type = None if exc is None else type(exc).__qualname__
+            ended: tuple[Any, ...] = (sinks, watch, event, environment, facts, init, context)
+            ended += (incoming, end_ns, outcome, error_type, exc)
+            if extension is not None and extension.registered and not process_sinks:
+                _ended.put(ended)  # built and exported after the response
+            else:
+                _export(ended)
+        except Exception as failure:
+            report_failure("invocation end", failure)
 
     def invocation(event: Any, context: Any) -> Any:
         started = begin(event, context)
@@ -155,9 +195,9 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
         try:
             result = handler(event, context)
         except BaseException as exc:
-            _finish(*started, exc, sinks)
+            finish(started, exc)
             raise
-        _finish(*started, None, sinks)
+        finish(started, None)
         return result
 
     async def async_invocation(event: Any, context: Any) -> Any:
@@ -169,9 +209,9 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
         try:
             result = await handler(event, context)
         except BaseException as exc:
-            _finish(*started, exc, sinks)
+            finish(started, exc)
             raise
-        _finish(*started, None, sinks)
+        finish(started, None)
         return result
 
     code = getattr(handler, "__code__", None)
@@ -247,38 +287,81 @@ def _deadline_ns(context: Any, now_ns: int) -> int | None:
     return now_ns + int(left_ms * 1_000_000)
 
 
-def _finish(
-    environment: Environment,
-    facts: LifecycleFacts,
-    init: InitRecord | None,
-    token: Token[LifecycleFacts | None],
-    context: Any,
-    incoming: tuple[str, str | None, str | None, str | None] | None,
-    exc: BaseException | None,
-    sinks: tuple[Sink, ...],
-) -> None:
-    try:
-        end_ns = time.time_ns()
-        if environment is not current_environment():
-            # A child process the handler forked, leaving through this wrapper: the
-            # invocation is its parent's to end and report, the child is an environment
-            # of its own (a second record would repeat the parent's request and INIT).
-            in_flight.reset(token)
+# Invocations that ended while the internal extension flushes after the response: their
+# records are built and exported there (_export_ended), before the sinks drain.
+_ended: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+
+
+def _export_ended() -> None:
+    while True:
+        try:
+            ended = _ended.get_nowait()
+        except Empty:
             return
-        unreported = environment.end_invocation(end_ns, facts.invocation_seq)
-        in_flight.reset(token)
-        if incoming is None:
-            return  # ``exporter="none"``: nobody to hand a record to
-        if not unreported:
-            return  # reported as a timeout just before the deadline; it finished after all
-        outcome = OK if exc is None else ERROR
-        error_type = None if exc is None else type(exc).__qualname__
-        record = _record(
-            environment, facts, init, context, incoming, end_ns, outcome, error_type, exc
+        if ended[3] is not current_environment():
+            continue  # queued by the parent of this forked process: the parent's to export
+        try:
+            _export(ended)
+        except Exception as failure:
+            report_failure("invocation end", failure)
+
+
+before_drains.append(_export_ended)
+
+
+def _export(ended: tuple[Any, ...]) -> None:
+    """Build the record of an ended invocation, with its leaks, and hand it to the sinks."""
+    sinks, watch, event, environment, facts, init, context, incoming, *outcome = ended
+    if watch is not None:
+        _note_leaks(watch, event, environment, facts)
+    export_to(sinks, _record(environment, facts, init, context, incoming, *outcome))
+
+
+def _note_leaks(watch: LeakWatch, event: Any, environment: Environment, facts: Any) -> None:
+    try:
+        leaked = watch.after_invocation(event, facts.invocation_seq, facts.environment_id)
+    except Exception as exc:
+        report_failure("leak search", exc)
+        return
+    if not leaked:
+        return
+    from lifecycle_probe.loglines import GLOBAL_LEAK, WARNING, write_line
+    from lifecycle_probe.records import LEAK_EVENT, LifecycleEvent
+
+    now_ns = time.time_ns()
+    for module, name in leaked:
+        attributes = (
+            ("code.namespace", module),
+            ("lifecycle.global.name", name),
+            ("lifecycle.global.first_seen_seq", facts.invocation_seq),
         )
-        export_to(sinks, record)
-    except Exception as failure:
-        report_failure("invocation end", failure)
+        environment.add_event(LifecycleEvent(LEAK_EVENT, now_ns, attributes))
+        write_line(
+            GLOBAL_LEAK,
+            WARNING,
+            f"lifecycle_probe: leaked request state: {module}.{name} was rebound to a value "
+            f"of invocation {facts.invocation_seq}'s event; it survives into the next "
+            "invocations of this environment",
+            {"code_namespace": module, "global_name": name},
+            facts=facts,
+            function=environment.function,
+        )
+
+
+_leak_watches: dict[str | None, LeakWatch] = {}
+
+
+def _leak_watch(handler: Any) -> LeakWatch | None:
+    """One watch per code directory: every probed handler of the function shares it."""
+    try:
+        root = task_root_of(handler)
+        watch = _leak_watches.get(root)
+        if watch is None:
+            watch = _leak_watches[root] = LeakWatch(root)
+        return watch
+    except Exception as exc:
+        report_failure("leak search set-up", exc)
+        return None
 
 
 def _record(

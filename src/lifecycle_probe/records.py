@@ -62,6 +62,10 @@ START_TYPES = (COLD, WARM, PROVISIONED, PROACTIVE, RESTORED)
 # ``faas.coldstart`` is true exactly for these: the caller waited for INIT or a restore.
 COLD_START_TYPES = frozenset({COLD, RESTORED})
 
+# Names of the lifecycle events an invocation record can carry.
+STALE_EVENT = "lifecycle.connection.stale"
+LEAK_EVENT = "lifecycle.global.leak"
+
 # Invocation outcomes.
 OK = "ok"
 ERROR = "error"

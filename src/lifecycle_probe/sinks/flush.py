@@ -18,6 +18,7 @@ from lifecycle_probe.sinks import Sink
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, TypeVar
 
     from lifecycle_probe.config import Config
@@ -43,6 +44,20 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+# Run first at every after-response flush, before any sink drains: work the caller left
+# for after the response (the decorator's records of invocations that just ended).
+before_drains: list[Callable[[], object]] = []
+_extensions_hooked: list[InternalExtension] = []
+
+
+def _run_before_drains(timeout_s: float) -> None:
+    for run in list(before_drains):
+        try:
+            run()
+        except Exception as exc:
+            report_failure("after-response record", exc)
+
+
 def attach_flushing(sink: Flushed, config: Config) -> Flushed:
     """Give ``sink`` its flush: the extension's after the response, or its own sync one."""
     if config.flush != "after-response":
@@ -53,6 +68,9 @@ def attach_flushing(sink: Flushed, config: Config) -> Flushed:
     init_over = environment.seq > 0 or environment.init_end_source == SOURCE_RUNTIME
     extension = after_response_extension(config.flush_timeout_ms / 1000, init_over)
     if extension is not None:
+        if extension not in _extensions_hooked:
+            _extensions_hooked.append(extension)
+            extension.add_flush(_run_before_drains)  # before the first sink's drain
         sink.extension = extension
         extension.add_flush(sink.drain)
     return sink

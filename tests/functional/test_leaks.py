@@ -1,0 +1,120 @@
+"""The leak search in-process: what is and is not leaked request state, and its bound."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+import types
+
+from lifecycle_probe.leaks import MAX_EVENT_NODES, EventValues, LeakWatch
+
+
+def function_module(tmp_path, name, **globals_):
+    """A module of the function's own code (its file under the task root)."""
+    module = types.ModuleType(name)
+    module.__file__ = str(tmp_path / f"{name}.py")
+    module.__dict__.update(globals_)
+    sys.modules[name] = module
+    return module
+
+
+def test_only_event_derived_rebindings_are_leaks(tmp_path):
+    # GIVEN a function module with the article's globals, looked at before the handler
+    module = function_module(
+        tmp_path,
+        "fn_leaks_a",
+        current_order_id=None,
+        cached_config=None,
+        counter=0,
+        PATTERN=None,
+        nested=None,
+        library_object=None,
+    )
+    try:
+        watch = LeakWatch(str(tmp_path))
+        watch.baseline()
+        event = {"orderId": "ord-123456", "items": [{"sku": "SKU-99"}], "amount": 125000}
+        # WHEN the invocation rebinds them
+        module.current_order_id = event["orderId"]
+        module.cached_config = {"table": "orders"}
+        module.counter += 1
+        module.PATTERN = re.compile(r"\d+")
+        module.nested = {"last": [("sku", "SKU-99")]}
+        module.library_object = types.SimpleNamespace(amount=125000)
+        leaked = watch.after_invocation(event, 1, "env-1")
+        # THEN the ones holding the event's values are leaks, the others are not
+        assert sorted(leaked) == [
+            ("fn_leaks_a", "current_order_id"),
+            ("fn_leaks_a", "library_object"),
+            ("fn_leaks_a", "nested"),
+        ]
+        # and a later invocation that leaks them again says nothing more
+        event2 = {"orderId": "ord-654321"}
+        module.current_order_id = event2["orderId"]
+        assert watch.after_invocation(event2, 2, "env-1") == []
+        # while a new environment (a fork, a restore) reports anew
+        module.current_order_id = "ord-777777"
+        assert watch.after_invocation({"orderId": "ord-777777"}, 1, "env-2") == [
+            ("fn_leaks_a", "current_order_id")
+        ]
+    finally:
+        del sys.modules["fn_leaks_a"]
+
+
+def test_unchanged_globals_equal_to_event_values_are_not_leaks(tmp_path):
+    module = function_module(tmp_path, "fn_leaks_b", STAGE="production", REGION="eu-west-1")
+    try:
+        watch = LeakWatch(str(tmp_path))
+        watch.baseline()
+        assert watch.after_invocation({"stage": "production", "region": "eu-west-1"}, 1, "e") == []
+        assert module.STAGE == "production"
+    finally:
+        del sys.modules["fn_leaks_b"]
+
+
+def test_modules_outside_the_task_root_are_not_looked_at(tmp_path):
+    library = types.ModuleType("lib_leaks_c")
+    library.__file__ = "/somewhere/site-packages/lib_leaks_c.py"
+    library.__dict__["last"] = None
+    sys.modules["lib_leaks_c"] = library
+    try:
+        watch = LeakWatch(str(tmp_path))
+        watch.baseline()
+        event = {"orderId": "ord-123456"}
+        library.__dict__["last"] = event["orderId"]
+        assert watch.after_invocation(event, 1, "e") == []
+    finally:
+        del sys.modules["lib_leaks_c"]
+
+
+def test_a_6_mb_event_costs_no_more_than_the_bound():
+    # GIVEN a 6 MB event: a huge body and thousands of records
+    event = {
+        "body": "x" * (6 << 20),
+        "Records": [{"messageId": f"m-{n:08d}", "body": "y" * 500} for n in range(5000)],
+    }
+    # WHEN its values are read for the leak search
+    start = time.perf_counter()
+    values = EventValues(event)
+    elapsed = time.perf_counter() - start
+    # THEN no more nodes than the bound were looked at, the body was not compared
+    assert values.visited == MAX_EVENT_NODES
+    assert "x" * (6 << 20) not in values.values
+    assert elapsed < 0.05  # generous: the bound is ~512 nodes, well under a millisecond
+
+
+def test_a_huge_global_costs_no_more_than_the_bound(tmp_path):
+    # GIVEN a global rebound to a list of a million items, none from the event
+    module = function_module(tmp_path, "fn_leaks_d", big=None)
+    try:
+        watch = LeakWatch(str(tmp_path))
+        watch.baseline()
+        module.big = list(range(1_000_000))
+        start = time.perf_counter()
+        leaked = watch.after_invocation({"orderId": "ord-123456"}, 1, "e")
+        elapsed = time.perf_counter() - start
+    finally:
+        del sys.modules["fn_leaks_d"]
+    assert leaked == []
+    assert elapsed < 0.05
