@@ -1,4 +1,4 @@
-"""``lifecycle-probe``: the demo and the local Lambda from the command line."""
+"""``lifecycle-probe``: the demo, the local Lambda and the report from the command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``lifecycle-probe`` argument parser with its subcommands."""
     from lifecycle_probe.demo import add_arguments as add_demo_arguments
     from lifecycle_probe.emulator.cli import add_arguments as add_emulate_arguments
+    from lifecycle_probe.report import add_arguments as add_report_arguments
 
     parser = argparse.ArgumentParser(
         prog="lifecycle-probe",
@@ -38,6 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
             "local Lambda Runtime API, one event per line of --events.",
         )
     )
+    add_report_arguments(
+        commands.add_parser(
+            "report",
+            help="summarise what the probe exported: starts, INIT, reuse, idle, advice",
+            description="Reads what the probe exported (OTLP JSON lines, EMF and the probe's "
+            "JSON log lines, or a CloudWatch Logs log group) and prints the cold-start "
+            "ratio, INIT duration percentiles and slowest imports, reuse per environment, "
+            "idle (frozen) times, stale connections, leaks, INIT failures, errors, timeouts "
+            "and advice with its evidence; --html writes a self-contained timeline. "
+            "Malformed lines are counted and reported, never fatal.",
+        )
+    )
     return parser
 
 
@@ -48,6 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from lifecycle_probe.demo import run as run_demo
 
         return run_demo(args)
+    if args.command == "report":
+        from lifecycle_probe.report import run as run_report
+
+        return run_report(args)
     from lifecycle_probe.emulator.cli import run as run_emulate
 
     return run_emulate(args)

@@ -9,7 +9,9 @@ than that leaves the function a stale connection, which urllib3 replaces and the
 reports. The demo reads what the probe wrote in each environment's log and prints it
 beside the local Lambda's own ground truth, then writes both as JSON lines to the output
 directory, beside the OpenTelemetry export (OTLP JSON lines, the Collector file-exporter
-format) that the probe's internal extension wrote after each response.
+format) that the probe's internal extension wrote after each response. It ends with
+``lifecycle-probe report`` on that export: the summary, the advice, and the HTML timeline
+(``report.html``).
 """
 
 from __future__ import annotations
@@ -153,12 +155,21 @@ def run(args: argparse.Namespace) -> int:
             [("snapstart", "a SnapStart function restored from its snapshot", _restored)],
         ),
     ]
+    total_steps = sum(len(steps) for *_, steps in sections)
+    done = 0
     try:
         for section, config, options, steps in sections:
             with LocalLambda(config, log_dir=output / "logs" / section, **options) as emulator:
                 for name, description, action in steps:
-                    print(f"- {name}: {description}")
-                    rows.extend((name, result) for result in action(emulator))
+                    done += 1
+                    print(f"[{done}/{total_steps}] {name}: {description} ...", end="", flush=True)
+                    step_started = time.monotonic()
+                    results = action(emulator)
+                    rows.extend((name, result) for result in results)
+                    print(
+                        f" {len(results)} requests, {time.monotonic() - step_started:.1f} s",
+                        flush=True,
+                    )
                 probe_records.extend(_probe_records(emulator, section))
     finally:
         inventory.stop()
@@ -170,7 +181,23 @@ def run(args: argparse.Namespace) -> int:
     _write_jsonl(output / "ground-truth.jsonl", truth)
     _print_summary(rows, probe_records, agree, time.monotonic() - started, output)
     _print_otlp_summary(otlp_file)
+    _print_report(otlp_file, output / "report.html")
     return 0 if agree == len(rows) else 1
+
+
+def _print_report(otlp_file: Path, html_file: Path) -> None:
+    """``lifecycle-probe report`` on the demo's OTLP export, and its HTML timeline."""
+    from lifecycle_probe.report import summarise, write_html
+    from lifecycle_probe.report.text import render
+
+    summary, stats = summarise([str(otlp_file)])
+    report = summary.to_json()
+    print(f"\n== lifecycle-probe report {otlp_file}\n")
+    print(render(report, stats), end="")
+    write_html(html_file, summary, report, stats)
+    print(f"\nwrote {html_file}: the timeline, one row per environment, above the tables")
+    print(f"where to look: open {html_file.as_uri()} in a browser; the advice above says")
+    print("what to change; the JSON: lifecycle-probe report --format json " + str(otlp_file))
 
 
 def _print_stale_connections(

@@ -20,6 +20,7 @@ from lifecycle_probe import current, probe
 time.sleep(float(os.environ.get("ORDERS_INIT_WORK_S", "0.12")))
 PRICES = {"apple": 3, "pear": 4, "fig": 9}
 SERVED = 0
+LAST_ITEMS: list[str] = []
 INVENTORY_URL = os.environ.get("ORDERS_INVENTORY_URL")
 INVENTORY = None
 if INVENTORY_URL:
@@ -37,6 +38,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if work_s:
         time.sleep(work_s)
     items = event.get("items", ["apple"])
+    # A leak, on purpose: the request's items kept in a module global, which the next
+    # request of this environment sees (the probe reports it as a lifecycle.global.leak).
+    global LAST_ITEMS
+    LAST_ITEMS = items
     if INVENTORY is not None and INVENTORY_URL:
         INVENTORY.request("GET", INVENTORY_URL)
     facts = current()

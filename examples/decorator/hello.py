@@ -1,12 +1,8 @@
-"""The smallest probed handler: it reports where it stands in the lifecycle.
+"""The smallest probed handler: ``@probe``, and ``current()`` to see where it stands.
 
-Run it in the local Lambda (no AWS, no Docker), from the repository root::
-
-    lifecycle-probe emulate hello.handler --code-dir examples/hello \\
-        --env LIFECYCLE_PROBE_EXPORTER=console --log-dir /tmp/hello-logs
-
-Each invocation returns the facts ``lifecycle_probe.current()`` gives the handler, and the
-probe's ``console`` exporter writes one JSON line per INIT and invocation to the log.
+Each invocation returns the facts ``lifecycle_probe.current()`` gives the handler: its
+start type, its sequence number in the environment, the INIT duration and the time it
+sat frozen before this invocation. See README.md for the command and its output.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         "greeting": GREETING,
         "start": facts.start,
         "invocation_seq": facts.invocation_seq,
-        "environment_id": facts.environment_id,
         "init_duration_s": facts.init_duration_s,
         "idle_s": facts.idle_s,
     }
