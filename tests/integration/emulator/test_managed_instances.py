@@ -204,9 +204,16 @@ def test_a_timeout_ends_only_its_invocation(managed):
         lambda: "response after the timeout refused" in emulator.logs("env-1"),
         what="the late response",
     )
-    again = emulator.invoke_many([{"sleep": 0.5}] * 4, concurrency=4)
-    assert sorted(r.environment for r in again) == ["env-1", "env-1", "env-2", "env-2"]
-    assert slow.worker_pid in {r.worker_pid for r in again}
+    # (a loaded machine may route a burst before every worker asked for work again, and
+    # scale out: bursts are repeated, boundedly, until the timed-out worker has served)
+    served: set[int | None] = set()
+    for _ in range(5):
+        again = emulator.invoke_many([{"sleep": 0.5}] * 4, concurrency=4)
+        assert [r.outcome for r in again] == ["ok"] * 4
+        served |= {r.worker_pid for r in again}
+        if slow.worker_pid in served:
+            break
+    assert slow.worker_pid in served
 
 
 def test_close_leaves_no_worker_behind(handlers_dir):
