@@ -71,12 +71,20 @@ def http_request(
     # The Runtime API address is an IP and port (127.0.0.1:9001 on Lambda): no DNS.
     family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
     conn = _socket.socket(family, _socket.SOCK_STREAM)
+    # ``timeout_s`` bounds the whole exchange, not each read: a reply dripped a byte at a
+    # time would otherwise never time out.
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         conn.settimeout(timeout_s)
         conn.connect((host.strip("[]") or "127.0.0.1", int(port)))
         conn.sendall(request)
         chunks = []
         while True:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{method} {path}: no whole reply in {timeout_s} s")
+                conn.settimeout(left)
             chunk = conn.recv(65536)
             if not chunk:
                 break

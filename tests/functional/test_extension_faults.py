@@ -171,3 +171,46 @@ def test_an_extension_that_cannot_see_responses_goes_blind_and_holds_nothing(
     assert flushed == []
     assert EXIT_ERROR not in api.requests  # Lambda's books stay right: no reset
     assert any("do not go through the probe's hook" in r.getMessage() for r in caplog.records)
+
+
+def dripping_server(reply: bytes, every_s: float):
+    """A server on 127.0.0.1 that reads a request, then drips ``reply`` a byte at a time."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in reply:
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(every_s)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_a_registration_reply_dripped_over_seconds_times_out_within_the_bound():
+    # GIVEN an Extensions API that drips its reply a byte every 50 ms (about 5 s in all)
+    from lifecycle_probe.extension import REGISTRATION_WAIT_S, http_request
+
+    reply = b"HTTP/1.1 200 OK\r\nLambda-Extension-Identifier: id\r\nContent-Length: 2\r\n\r\n{}"
+    listener, address = dripping_server(reply, 0.05)
+    try:
+        # WHEN the probe registers, bounded by the registration wait
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            http_request(address, "POST", "/2020-01-01/extension/register", timeout_s=1.0)
+        elapsed = time.monotonic() - start
+    finally:
+        listener.close()
+    # THEN it gives up at the bound (INIT is not held past it), not at the last byte
+    assert 0.9 <= elapsed < 1.0 + 0.5
+    assert REGISTRATION_WAIT_S <= 1.0
