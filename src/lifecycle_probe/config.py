@@ -54,6 +54,9 @@ _DEFAULTS: dict[str, Any] = {
     "namespace": "LifecycleProbe",
     "service": None,
     "emf_high_resolution": False,
+    # The share of the ephemeral storage (AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE) whose use
+    # in /tmp gives a warning, once per environment. See README "/tmp and memory across reuse".
+    "tmp_warn_share": 0.8,
 }
 
 # Options read from another tool's variable instead of ``LIFECYCLE_PROBE_<NAME>``: the
@@ -82,6 +85,7 @@ class Config(Record):
     namespace: str = field(10)
     service: str | None = field(11)
     emf_high_resolution: bool = field(12)
+    tmp_warn_share: float = field(13)
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Config:
@@ -159,6 +163,8 @@ _MAXIMA: dict[str, float] = {
     "proactive_init_gap_ms": 24 * 3600 * 1000,
     # No environment lives a week; a connection idle that long is no longer a risk figure.
     "stale_idle_s": 7 * 24 * 3600,
+    # A share of the ephemeral storage.
+    "tmp_warn_share": 1.0,
 }
 
 
@@ -256,4 +262,5 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "namespace": _parse_namespace,
     "service": _parse_dimension_value,
     "emf_high_resolution": _parse_bool,
+    "tmp_warn_share": _bounded(_parse_non_negative_float, "tmp_warn_share"),
 }

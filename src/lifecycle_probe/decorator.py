@@ -25,7 +25,9 @@ from lifecycle_probe.installation import (
     installed_options,
 )
 from lifecycle_probe.leaks import LeakWatch, task_root_of
-from lifecycle_probe.records import ERROR, OK, TIMEOUT, InvocationRecord
+from lifecycle_probe.records import ERROR, OK, RESTORED, TIMEOUT, InvocationRecord
+from lifecycle_probe.resources import configure as configure_resources
+from lifecycle_probe.resources import measure as measure_resources
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 from lifecycle_probe.sinks.flush import before_drains
 from lifecycle_probe.triggers import OTHER as OTHER_TRIGGER
@@ -118,6 +120,8 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     clock = time.time_ns
     reads_event = any(sink.reads_event for sink in sinks)
     watch = _leak_watch(handler) if sinks and config.globals == "warn" else None
+    if sinks:
+        configure_resources(config.tmp_warn_share)
     # When every sink flushes after the response through the internal extension, the
     # record itself is built there too (with the leak search): the caller only queues.
     extensions = {id(getattr(sink, "extension", None)) for sink in sinks}
@@ -314,6 +318,11 @@ def _export(ended: tuple[Any, ...]) -> None:
     sinks, watch, event, environment, facts, init, context, incoming, *outcome = ended
     if watch is not None:
         _note_leaks(watch, event, environment, facts)
+    if facts.start == RESTORED:
+        # The first invocation after a SnapStart restore: what the snapshot shares.
+        from lifecycle_probe.snapstart import report as report_hazards
+
+        report_hazards(environment, facts)
     export_to(sinks, _record(environment, facts, init, context, incoming, *outcome))
 
 
@@ -385,6 +394,9 @@ def _record(
             imports=imports, imports_traced_from_ns=max(tracer.started_ns, init.start_ns)
         )
     trigger, xray_trace_header, traceparent, tracestate = incoming
+    # /tmp and memory at the invocation's end (after the response when deferred); before
+    # the events are taken: its warnings are events of this invocation.
+    reading = measure_resources(environment, facts)
     return InvocationRecord(
         facts,
         end_ns,
@@ -401,6 +413,9 @@ def _record(
         exc,
         tracer.take_later() if tracer is not None and tracer.has_later else (),
         _deadline_ns(context, end_ns),
+        None if reading is None else reading.rss,
+        None if reading is None else reading.tmp_used,
+        None if reading is None else reading.tmp_growth,
     )
 
 

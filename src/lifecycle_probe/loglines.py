@@ -37,6 +37,9 @@ INIT_REPORT = "init_report"
 INIT_FAILURE = "init_failure"
 STALE_CONNECTION = "stale_connection"
 GLOBAL_LEAK = "global_leak"
+TMP_THRESHOLD = "tmp_threshold"
+MEMORY_GROWTH = "memory_growth"
+SNAPSTART_HAZARD = "snapstart_hazard"
 TIMEOUT = "timeout"
 
 # Powertools' service when none is configured (its own default, so that lines agree).

@@ -65,6 +65,9 @@ COLD_START_TYPES = frozenset({COLD, RESTORED})
 # Names of the lifecycle events an invocation record can carry.
 STALE_EVENT = "lifecycle.connection.stale"
 LEAK_EVENT = "lifecycle.global.leak"
+HAZARD_EVENT = "lifecycle.snapstart.hazard"
+TMP_EVENT = "lifecycle.tmp.threshold"
+MEMORY_EVENT = "lifecycle.memory.growth"
 
 # Invocation outcomes.
 OK = "ok"
@@ -299,6 +302,9 @@ class InvocationRecord(Record):
         "exception",
         "imports",
         "deadline_ns",
+        "rss_bytes",
+        "tmp_used_bytes",
+        "tmp_growth_bytes",
     )
     facts: LifecycleFacts = field(0)
     end_ns: int = field(1)
@@ -321,6 +327,12 @@ class InvocationRecord(Record):
     imports: tuple[ImportRecord, ...] = field(13)
     # When Lambda ends the invocation (from the context), bounding a flush before returning.
     deadline_ns: int | None = field(14)
+    # Resident memory after the invocation (/proc/self/statm), bytes used in the temporary
+    # directory at its end, and the change since the previous invocation of the
+    # environment (None on its first): see resources.py.
+    rss_bytes: int | None = field(15)
+    tmp_used_bytes: int | None = field(16)
+    tmp_growth_bytes: int | None = field(17)
 
     def __new__(
         cls,
@@ -339,6 +351,9 @@ class InvocationRecord(Record):
         exception: BaseException | None = None,
         imports: tuple[ImportRecord, ...] = (),
         deadline_ns: int | None = None,
+        rss_bytes: int | None = None,
+        tmp_used_bytes: int | None = None,
+        tmp_growth_bytes: int | None = None,
     ) -> InvocationRecord:
         return tuple.__new__(
             cls,
@@ -358,6 +373,9 @@ class InvocationRecord(Record):
                 exception,
                 imports,
                 deadline_ns,
+                rss_bytes,
+                tmp_used_bytes,
+                tmp_growth_bytes,
             ),
         )
 

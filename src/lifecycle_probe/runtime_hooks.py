@@ -175,6 +175,13 @@ def register_snapshot_hooks() -> bool:
     register_before_snapshot(_before_snapshot)
     register_after_restore(_after_restore)
     _snapshot_hooks_registered = True
+    try:
+        # Values of random sources made during INIT, for the hazard search at the snapshot.
+        from lifecycle_probe.snapstart import start_recording
+
+        start_recording()
+    except Exception as exc:
+        report_failure("SnapStart recording", exc)
     return True
 
 
@@ -183,6 +190,14 @@ def _before_snapshot() -> None:
         current_environment().mark_init_end(SOURCE_SNAPSHOT)
     except Exception as exc:  # a raising hook would fail the snapshot: never
         report_failure("before-snapshot hook", exc)
+    try:
+        # What the snapshot will hold: searched now, at publish time, when no caller waits;
+        # reported on the first invocation after each restore.
+        from lifecycle_probe.snapstart import before_snapshot
+
+        before_snapshot(current_environment().init_start_ns)
+    except Exception as exc:
+        report_failure("SnapStart hazard search", exc)
 
 
 def _after_restore() -> None:

@@ -19,6 +19,7 @@ from lifecycle_probe.environment import Environment, start_new_environment
 from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import reset_installation
 from lifecycle_probe.records import SOURCE_PROCESS, SOURCE_RUNTIME
+from lifecycle_probe.resources import forget as forget_resources
 from lifecycle_probe.sinks import (
     Sink,
     add_process_sink,
@@ -104,6 +105,7 @@ def fresh_environment(
     forget_warnings()
     reset_installation()
     forget_built_sinks()
+    forget_resources()
     tracer = active_tracer()
     if tracer is not None:  # imports recorded so far belonged to the previous environment
         tracer.take_init()

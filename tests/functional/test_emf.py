@@ -141,7 +141,9 @@ def test_errors_stale_connections_and_leaks_are_counted(capsys):
     assert "StaleConnectionFailed" not in metric_values(leaked)
 
 
-def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(capsys):
+def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
+    capsys, monkeypatch, tmp_path
+):
     from lifecycle_probe.decorator import report_timeout
     from lifecycle_probe.records import InitFailureRecord
 
@@ -160,6 +162,20 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(capsys)
     environment = fresh_environment(environ=FUNCTION_ENV, init_type="snap-start")
     environment.mark_restored()
     note(run(probe(plain), [{}], capsys)[1])
+    # /tmp over its warning share, steady memory growth and a SnapStart hazard, in one
+    # restored environment
+    from lifecycle_probe import resources, snapstart
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE", "1")
+    (tmp_path / "big.bin").write_bytes(b"x" * 900_000)
+    rising = iter(range(100 << 20, 200 << 20, 1 << 20))
+    monkeypatch.setattr(resources, "rss_bytes", lambda: next(rising))
+    monkeypatch.setattr(snapstart, "_found", [("handler_module", "SALT", "random")])
+    environment = fresh_environment(environ=FUNCTION_ENV, init_type="snap-start")
+    environment.mark_restored()
+    note(run(probe(plain), [{}] * 12, capsys)[1])
+    monkeypatch.undo()
 
     # a timeout, as the internal extension reports it just before the deadline
     def hangs(event, context):
@@ -368,8 +384,12 @@ def test_the_emf_checks_refuse_what_cloudwatch_would_drop():
     assert emf_problems(values, now_s) == ["M: 101 values (1 to 100)"]
 
 
-def test_with_the_extension_registered_nothing_is_written_before_the_response(capsys):
-    # GIVEN the emf sink of a probe whose internal extension is registered (on Lambda)
+def sink_after_the_response_and_a_record():
+    """An emf sink whose internal extension is registered (it writes only when drained), and
+    the record of one cold invocation to hand it."""
+    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
+    from lifecycle_probe.testing import MemorySink
+
     fresh_environment(environ=FUNCTION_ENV)
     sink = EmfSink(Config.resolve({}))
 
@@ -377,20 +397,19 @@ def test_with_the_extension_registered_nothing_is_written_before_the_response(ca
         registered = True
 
     sink.extension = Registered()  # type: ignore[assignment]
-    captured = []
-    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
-
-    class Keep(EmfSink):
-        def export(self, record):
-            captured.append(record)
-
-    keep = Keep(Config.resolve({}))
-    add_process_sink(keep)
+    memory = MemorySink()
+    add_process_sink(memory)
     try:
         probe(exporter="none")(plain)({}, FakeContext())
     finally:
-        remove_process_sink(keep)
-    (record,) = captured
+        remove_process_sink(memory)
+    (record,) = memory.records
+    return sink, record
+
+
+def test_with_the_extension_registered_nothing_is_written_before_the_response(capsys):
+    # GIVEN the emf sink of a probe whose internal extension is registered (on Lambda)
+    sink, record = sink_after_the_response_and_a_record()
     capsys.readouterr()
     # WHEN the handler's record is exported (on the caller's path)
     sink.export(record)
@@ -448,30 +467,10 @@ def overflowed_documents(capsys, extra=2):
     """The documents of a sink whose extension never drained it past its queue's bound."""
     from lifecycle_probe.sinks.flush import MAX_BUFFERED
 
-    fresh_environment(environ=FUNCTION_ENV)
-    sink = EmfSink(Config.resolve({}))
-
-    class Registered:
-        registered = True
-
-    sink.extension = Registered()  # type: ignore[assignment]
-    kept = []
-
-    class Keep(EmfSink):
-        def export(self, record):
-            kept.append(record)
-
-    from lifecycle_probe.sinks import add_process_sink, remove_process_sink
-
-    keep = Keep(Config.resolve({}))
-    add_process_sink(keep)
-    try:
-        probe(exporter="none")(plain)({}, FakeContext())
-    finally:
-        remove_process_sink(keep)
+    sink, record = sink_after_the_response_and_a_record()
     capsys.readouterr()
     for _ in range(MAX_BUFFERED + extra):
-        sink.export(kept[0])
+        sink.export(record)
     sink.drain(1.0)
     return emf_documents(capsys.readouterr().out)
 

@@ -103,8 +103,13 @@ def tracer_that_saw(imports):
     return Tracer
 
 
-def test_invocation_span_carries_every_attribute(otel):
+def test_invocation_span_carries_every_attribute(otel, monkeypatch, tmp_path):
     spans, _ = otel
+    # a private temporary directory holding one file (as the local Lambda gives each
+    # environment its own)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (tmp_path / "kept.bin").write_bytes(b"x" * 10_000)
+    tmp_used = (tmp_path / "kept.bin").stat().st_blocks * 512
 
     @probe(exporter="none")
     def handler(event, ctx):
@@ -132,8 +137,18 @@ def test_invocation_span_carries_every_attribute(otel):
         "lifecycle.environment.age_s": first.attributes["lifecycle.environment.age_s"],
         "lifecycle.init_type": "on-demand",
         "lifecycle.outcome": "ok",
+        "lifecycle.memory.rss_bytes": first.attributes["lifecycle.memory.rss_bytes"],
+        "lifecycle.memory.share": first.attributes["lifecycle.memory.share"],
+        "lifecycle.tmp.used_bytes": tmp_used,
     }
     assert 0.4 <= first.attributes["lifecycle.environment.age_s"] < 5
+    # RSS after the invocation: this test process's, a share of the function's 256 MB
+    rss = first.attributes["lifecycle.memory.rss_bytes"]
+    assert 10 * 1024 * 1024 < rss < 2 * 1024**3
+    assert first.attributes["lifecycle.memory.share"] == pytest.approx(rss / (256 * 1024 * 1024))
+    # /tmp's growth: from the second invocation on
+    assert second.attributes["lifecycle.tmp.used_bytes"] == tmp_used
+    assert second.attributes["lifecycle.tmp.growth_bytes"] == 0
     assert second.attributes["faas.coldstart"] is False
     assert second.attributes["lifecycle.start"] == "warm"
     assert second.attributes["lifecycle.invocation_seq"] == 2

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -185,6 +186,9 @@ class ExecutionEnvironment:
         self.init_type = init_type
         self.log_stream = log_stream_name()
         self.log_path = log_dir / f"{env_id}.log"
+        # Its own /tmp, as on Lambda (TMPDIR, which tempfile and the probe honour); removed
+        # when the process has exited.
+        self.tmp_dir = log_dir / f"{env_id}.tmp"
         self._spawner = spawner
         self._snapshot_pause_s = snapshot_pause_s
         self._shutdown_grace_s = shutdown_grace_s
@@ -273,6 +277,8 @@ class ExecutionEnvironment:
                 "PYTHONPATH": os.pathsep.join(python_path),
             }
         )
+        if "TMPDIR" not in fn.env:  # a function's own setting wins
+            variables["TMPDIR"] = str(self.tmp_dir)
         wrapper = self._exec_wrapper()
         if wrapper:
             variables["AWS_LAMBDA_EXEC_WRAPPER"] = wrapper
@@ -285,6 +291,8 @@ class ExecutionEnvironment:
         """
         with contextlib.suppress(OSError):  # if it can't be created, spawning says why
             self.log_path.touch()
+        with contextlib.suppress(OSError):  # without it, tempfile falls back to /tmp
+            self.tmp_dir.mkdir(exist_ok=True)
         # Holding the condition while spawning keeps Runtime API calls (which may freeze
         # the process) waiting until the pid is known.
         with self._cond:
@@ -324,6 +332,7 @@ class ExecutionEnvironment:
             # whatever the runtime started and left behind (SIGKILL also ends stopped ones).
             signal_group(self.pid, signal.SIGKILL)
         exit_status = self._process.wait()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
         with self._cond:
             self.exit_status = exit_status
             if self.state != DEAD:

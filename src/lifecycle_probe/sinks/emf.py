@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 COUNT = "Count"
 MILLISECONDS = "Milliseconds"
+BYTES = "Bytes"
 
 # Metric name -> (unit, when it is emitted). Every metric carries the dimensions
 # ``function_name`` and, when a service is configured, ``service``.
@@ -69,6 +70,27 @@ METRICS: dict[str, tuple[str, str]] = {
     "StaleConnectionDetected": (COUNT, "stale connections found dead and replaced"),
     "StaleConnectionRisk": (COUNT, "connections reused after a long idle that worked"),
     "GlobalLeaks": (COUNT, "module globals rebound to request state"),
+    "TmpUsed": (BYTES, "bytes used in /tmp at the invocation's end"),
+    "TmpGrowth": (
+        BYTES,
+        "change of TmpUsed since the previous invocation of the environment (warm only; "
+        "negative when files were removed)",
+    ),
+    "TmpWarnings": (
+        COUNT,
+        "1 when the environment's /tmp use first crossed the warning share of its ephemeral "
+        "storage",
+    ),
+    "MemoryRss": (BYTES, "resident memory after the invocation (/proc/self/statm)"),
+    "MemoryGrowthWarnings": (
+        COUNT,
+        "1 when steady memory growth across warm invocations was first found in the environment",
+    ),
+    "SnapStartHazards": (
+        COUNT,
+        "state captured in the SnapStart snapshot (connections, random values, timestamps, "
+        "credentials), on the first invocation after a restore",
+    ),
     "InitErrors": (COUNT, "1 for a failed INIT (written before the runtime exits)"),
     "TelemetryDropped": (
         COUNT,
@@ -90,6 +112,12 @@ STALE_METRICS = {
 }
 STALE_EVENT = "lifecycle.connection.stale"
 LEAK_EVENT = "lifecycle.global.leak"
+# Events counted, one each, in a metric of their own.
+EVENT_METRICS = {
+    "lifecycle.snapstart.hazard": "SnapStartHazards",
+    "lifecycle.tmp.threshold": "TmpWarnings",
+    "lifecycle.memory.growth": "MemoryGrowthWarnings",
+}
 
 # Where the function name is unknown (outside Lambda): a dimension value may not be empty.
 LOCAL_FUNCTION_NAME = "local"
@@ -227,10 +255,19 @@ class EmfSink(BufferedSink):
                     stale[metric] = stale.get(metric, 0) + 1
             elif event.name == LEAK_EVENT:
                 leaks += 1
+            elif event.name in EVENT_METRICS:
+                metric = EVENT_METRICS[event.name]
+                stale[metric] = stale.get(metric, 0) + 1
         for metric, count in stale.items():
             add(metric, count)
         if leaks:
             add("GlobalLeaks", leaks)
+        if record.tmp_used_bytes is not None:
+            add("TmpUsed", record.tmp_used_bytes)
+        if record.tmp_growth_bytes is not None:
+            add("TmpGrowth", record.tmp_growth_bytes)
+        if record.rss_bytes is not None:
+            add("MemoryRss", record.rss_bytes)
         # Searchable in Logs Insights beside the metrics; never a payload or a secret.
         metadata = {
             "lifecycle_probe": "metrics",

@@ -53,6 +53,10 @@ IDLE_SECONDS = (0.1, 1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200)
 BYTES = tuple(
     float(mib * 1024 * 1024) for mib in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10240)
 )
+# /tmp: from 1 MiB to 10 GiB, Lambda's largest ephemeral storage.
+TMP_BYTES = tuple(
+    float(mib * 1024 * 1024) for mib in (1, 4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 10240)
+)
 # Reuse: how many invocations an environment has served.
 SEQUENCE = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 10000)
 
@@ -77,6 +81,13 @@ INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     # gave up on, by reason (queue_full, export_failed, timeout, build_failed): exported
     # with the next export that goes through, so that nothing is lost unaccounted.
     ("lifecycle.telemetry.dropped", "{invocation}", None),
+    # /tmp and memory at each invocation's end, and their warnings (once per environment).
+    ("lifecycle.tmp.used", "By", TMP_BYTES),
+    ("lifecycle.memory.rss", "By", BYTES),
+    ("lifecycle.tmp.warnings", "{warning}", None),
+    ("lifecycle.memory.growth_warnings", "{warning}", None),
+    # SnapStart hazards, by lifecycle.snapstart.hazard.kind, once per restore.
+    ("lifecycle.snapstart.hazards", "{event}", None),
 )
 
 _STALE_KEYS = ("db.system", "lifecycle.connection.outcome")
@@ -224,6 +235,17 @@ class Metrics:
                 add("lifecycle.connection.stale", tuple(sorted(kept)), 1)
             elif event.name == "lifecycle.global.leak":
                 add("lifecycle.global.leaks", (), 1)
+            elif event.name == "lifecycle.snapstart.hazard":
+                kind = dict(event.attributes).get("lifecycle.snapstart.hazard.kind")
+                add("lifecycle.snapstart.hazards", (("lifecycle.snapstart.hazard.kind", kind),), 1)
+            elif event.name == "lifecycle.tmp.threshold":
+                add("lifecycle.tmp.warnings", (), 1)
+            elif event.name == "lifecycle.memory.growth":
+                add("lifecycle.memory.growth_warnings", (), 1)
+        if record.tmp_used_bytes is not None:
+            add("lifecycle.tmp.used", (), record.tmp_used_bytes)
+        if record.rss_bytes is not None:
+            add("lifecycle.memory.rss", (), record.rss_bytes)
 
     def record_init_failure(self, failure: InitFailureRecord) -> None:
         """A failed INIT: one ``faas.init_errors`` by error type and init type."""

@@ -358,6 +358,16 @@ def invocation_attributes(record: InvocationRecord) -> dict[str, Any]:
             attributes["cloud.account.id"] = account
     if facts.idle_s is not None:
         attributes["lifecycle.idle_s"] = facts.idle_s
+    # /tmp and memory at the invocation's end (resources.py); absent where unmeasured.
+    rss = record.rss_bytes
+    if rss is not None:
+        attributes["lifecycle.memory.rss_bytes"] = rss
+        if function.memory_mb:
+            attributes["lifecycle.memory.share"] = rss / (function.memory_mb * 1024 * 1024)
+    if record.tmp_used_bytes is not None:
+        attributes["lifecycle.tmp.used_bytes"] = record.tmp_used_bytes
+    if record.tmp_growth_bytes is not None:
+        attributes["lifecycle.tmp.growth_bytes"] = record.tmp_growth_bytes
     return attributes
 
 
