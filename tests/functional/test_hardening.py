@@ -219,3 +219,26 @@ def test_what_a_post_import_hook_imports_is_not_the_functions_import():
     modules = json.loads(done.stdout)
     assert "urllib3" in modules
     assert [m for m in modules if m.startswith(("lifecycle_probe", "wrapt"))] == []
+
+
+def test_a_hanging_collector_does_not_starve_the_otlp_file(tmp_path, monkeypatch):
+    # GIVEN otlp (a collector that accepts and never answers) listed before otlp-file
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+    path = tmp_path / "otlp.jsonl"
+    fresh_environment()
+    try:
+        handler = probe(
+            exporter="otlp,otlp-file", otlp_file=str(path), flush="sync", flush_timeout_ms=300
+        )(lambda event, context: "ok")
+        # WHEN an invocation's flush runs out its budget on the collector
+        assert handler({}, FakeContext()) == "ok"
+        # THEN the file already has the invocation's spans: it was written first
+        assert '"resourceSpans"' in path.read_text()
+    finally:
+        listener.close()

@@ -253,7 +253,10 @@ class Pipeline:
             metrics = Metrics(otel_resource, scope, started_ns)
             self._channels.append(_Channel(span_exporter, metric_exporter, metrics))
         timeout_s = config.flush_timeout_ms / 1000
-        for name in exporters:
+        # The OTLP file first: a local write takes microseconds, a collector that hangs
+        # takes the whole flush budget, after which the environment may be frozen and
+        # reaped before the file's turn comes (the soak lost file records that way).
+        for name in sorted(exporters, key=lambda name: name != "otlp-file"):
             try:
                 spans, metric = self._exporters_for(name, timeout_s)
             except Exception as exc:
