@@ -40,6 +40,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -242,6 +243,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=20)
     args = parser.parse_args()
     os.environ["AWS_LAMBDA_FUNCTION_NAME"] = "bench"
+    # A private temporary directory, as Lambda gives each environment its own /tmp.
+    os.environ["TMPDIR"] = tempfile.mkdtemp(prefix="emf-bench-")
     os.environ["_X_AMZN_TRACE_ID"] = (
         "Root=1-65f0a000-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1"
     )
