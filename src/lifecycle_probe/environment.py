@@ -70,16 +70,17 @@ def process_start_ns(stat_path: str = "/proc/self/stat") -> int | None:
 
 
 # The exec wrapper's stamp refines the OS's start, whose resolution is one tick: it is
-# believed within that tick plus ``slack_ns``, the time bash may take from its exec to
-# reading EPOCHREALTIME (20 ms: bash needs 1-3 ms; a Python that ran first in the same
-# process, as the OpenTelemetry layer's opentelemetry-instrument does, takes longer).
+# believed within that tick plus ``slack_ns``, the time from the process's start to bash
+# reading EPOCHREALTIME (100 ms: bash needs 1-3 ms, but a loaded machine can delay the
+# exec after the fork by tens; a Python that ran first in the same process, as the
+# OpenTelemetry layer's opentelemetry-instrument does, takes hundreds, importing the SDK).
 def wrapper_start_ns(
     value: str | None,
     pid: int,
     earliest_ns: int | None,
     now_ns: int,
     tick_ns: int | None = None,
-    slack_ns: int = 20_000_000,
+    slack_ns: int = 100_000_000,
 ) -> int | None:
     """A finer INIT start handed over by the exec wrapper as ``PID:EPOCH_SECONDS``.
 

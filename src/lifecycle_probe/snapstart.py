@@ -71,6 +71,8 @@ _recording = [False]
 _wrapped: list[tuple[Any, str, Any]] = []
 # The hazards found at the snapshot, and the environment they were last reported for.
 _found: list[tuple[str, str, str]] | None = None
+# (module, global) -> id of its value as it went into the snapshot.
+_snapshot_ids: dict[tuple[str, str], int | None] = {}
 _reported_for: list[str | None] = [None]
 
 
@@ -332,6 +334,15 @@ def before_snapshot(init_start_ns: int) -> None:
     stop_recording()
     window = (init_start_ns - WINDOW_MARGIN_NS, time.time_ns() + WINDOW_MARGIN_NS)
     _found = search(task_root(), window)
+    _snapshot_ids.clear()
+    _snapshot_ids.update({(m, n): _id_of_global(m, n) for m, n, _ in _found})
+
+
+def _id_of_global(module: str, name: str) -> int | None:
+    namespace = getattr(sys.modules.get(module), "__dict__", None)
+    if not isinstance(namespace, dict) or name not in namespace:
+        return None
+    return id(namespace[name])
 
 
 def report(environment: Any, facts: Any) -> int:
@@ -359,6 +370,14 @@ def _report(environment: Any, facts: Any) -> int:
         start = environment.init_start_ns
         end = environment.init_end_ns or time.time_ns()
         hazards = _found = search(task_root(), (start - WINDOW_MARGIN_NS, end + WINDOW_MARGIN_NS))
+    # A global that an after-restore hook drew again (the remedy) is no longer the
+    # snapshot's value: only those still holding it are hazards in this environment.
+    hazards = [
+        (module, name, kind)
+        for module, name, kind in hazards
+        if (module, name) not in _snapshot_ids
+        or _id_of_global(module, name) == _snapshot_ids[(module, name)]
+    ]
     if not hazards:
         return 0
     from lifecycle_probe.loglines import SNAPSTART_HAZARD, WARNING, write_line

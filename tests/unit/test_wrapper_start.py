@@ -47,13 +47,13 @@ def test_a_stamp_within_the_start_tick_refines_it():
 def test_a_stamp_within_one_tick_and_the_slack_for_bashs_start_is_believed():
     # bash needs a few milliseconds from its exec to the stamp, on a busy machine more
     assert believed(OS_START + TICK + 3 * MS) == OS_START + TICK + 3 * MS
-    assert believed(OS_START + TICK + 20 * MS) == OS_START + TICK + 20 * MS
+    assert believed(OS_START + TICK + 100 * MS) == OS_START + TICK + 100 * MS
 
 
 def test_a_stamp_taken_after_a_first_python_ran_in_the_process_is_not_believed():
     # otel-instrument first: opentelemetry-instrument's Python (tens of milliseconds and
     # more) ran in the process before the probe's wrapper took its stamp
-    assert believed(OS_START + TICK + 21 * MS) is None
+    assert believed(OS_START + TICK + 101 * MS) is None
     assert believed(OS_START + 180 * MS) is None
 
 
@@ -66,12 +66,12 @@ def test_without_the_os_start_any_stamp_up_to_now_is_taken():
     assert wrapper_start_ns(stamp(NOW - 900 * MS), PID, None, NOW) == NOW - 900 * MS
 
 
-def test_the_slack_and_the_tick_default_to_20_ms_and_the_oss_tick():
+def test_the_slack_and_the_tick_default_to_100_ms_and_the_oss_tick():
     assert clock_tick_ns() == TICK
-    edge = OS_START + TICK + 20 * MS
+    edge = OS_START + TICK + 100 * MS
     assert wrapper_start_ns(stamp(edge), PID, OS_START, NOW) == edge
     assert wrapper_start_ns(stamp(edge + 1_000), PID, OS_START, NOW) is None
-    assert wrapper_start_ns(stamp(edge + 1_000), PID, OS_START, NOW, slack_ns=21 * MS)
+    assert wrapper_start_ns(stamp(edge + 1_000), PID, OS_START, NOW, slack_ns=101 * MS)
 
 
 def test_another_pid_or_garbage_is_not_believed():
@@ -85,7 +85,7 @@ def test_an_environment_whose_process_ran_a_python_first_starts_at_the_os_start(
     # Python in the same pid)
     os_start = process_start_ns()
     assert os_start is not None
-    late = stamp(os_start + 200 * MS, pid=os.getpid())
+    late = stamp(os_start + 300 * MS, pid=os.getpid())
     # WHEN the environment reads its INIT start
     environment = Environment({WRAPPER_START_VARIABLE: late})
     # THEN it is the OS's start (read again: within the time between reads)
@@ -126,5 +126,5 @@ def test_behind_the_wrapper_alone_the_stamp_is_the_start():
 def test_behind_a_python_that_ran_first_in_the_same_process_the_os_start_is():
     # GIVEN a Python that runs first in the process, for longer than the tick and the
     # slack, then execs the wrapper (as opentelemetry-instrument does)
-    first = "import os, sys, time\ntime.sleep(0.1)\nos.execv(sys.argv[1], sys.argv[1:])\n"
+    first = "import os, sys, time\ntime.sleep(0.3)\nos.execv(sys.argv[1], sys.argv[1:])\n"
     assert run_behind(sys.executable, "-c", first, str(WRAPPER)) == SOURCE_PROCESS
