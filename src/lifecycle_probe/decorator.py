@@ -17,7 +17,7 @@ from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.extension import active_extension
 from lifecycle_probe.facts import in_flight
-from lifecycle_probe.imports import active_tracer
+from lifecycle_probe.imports import active_tracer, probe_work
 from lifecycle_probe.installation import (
     coordinate_powertools_cold_start,
     install_connection_hooks,
@@ -89,7 +89,8 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
         install_connection_hooks(config)
         if "emf" in config.exporter:
             coordinate_powertools_cold_start()
-        sinks = build_sinks(config)
+        with probe_work():  # the sinks' modules are the probe's imports, not the function's
+            sinks = build_sinks(config)
         extension = active_extension()
         if extension is not None and sinks:
             _report_timeouts_to(extension)

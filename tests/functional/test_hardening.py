@@ -242,3 +242,31 @@ def test_a_hanging_collector_does_not_starve_the_otlp_file(tmp_path, monkeypatch
         assert '"resourceSpans"' in path.read_text()
     finally:
         listener.close()
+
+
+SINKS_AT_INIT = """
+import json
+from lifecycle_probe import probe
+from lifecycle_probe.imports import active_tracer
+probe(exporter="emf,console", import_min_ms=0)(lambda event, context: None)
+print(json.dumps([r.module for r in active_tracer().take_init()]))
+"""
+
+
+def test_the_sinks_modules_are_not_the_functions_imports():
+    # GIVEN a function module whose @probe builds its sinks during INIT
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_PROBE_")}
+    done = subprocess.run(
+        [sys.executable, "-c", SINKS_AT_INIT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=True,
+    )
+    # THEN the INIT import tree names none of the probe's own sink modules
+    modules = json.loads(done.stdout)
+    assert [m for m in modules if m.startswith("lifecycle_probe")] == []
