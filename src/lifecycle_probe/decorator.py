@@ -428,7 +428,7 @@ def report_timeout(deadline_ns: int) -> None:
     if capture is None:
         return
     facts, init, incoming, context, sinks = capture
-    if not environment.claim_report(facts.invocation_seq, timed_out=True):
+    if not environment.claim_timeout(facts.invocation_seq):
         return  # it finished (and was exported) in the meantime
     record = _record(
         environment, facts, init, context, incoming, deadline_ns, TIMEOUT, "Sandbox.Timedout", None

@@ -330,25 +330,26 @@ class Environment:
             taken, self.events = tuple(self.events), []
         return taken
 
-    def claim_report(self, seq: int, timed_out: bool = False) -> bool:
-        """Whether the record of invocation ``seq`` is still to be exported; claims it.
+    def claim_timeout(self, seq: int) -> bool:
+        """Whether invocation ``seq`` is still running and so to be reported as timed out;
+        claims it.
 
-        The decorator (when the handler ends) and the internal extension (just before the
-        deadline, as a timeout) may race for the same invocation: exactly one exports it.
+        The decorator (when the handler ends, :meth:`end_invocation`) and the internal
+        extension (just before the deadline, here) may race for the same invocation:
+        exactly one exports it.
         """
         with self._lock:
             if self.timeout_reported == seq:
                 return False
-            if timed_out:
-                if self.in_flight_facts is None or self.in_flight_facts.invocation_seq != seq:
-                    return False  # it has finished: its own record goes out
-                self.timeout_reported = seq
+            if self.in_flight_facts is None or self.in_flight_facts.invocation_seq != seq:
+                return False  # it has finished: its own record goes out
+            self.timeout_reported = seq
             return True
 
     def end_invocation(self, end_ns: int, seq: int = 0) -> bool:
         """The handler of invocation ``seq`` has returned or raised: the environment may now
         be frozen. Returns whether its record is still to be exported: False when it was
-        exported as a timeout just before the deadline (see :meth:`claim_report`)."""
+        exported as a timeout just before the deadline (see :meth:`claim_timeout`)."""
         with self._lock:
             self.last_end_ns = end_ns
             self.in_flight -= 1
