@@ -169,6 +169,9 @@ class ExecutionEnvironment:
     claim until its response); a settled environment nobody has claimed is frozen.
     """
 
+    # The states in which INIT is over (a snap-start environment waits in SNAPSHOT).
+    _INIT_OVER_STATES: tuple[str, ...] = (IDLE, SNAPSHOT, DEAD)
+
     def __init__(
         self,
         env_id: str,
@@ -432,7 +435,7 @@ class ExecutionEnvironment:
     def _init_outcome_locked(self, deadline: float) -> str | None:
         """Wait for INIT to complete; None if it did, else ``"error"`` or ``"timeout"``."""
         done = self._wait_locked(
-            lambda: self.state in (IDLE, SNAPSHOT, DEAD) or self.init_error is not None,
+            lambda: self.state in self._INIT_OVER_STATES or self.init_error is not None,
             deadline,
         )
         if not done:
@@ -1076,6 +1079,9 @@ class ManagedInstancesEnvironment(ExecutionEnvironment):
     came (see :class:`~lifecycle_probe.emulator.truth.InvocationResult`).
     """
 
+    # A worker may be serving already when INIT is over (INVOKING): it needs no settling.
+    _INIT_OVER_STATES = (IDLE, INVOKING, DEAD)
+
     def __init__(
         self,
         env_id: str,
@@ -1182,24 +1188,6 @@ class ManagedInstancesEnvironment(ExecutionEnvironment):
     def _release_locked(self, request_id: str) -> None:
         self._claims.discard(request_id)
         self._update_state_locked()
-
-    def _init_outcome_locked(self, deadline: float) -> str | None:
-        done = self._wait_locked(
-            lambda: self.state in (IDLE, INVOKING, DEAD) or self.init_error is not None,
-            deadline,
-        )
-        if not done:
-            self._kill_locked("init-timeout")
-            return truth.TIMEOUT
-        if self.init_error is not None:
-            self._wait_locked(
-                lambda: self.state == DEAD, time.monotonic() + _INIT_ERROR_EXIT_GRACE_S
-            )
-            self._kill_locked(self._end_reason_hint or "init-error")
-            return truth.ERROR
-        if self.state == DEAD:
-            return truth.ERROR
-        return None
 
     # -- requests --------------------------------------------------------------------------
 
