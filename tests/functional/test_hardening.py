@@ -203,20 +203,27 @@ print(json.dumps([r.module for r in active_tracer().take_init()]))
 """
 
 
-def test_what_a_post_import_hook_imports_is_not_the_functions_import():
+def init_imports_of(code: str) -> list[str]:
+    """The modules a fresh interpreter running ``code`` prints as its INIT imports (the
+    import tracer's records, as JSON), with no LIFECYCLE_PROBE_* variable of ours."""
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_PROBE_")}
     done = subprocess.run(
-        [sys.executable, "-c", HOOKED_IMPORT],
+        [sys.executable, "-c", code],
         capture_output=True,
         text=True,
         env=env,
         timeout=60,
         check=True,
     )
-    modules = json.loads(done.stdout)
+    modules: list[str] = json.loads(done.stdout)
+    return modules
+
+
+def test_what_a_post_import_hook_imports_is_not_the_functions_import():
+    modules = init_imports_of(HOOKED_IMPORT)
     assert "urllib3" in modules
     assert [m for m in modules if m.startswith(("lifecycle_probe", "wrapt"))] == []
 
@@ -255,18 +262,6 @@ print(json.dumps([r.module for r in active_tracer().take_init()]))
 
 def test_the_sinks_modules_are_not_the_functions_imports():
     # GIVEN a function module whose @probe builds its sinks during INIT
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_PROBE_")}
-    done = subprocess.run(
-        [sys.executable, "-c", SINKS_AT_INIT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
+    modules = init_imports_of(SINKS_AT_INIT)
     # THEN the INIT import tree names none of the probe's own sink modules
-    modules = json.loads(done.stdout)
     assert [m for m in modules if m.startswith("lifecycle_probe")] == []
