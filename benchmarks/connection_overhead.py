@@ -4,10 +4,11 @@
 What it measures
     (1) Latency against a real PostgreSQL (``SELECT 1``, ``cursor.execute`` + ``fetchone``)
     through the bare driver and through the tracking
-    (``lifecycle_probe.connections.install_connection_tracking(60.0)`` before
-    ``import psycopg2``). The tracking patches the driver for the whole process, so every
-    case runs in fresh child processes of its own (``sys.executable`` running this script
-    with ``--child``), several per case, interleaved. Each child measures three things:
+    (``lifecycle_probe.installation.install_connection_tracking``, the one path of
+    ``install()`` and ``@probe``, with ``stale_idle_s=60`` before ``import psycopg2``).
+    The tracking patches the driver for the whole process, so every case runs in fresh
+    child processes of its own (``sys.executable`` running this script with ``--child``),
+    several per case, interleaved. Each child measures three things:
 
     - ``steady query``: ``--number`` queries on one cursor, no invocation boundary in
       between (the tracking's hot path: an attribute read, two comparisons, a clock read);
@@ -135,9 +136,11 @@ def child_latency(mode: str, dsn: str, number: int, invocations: int, cpu: int) 
         # would, instead of sometimes sharing the client's CPU and sometimes not.
         os.sched_setaffinity(0, {cpu})
     if tracked:
-        from lifecycle_probe.connections import install_connection_tracking
+        from lifecycle_probe.config import Config
+        from lifecycle_probe.installation import install_connection_tracking
 
-        install_connection_tracking(STALE_IDLE_S)
+        asked: dict[str, Any] = {"stale_idle_s": STALE_IDLE_S}
+        install_connection_tracking(Config.resolve(**asked), asked)
     psycopg2 = importlib.import_module("psycopg2")
     from lifecycle_probe import probe
     from lifecycle_probe.environment import current_environment
@@ -471,8 +474,10 @@ TIMED_IMPORT = (
 )
 INSTALL = "import lifecycle_probe; lifecycle_probe.install()"
 TRACKING = (
-    "from lifecycle_probe.connections import install_connection_tracking; "
-    f"install_connection_tracking({STALE_IDLE_S})"
+    "from lifecycle_probe.config import Config; "
+    "from lifecycle_probe.installation import install_connection_tracking; "
+    f"install_connection_tracking(Config.resolve(stale_idle_s={STALE_IDLE_S}), "
+    f"{{'stale_idle_s': {STALE_IDLE_S}}})"
 )
 
 

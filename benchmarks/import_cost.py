@@ -23,8 +23,10 @@ How
     modules they import beyond the bare interpreter (median over ``--importtime-runs``
     passes), so that a reader sees what costs.
 
-The target (from the issue) is < 5 ms added by import + install; the verdict is printed
-as PASS or MISS, and the script always exits 0: a benchmark is not a test.
+The target (issue 15) is at most 3 ms added by import + install; the verdict is printed
+as PASS or MISS, and the script always exits 0: a benchmark is not a test. Run it on an
+otherwise idle machine: under load, the medians of both the bare interpreter and the
+probe's case move by more than the probe costs.
 
 Run it with the project's interpreter::
 
@@ -41,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-TARGET_ADDED_MS = 5.0
+TARGET_ADDED_MS = 3.0
 WARMUP_RUNS = 3
 # Modules whose cumulative import time is at least this are flagged in the listing.
 FLAG_US = 500
@@ -232,10 +234,10 @@ def print_timing(cases: list[Case], runs: int) -> None:
     target = cases[1]
     if target.available and target.times_s:
         added_ms = statistics.median(target.times_s) * 1e3 - bare_median
-        verdict = "PASS" if added_ms < TARGET_ADDED_MS else "MISS"
+        verdict = "PASS" if added_ms <= TARGET_ADDED_MS else "MISS"
         print(
             f"import + install() adds {added_ms:.2f} ms (median) against a target of "
-            f"< {TARGET_ADDED_MS:.0f} ms: {verdict}"
+            f"<= {TARGET_ADDED_MS:.0f} ms: {verdict}"
         )
     else:
         print(f"import + install() could not be measured: {target.failure or 'no runs'}")

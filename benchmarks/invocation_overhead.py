@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Per-invocation overhead of ``@probe(exporter="none")`` against the bare handler.
+"""What the probe adds to each invocation's caller: capture alone, and with OpenTelemetry.
 
 What it measures
     The time one call of a trivial handler ``handler(event, context) -> event`` takes
@@ -21,12 +21,22 @@ How
     cost of the timing loop itself. Garbage collection stays enabled, as it is in a
     function: the probe allocates a few small objects per call.
 
-The target (from the issue) is < 5 us (5000 ns) added per invocation; the verdict (on
-the median) is printed as PASS or MISS, and the script always exits 0.
+Part B, the caller's part with OpenTelemetry and ``after-response`` flushing:
+``@probe(exporter="otlp-file", flush="after-response")`` with a stand-in for the internal
+extension (registered, as on Lambda), against the bare handler. What the caller waits for
+is the capture and queueing the invocation; the record is built and exported when the
+stand-in drains, between chunks of ``--chunk`` calls, off the clock (the drain time is
+printed per call, as the after-response work Lambda bills but no caller waits for).
+
+Targets (issue 15), on the medians, each printed as PASS or MISS (the script always
+exits 0): capture alone adds at most 1.5 us AND no more than Powertools' ``log_metrics``
+with no metric in the same run; the caller's part with OpenTelemetry after the response
+adds at most 5 us.
 
 Run it with the project's interpreter::
 
     .venv/bin/python benchmarks/invocation_overhead.py [--runs 7] [--number 200000]
+        [--chunk 500]
 """
 
 from __future__ import annotations
@@ -37,13 +47,15 @@ import itertools
 import os
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-TARGET_ADDED_NS = 5000.0
+TARGET_CAPTURE_NS = 1500.0
+TARGET_AFTER_RESPONSE_NS = 5000.0
 WARMUP_CALLS = 1000
 
 Handler = Callable[[Any, Any], Any]
@@ -139,13 +151,17 @@ def measure(cases: list[Case], event: Any, context: Any, runs: int, number: int)
             case.per_call_ns.append(elapsed / number)
 
 
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "MISS"
+
+
 def report(cases: list[Case], notes: list[str], runs: int, number: int) -> None:
-    """The per-call table and the verdict against the target."""
+    """The per-call table and the verdicts of part A against its targets."""
     bare = cases[0]
     bare_min = min(bare.per_call_ns)
     bare_median = statistics.median(bare.per_call_ns)
     print()
-    print(f"ns per call, {runs} repeats x {number:,} calls each")
+    print(f"A. capture: ns per call, {runs} repeats x {number:,} calls each")
     header = (
         f"{'case':<38} {'min':>9} {'median':>9} {'added(min)':>11} {'added(med)':>11}"
         f" {'ratio(med)':>10}"
@@ -167,14 +183,92 @@ def report(cases: list[Case], notes: list[str], runs: int, number: int) -> None:
         )
     for note in notes:
         print(note)
-    print()
     print("added = case - bare handler (the bare figure includes the timing loop itself)")
-    probed = cases[1]
-    added = statistics.median(probed.per_call_ns) - bare_median
-    verdict = "PASS" if added < TARGET_ADDED_NS else "MISS"
+    added = statistics.median(cases[1].per_call_ns) - bare_median
     print(
         f'@probe(exporter="none") adds {added:.1f} ns ({added / 1000:.2f} us) per call '
-        f"(median) against a target of < {TARGET_ADDED_NS / 1000:.0f} us: {verdict}"
+        f"(median); target <= {TARGET_CAPTURE_NS / 1000:.1f} us: "
+        f"{verdict(added <= TARGET_CAPTURE_NS)}"
+    )
+    peers = [case for case in cases if case.label.startswith("peer: powertools")]
+    if peers:
+        peer_added = statistics.median(peers[0].per_call_ns) - bare_median
+        print(
+            f"  and <= Powertools log_metrics in this run ({peer_added:.1f} ns): "
+            f"{verdict(added <= peer_added)}"
+        )
+    else:
+        print("  and <= Powertools log_metrics: MISS (not measured: Powertools not importable)")
+
+
+class StandInExtension:
+    """Registered, as the internal extension is on Lambda; drains when told to."""
+
+    registered = True
+
+    def __init__(self) -> None:
+        self.drains: list[Callable[[float], object]] = []
+        self.drain_ns = 0  # the after-response work: billed, but no caller waits for it
+
+    def add_flush(self, drain: Callable[[float], object]) -> None:
+        self.drains.append(drain)
+
+    def add_timeout_report(self, report: Callable[[int], object]) -> None:
+        return
+
+    def drain(self) -> None:
+        start = time.perf_counter_ns()
+        for drain in self.drains:
+            drain(5.0)
+        self.drain_ns += time.perf_counter_ns() - start
+
+
+def after_response(
+    event: Any, context: Any, runs: int, chunk: int, directory: str
+) -> tuple[list[float], list[float], float]:
+    """Part B: per-call times of the bare handler and of the probe with OpenTelemetry
+    after the response (one figure per repeat each), and the drain time per call."""
+    from unittest import mock
+
+    from lifecycle_probe import probe
+    from lifecycle_probe.testing import fresh_environment
+
+    fresh_environment(environ={"AWS_LAMBDA_FUNCTION_NAME": "bench"})
+    stand_in = StandInExtension()
+    path = os.path.join(directory, "otlp.jsonl")
+    with (
+        mock.patch("lifecycle_probe.extension.after_response_extension", return_value=stand_in),
+        mock.patch("lifecycle_probe.decorator.active_extension", return_value=stand_in),
+    ):
+        probed = probe(exporter="otlp-file", otlp_file=path, flush="after-response")(handler)
+    cases: list[tuple[Handler, list[float]]] = [(handler, []), (probed, [])]
+    for function, _ in cases:
+        time_calls(function, event, context, chunk)  # the cold call; the SDK is imported
+        stand_in.drain()  # in the first drain
+    stand_in.drain_ns = 0
+    for repeat in range(runs):
+        for function, times in cases[repeat % 2 :] + cases[: repeat % 2]:
+            times.append(time_calls(function, event, context, chunk) / chunk)
+            stand_in.drain()
+    return cases[0][1], cases[1][1], stand_in.drain_ns / (runs * chunk)
+
+
+def report_after_response(bare: list[float], probed: list[float], drain_ns: float) -> None:
+    """The table and verdict of part B."""
+    bare_median = statistics.median(bare)
+    added = statistics.median(probed) - bare_median
+    print()
+    print(f"B. OpenTelemetry, after-response: ns per call, {len(bare)} repeats")
+    print(f"{'bare handler':<38} {bare_median:9.1f}")
+    print(
+        f"{'@probe(otlp-file, after-response)':<38} {statistics.median(probed):9.1f}"
+        f"   added {added:+.1f}"
+    )
+    print(f"(after the response, off the caller's clock: {drain_ns:.0f} ns per invocation)")
+    print(
+        f"the caller's part with OpenTelemetry after the response: {added / 1000:.2f} us "
+        f"(median); target <= {TARGET_AFTER_RESPONSE_NS / 1000:.0f} us: "
+        f"{verdict(added <= TARGET_AFTER_RESPONSE_NS)}"
     )
 
 
@@ -182,9 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=7, help="timed repeats per case (7)")
     parser.add_argument("--number", type=int, default=200_000, help="calls per repeat (200000)")
+    parser.add_argument(
+        "--chunk", type=int, default=500, help="part B: calls between two drains (500)"
+    )
     args = parser.parse_args(argv)
     runs = max(1, args.runs)
     number = max(1, args.number)
+    chunk = max(1, args.chunk)
 
     os.environ.pop("LIFECYCLE_PROBE_DISABLED", None)  # a disabled probe is the bare handler
     from lifecycle_probe.testing import FakeContext
@@ -200,6 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     measure(cases, event, context, runs, number)
     report(cases, notes, runs, number)
+    # (stdout silenced: the probe's log sink writes its INIT report line there)
+    with tempfile.TemporaryDirectory() as directory, silenced(True):
+        bare, probed, drain_ns = after_response(event, context, runs, chunk, directory)
+    report_after_response(bare, probed, drain_ns)
     return 0
 
 

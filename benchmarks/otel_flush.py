@@ -15,9 +15,11 @@ What it measures, in one run
         accepts connections and never answers: every invocation must still end within
         the flush bound. The bare handler is run beside it for scale.
     (c) In one process, the per-call overhead of the full export path (spans and metrics
-        built and exported to the SDK's in-memory exporters, the flush included) for
-        lifecycle_probe (an ``OtelSink`` in ``sync`` mode added as a process sink to an
-        ``@probe(exporter="none")`` handler) and for its peer
+        built and exported to in-memory destinations, the flush included) for
+        lifecycle_probe (an ``OtelSink`` in ``sync`` mode given to an
+        ``@probe(exporter="none")`` handler; once more with its real ``otlp-file``
+        destination, OTLP JSON encoded and appended to a file every call, for
+        information) and for its peer
         ``opentelemetry-instrumentation-aws-lambda`` (``AwsLambdaInstrumentor`` with a
         ``SimpleSpanProcessor`` and an ``InMemoryMetricReader``; it force-flushes both
         providers on every call), on the same handler and event.
@@ -47,10 +49,11 @@ How
 
     In-process overhead: each case is called ``--number`` times back to back, ``--repeats``
     times, interleaved; ns per call, the added time against the bare handler, and the
-    ratio of the two tools' added times. The probe's sink exports inline here (in-memory
-    exporters cannot hang); with the real ``otlp`` exporter each sync drain is handed to
-    the sink's thread, which adds a thread switch (~0.1 ms on this machine) to the sync
-    figure. The after-response row is what the caller waits for when the internal
+    ratio of the two tools' added times. The probe's sink exports inline here (a local
+    file cannot hang); with the real ``otlp`` exporter each sync drain is handed to the
+    sink's thread, which adds a thread switch (~0.1 ms on this machine) to the sync
+    figure, and the request's round trip to the collector (which the peer's real OTLP
+    exporter pays as well). The after-response row is what the caller waits for when the internal
     extension exports: capture and queueing; the export itself (the sync row's cost)
     then runs after the response. When the ratio misses its target (or with
     ``--profile``), a short cProfile of the probe's path says where the time goes.
@@ -568,10 +571,7 @@ def patched_environ(values: dict[str, str]) -> Iterator[None]:
 
 def part_c(code_dir: Path, repeats: int, number: int, profile: bool) -> None:
     print()
-    print(
-        f"(c) in-process overhead of the full export path, in-memory exporters "
-        f"({repeats} repeats x {number:,} calls)"
-    )
+    print(f"(c) in-process overhead of the full export path ({repeats} repeats x {number:,} calls)")
     lambda_env = {
         "AWS_LAMBDA_FUNCTION_NAME": "otel-flush-benchmark",
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
@@ -604,36 +604,41 @@ def run_part_c(lambda_env: dict[str, str], repeats: int, number: int, profile: b
 
     from lifecycle_probe.config import Config
     from lifecycle_probe.decorator import _wrap
+    from lifecycle_probe.sinks import flush
     from lifecycle_probe.sinks.otel import OtelSink
-    from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter
+    from lifecycle_probe.sinks.otel.exporters import InMemoryExporter
     from lifecycle_probe.testing import FakeContext, fresh_environment
 
     plain = importlib.import_module(PLAIN_MODULE)
     bare: Handler = plain.handler
     context = FakeContext(function_name=lambda_env["AWS_LAMBDA_FUNCTION_NAME"], timeout_s=900.0)
+    files = Path(tempfile.mkdtemp(prefix="otel-flush-c-"))
 
-    # lifecycle_probe: @probe(exporter="none") and the OTel sink as a process sink, sync.
+    # lifecycle_probe: @probe(exporter="none") and an OTel sink in sync mode, like for
+    # like with the peer: spans and metric points built and handed to an in-memory
+    # destination, every call.
     fresh_environment(environ=lambda_env)
-    probe_spans = InMemorySpanExporter()
-    probe_metrics = InMemoryMetricExporter()
-    sink = OtelSink(
-        Config.resolve(flush="sync"), (), span_exporter=probe_spans, metric_exporter=probe_metrics
-    )
+    memory = InMemoryExporter()
+    sink = OtelSink(Config.resolve(flush="sync"), (), exporter=memory)
     # Each probe gets its own sink (not a process sink, which every probe would feed).
     probed: Handler = _wrap(bare, Config.resolve(exporter="none"), (sink,))
-    # Like for like with the peer, which records no metrics: the probe's spans alone.
-    spans_only_spans = InMemorySpanExporter()
-    spans_only_sink = OtelSink(Config.resolve(flush="sync"), (), span_exporter=spans_only_spans)
-    spans_only: Handler = _wrap(bare, Config.resolve(exporter="none"), (spans_only_sink,))
+    # The same with the real otlp-file destination: OTLP JSON encoded and appended to a
+    # file every call, which the peer's in-memory exporters never do.
+    probe_file = files / "sync.jsonl"
+    file_sink = OtelSink(
+        Config.resolve(flush="sync", otlp_file=str(probe_file)),
+        ("otlp-file",),
+        isolate_exports=False,  # a local file cannot hang: no thread hand-off
+    )
+    to_file: Handler = _wrap(bare, Config.resolve(exporter="none"), (file_sink,))
     # The same path as after-response flushing leaves it to the caller: capture and
     # queue only; the drain (reset below, untimed) is what the extension does after the
     # response, off the caller's path.
-    deferred_spans = InMemorySpanExporter()
+    deferred_file = files / "deferred.jsonl"
     deferred_sink = OtelSink(
-        Config.resolve(flush="sync"),
-        (),
-        span_exporter=deferred_spans,
-        metric_exporter=InMemoryMetricExporter(),
+        Config.resolve(flush="sync", otlp_file=str(deferred_file)),
+        ("otlp-file",),
+        isolate_exports=False,
     )
     deferred_sink.extension = RegisteredExtension()  # type: ignore[assignment]
     deferred: Handler = _wrap(bare, Config.resolve(exporter="none"), (deferred_sink,))
@@ -653,15 +658,19 @@ def run_part_c(lambda_env: dict[str, str], repeats: int, number: int, profile: b
             return
 
         def reset_probe() -> None:
-            probe_spans.clear()
-            probe_metrics.clear()
+            memory.clear()
 
-        def reset_spans_only() -> None:
-            spans_only_spans.clear()
+        def reset_file() -> None:
+            os.truncate(probe_file, 0)
 
         def reset_deferred() -> None:
+            # What the internal extension does after the response: what the caller left
+            # to be done after it (the records of ended invocations), then the drain.
+            for run in list(getattr(flush, "before_drains", ())):
+                run()
             deferred_sink.drain(60)
-            deferred_spans.clear()
+            if deferred_file.exists():
+                os.truncate(deferred_file, 0)
 
         def reset_peer() -> None:
             peer_spans.clear()
@@ -672,18 +681,11 @@ def run_part_c(lambda_env: dict[str, str], repeats: int, number: int, profile: b
             Case("lifecycle_probe: @probe + OtelSink(sync)", probed, reset_probe),
             Case("peer: AwsLambdaInstrumentor", peer, reset_peer),
             Case("lifecycle_probe, after-response: caller's part", deferred, reset_deferred),
-            Case("lifecycle_probe: spans only, no metrics (sync)", spans_only, reset_spans_only),
+            Case("lifecycle_probe: sync, OTLP JSON to a file", to_file, reset_file),
         ]
         for case in cases:
             time_calls(case.function, EVENT, context, WARMUP_CALLS, case.reset)
-        describe_exports(
-            cases,
-            probe_spans,
-            probe_metrics.get_finished_metrics,
-            peer_spans,
-            lambda: [peer_reader.get_metrics_data()],
-            context,
-        )
+        describe_exports(cases, memory, probe_file, peer_spans, peer_reader, context)
         for repeat in range(repeats):
             shift = repeat % len(cases)
             for case in cases[shift:] + cases[:shift]:
@@ -695,41 +697,64 @@ def run_part_c(lambda_env: dict[str, str], repeats: int, number: int, profile: b
     finally:
         instrumentor.uninstrument()
         sink.shutdown()
-        spans_only_sink.shutdown()
+        file_sink.shutdown()
         deferred_sink.shutdown()
         tracer_provider.shutdown()
         meter_provider.shutdown()
+        shutil.rmtree(files, ignore_errors=True)
 
 
 def describe_exports(
     cases: list[Case],
-    probe_spans: Any,
-    probe_metrics: Callable[[], list[Any]],
+    memory: Any,
+    probe_file: Path,
     peer_spans: Any,
-    peer_metrics: Callable[[], list[Any]],
+    peer_reader: Any,
     context: Any,
 ) -> None:
     """What one warm call exports with each tool: spans, span attributes, metric points."""
-    for case, spans, metrics in (
-        (cases[1], probe_spans, probe_metrics),
-        (cases[2], peer_spans, peer_metrics),
-    ):
-        case.function(EVENT, context)
-        finished = spans.get_finished_spans()
-        points = 0
-        for data in metrics():
-            if data is None:
-                continue
-            for resource_metrics in data.resource_metrics:
-                for scope in resource_metrics.scope_metrics:
-                    for metric in scope.metrics:
-                        points += len(list(metric.data.data_points))
-        attributes = sum(len(span.attributes or {}) for span in finished)
-        print(
-            f"  one warm call, {case.label}: {len(finished)} span(s), {attributes} span "
-            f"attributes, {points} metric point(s) exported"
-        )
-        case.reset()
+    import json
+
+    cases[1].function(EVENT, context)
+    in_memory = sum(len(metric.points) for metrics in memory.metrics for metric in metrics)
+    print(
+        f"  one warm call, {cases[1].label}: {len(memory.spans)} span(s), "
+        f"{sum(len(s.attributes) for s in memory.spans)} span attributes, {in_memory} metric "
+        "point(s) exported, in memory (not encoded)"
+    )
+    cases[1].reset()
+    cases[4].function(EVENT, context)
+    spans = attributes = points = 0
+    for line in probe_file.read_text().splitlines():
+        request = json.loads(line)
+        for resource_spans in request.get("resourceSpans", ()):
+            for scope in resource_spans["scopeSpans"]:
+                spans += len(scope["spans"])
+                attributes += sum(len(span["attributes"]) for span in scope["spans"])
+        for resource_metrics in request.get("resourceMetrics", ()):
+            for scope in resource_metrics["scopeMetrics"]:
+                for metric in scope["metrics"]:
+                    data = metric.get("sum") or metric.get("histogram") or {}
+                    points += len(data.get("dataPoints", ()))
+    print(
+        f"  one warm call, {cases[4].label}: {spans} span(s), {attributes} span attributes, "
+        f"{points} metric point(s) exported, as {probe_file.stat().st_size:,} bytes of OTLP JSON"
+    )
+    cases[4].reset()
+    cases[2].function(EVENT, context)
+    finished = peer_spans.get_finished_spans()
+    peer_points = 0
+    data = peer_reader.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope in resource_metrics.scope_metrics:
+            for metric in scope.metrics:
+                peer_points += len(list(metric.data.data_points))
+    peer_attributes = sum(len(span.attributes or {}) for span in finished)
+    print(
+        f"  one warm call, {cases[2].label}: {len(finished)} span(s), {peer_attributes} span "
+        f"attributes, {peer_points} metric point(s) exported, in memory (not encoded)"
+    )
+    cases[2].reset()
 
 
 def report_overhead(cases: list[Case], repeats: int, number: int) -> float | None:
@@ -762,37 +787,35 @@ def report_overhead(cases: list[Case], repeats: int, number: int) -> float | Non
     verdicts = [
         ("whole export on the caller's path (sync)", ratio),
         ("what the caller waits for (after-response)", added[cases[3].label] / peer_added),
-        ("spans only as the peer (sync, no metrics)", added[cases[4].label] / peer_added),
     ]
     for what, value in verdicts:
         print(
             f"lifecycle_probe / peer added time, {what}: {value:.2f} against "
             f"<= {TARGET_RATIO:.2f}: {'PASS' if value <= TARGET_RATIO else 'MISS'}"
         )
+    encoded = added[cases[4].label] / peer_added
+    print(
+        "lifecycle_probe / peer added time, sync with the OTLP JSON encoded and written "
+        f"(the peer encodes nothing here; for information): {encoded:.2f}"
+    )
     return ratio
 
 
 # (file suffix, function, label) of the steps of the probe's export path, outermost first.
 PROFILE_STEPS = (
-    ("lifecycle_probe/decorator.py", "invocation", "whole probed call"),
-    (
-        "lifecycle_probe/sinks/otel/pipeline.py",
-        "emit",
-        "  build: spans + metric measurements (emit)",
-    ),
-    ("lifecycle_probe/sinks/otel/pipeline.py", "_invocation_span", "    invocation span start"),
-    (
-        "lifecycle_probe/sinks/otel/pipeline.py",
-        "record",
-        "    metric measurements (_Instruments.record)",
-    ),
-    ("lifecycle_probe/sinks/otel/pipeline.py", "flush", "  export: _Pipeline.flush"),
-    ("opentelemetry/sdk/trace/__init__.py", "force_flush", "    TracerProvider.force_flush"),
-    (
-        "opentelemetry/sdk/metrics/_internal/__init__.py",
-        "force_flush",
-        "    MeterProvider.force_flush (collect)",
-    ),
+    ("lifecycle_probe/decorator.py", "invoke_with_sinks", "whole probed call"),
+    ("lifecycle_probe/decorator.py", "_incoming", "  trigger and trace context (_incoming)"),
+    ("lifecycle_probe/leaks.py", "after_invocation", "  leaked globals search (LeakWatch)"),
+    ("lifecycle_probe/decorator.py", "_record", "  invocation record (_record)"),
+    ("lifecycle_probe/resources.py", "measure", "    /tmp and RSS reading (measure)"),
+    ("lifecycle_probe/sinks/otel/__init__.py", "_drain_now", "  sink drain (_drain_now)"),
+    ("lifecycle_probe/sinks/otel/pipeline.py", "emit", "    build: spans + metric points (emit)"),
+    ("lifecycle_probe/sinks/otel/spans.py", "of", "      spans (Spans.of)"),
+    ("lifecycle_probe/sinks/otel/metrics.py", "record", "      metric measurements (record)"),
+    ("lifecycle_probe/sinks/otel/pipeline.py", "flush", "    export: Pipeline.flush"),
+    ("lifecycle_probe/sinks/otel/metrics.py", "collect", "      metric collection (collect)"),
+    ("lifecycle_probe/sinks/otel/encoding.py", "dumps", "      JSON text (json.dumps)"),
+    ("lifecycle_probe/sinks/otel/otlp_file.py", "write_line", "      file append (write_line)"),
 )
 
 
@@ -837,7 +860,7 @@ def profile_probe(sink: Any, probed: Handler, context: Any, reset: Callable[[], 
         cumulative = max(matches)  # nested matches (wrappers) count once, the outermost
         total = total or cumulative
         print(
-            f"    {label:<48} {cumulative / PROFILE_CALLS * 1e6:8.1f} us {cumulative / total:6.0%}"
+            f"    {label:<50} {cumulative / PROFILE_CALLS * 1e6:8.1f} us {cumulative / total:6.0%}"
         )
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).strip_dirs().sort_stats("tottime").print_stats(15)

@@ -1,4 +1,5 @@
-"""Shared test set-up: every test starts in a fresh environment with no probe variables."""
+"""Shared test set-up: every test starts in a fresh environment with no probe variables,
+and a test that reaches a server is marked ``services`` (see tests/services.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import pytest
 
 from lifecycle_probe.config import Config
 from lifecycle_probe.testing import fresh_environment
+from tests.services import mark_service_tests
+
+
+def pytest_collection_modifyitems(items):
+    mark_service_tests(items)
 
 
 @pytest.fixture(autouse=True)

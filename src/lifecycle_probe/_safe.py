@@ -20,6 +20,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
+__all__ = [
+    "forget_warnings",
+    "get_logger",
+    "guard",
+    "report_failure",
+    "start_daemon_thread",
+    "warn_once",
+]
+
 LOGGER_NAME = "lifecycle_probe"
 
 _warned: set[str] = set()

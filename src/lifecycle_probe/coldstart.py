@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import _thread
 
+__all__ = ["count_once", "forget"]
+
 # (namespace, function_name, service) -> id of the environment whose ColdStart it counted.
 _counted: dict[tuple[str, str, str | None], str] = {}
 _lock = _thread.allocate_lock()

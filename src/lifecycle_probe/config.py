@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 
 from lifecycle_probe._safe import warn_once
-from lifecycle_probe.records import Record, field
+from lifecycle_probe.records import Record
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
+
+__all__ = ["EXPORTERS", "Config"]
 
 EXPORTERS = ("otlp", "otlp-file", "emf", "console", "none")
 FLUSH_MODES = ("sync", "after-response")
@@ -57,6 +59,10 @@ _DEFAULTS: dict[str, Any] = {
     # The share of the ephemeral storage (AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE) whose use
     # in /tmp gives a warning, once per environment. See README "/tmp and memory across reuse".
     "tmp_warn_share": 0.8,
+    # Lambda's own figures (billed duration, peak memory, INIT and restore durations),
+    # through a Telemetry API subscription of the internal extension. See README
+    # "Lambda's own figures".
+    "telemetry_api": True,
 }
 
 # Options read from another tool's variable instead of ``LIFECYCLE_PROBE_<NAME>``: the
@@ -70,22 +76,32 @@ _VARIABLES = {
 class Config(Record):
     """Everything the probe can be told. Build it with :meth:`Config.resolve`."""
 
-    __slots__ = ()
-    _fields = tuple(_DEFAULTS)
-    disabled: bool = field(0)
-    exporter: tuple[str, ...] = field(1)
-    otlp_file: str | None = field(2)
-    flush: str = field(3)
-    flush_timeout_ms: int = field(4)
-    proactive_init_gap_ms: int = field(5)
-    import_min_ms: float = field(6)
-    connections: bool = field(7)
-    stale_idle_s: float = field(8)
-    globals: str = field(9)
-    namespace: str = field(10)
-    service: str | None = field(11)
-    emf_high_resolution: bool = field(12)
-    tmp_warn_share: float = field(13)
+    # In the order of _DEFAULTS (tests/unit/test_config.py holds them to it).
+    disabled: bool
+    exporter: tuple[str, ...]
+    otlp_file: str | None
+    flush: str
+    flush_timeout_ms: int
+    proactive_init_gap_ms: int
+    import_min_ms: float
+    connections: bool
+    stale_idle_s: float
+    globals: str
+    namespace: str
+    service: str | None
+    emf_high_resolution: bool
+    tmp_warn_share: float
+    telemetry_api: bool
+
+    def __init__(self, *args: Any, **values: Any) -> None:
+        # A process builds one or two configurations, at INIT: stored field by field
+        # through the slots, rather than by the constructor records compile on their
+        # first use (~0.2 ms, INIT's largest single cost in ``install()``).
+        values.update(zip(self._fields, args, strict=False))
+        if len(args) > len(self._fields) or values.keys() != set(self._fields):
+            raise TypeError(f"Config takes exactly its fields: {', '.join(self._fields)}")
+        for name in self._fields:
+            getattr(Config, name).__set__(self, values[name])
 
     @classmethod
     def resolve(cls, environ: Mapping[str, str] | None = None, **explicit: Any) -> Config:
@@ -98,9 +114,9 @@ class Config(Record):
             if name not in _DEFAULTS:
                 warn_once(
                     f"config:unknown:{name}",
-                    "lifecycle_probe: unknown option %s=%r ignored (known: %s)",
+                    "lifecycle_probe: unknown option %s=%s ignored (known: %s)",
                     name,
-                    value,
+                    _echo(value),
                     ", ".join(_DEFAULTS),
                 )
         values: list[Any] = []
@@ -117,7 +133,7 @@ class Config(Record):
                 values.append(default)
             else:
                 values.append(_parse_or_default(variable, raw, parse, default))
-        return tuple.__new__(cls, values)
+        return cls(*values)
 
 
 def _default_exporter(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -126,16 +142,35 @@ def _default_exporter(env: Mapping[str, str]) -> tuple[str, ...]:
     return ("emf",)
 
 
+# How much of a bad value a warning echoes: a variable can hold anything (5000 digits, a
+# pasted file), and the warning must stay one readable line.
+_ECHO_CHARS = 40
+
+
+def _echo(value: Any, limit: int = _ECHO_CHARS) -> str:
+    """``repr(value)``, cut to its first ``limit`` characters and "…"."""
+    try:
+        text = repr(value)
+    except Exception:  # an int past Python's digit limit has no repr (3.11+)
+        return f"<{type(value).__name__} too long to show>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _parse_or_default(source: str, raw: Any, parse: Callable[[Any], Any], default: Any) -> Any:
     try:
         return parse(raw)
     except Exception as exc:  # ValueError, TypeError, OverflowError (10**400 ms), ...
+        shown = _echo(raw)
+        # The reason is cut too: int()'s own message quotes the whole value.
+        reason = str(exc)
+        if len(reason) > 2 * _ECHO_CHARS:
+            reason = reason[: 2 * _ECHO_CHARS] + "…"
         warn_once(
-            f"config:{source}:{raw!r}",
-            "lifecycle_probe: %s=%r is not valid (%s); using the default %r",
+            f"config:{source}:{shown}",
+            "lifecycle_probe: %s=%s is not valid (%s); using the default %r",
             source,
-            raw,
-            exc,
+            shown,
+            reason,
             default,
         )
         return default
@@ -263,4 +298,5 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "service": _parse_dimension_value,
     "emf_high_resolution": _parse_bool,
     "tmp_warn_share": _bounded(_parse_non_negative_float, "tmp_warn_share"),
+    "telemetry_api": _parse_bool,
 }

@@ -1,13 +1,16 @@
 """``@probe``: one invocation record per call, handed to the sinks; the handler untouched.
 
-The wrapper does as little as it can on the way in (a clock read, a counter, a small
-tuple) and hands the finished record to the sinks on the way out. Whatever the probe
-does wrong is reported and skipped: the handler's result and exceptions pass through as
-the very same objects.
+The wrapper does as little as it can on the way in and out (two clock reads, a number,
+a context variable) and nothing more when there is no sink. With sinks it keeps what
+they need of the event and the context; the record itself is built when the handler has
+returned, after the response when the internal extension flushes then. Whatever the
+probe does wrong is reported and skipped: the handler's result and exceptions pass
+through as the very same objects.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from _queue import Empty, SimpleQueue
 from os import environ
@@ -15,17 +18,28 @@ from os import environ
 from lifecycle_probe._safe import report_failure
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.extension import active_extension
+from lifecycle_probe.extension import active_extension, extension_for_this_environment
 from lifecycle_probe.facts import in_flight
-from lifecycle_probe.imports import active_tracer, probe_work
+from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import (
     coordinate_powertools_cold_start,
-    install_connection_hooks,
-    install_runtime_signals,
+    install_at_probe_import,
+    install_for_probe,
     installed_options,
+    probe_disabled,
 )
+from lifecycle_probe.lambda_figures import disagreements, take_figures
 from lifecycle_probe.leaks import LeakWatch, task_root_of
-from lifecycle_probe.records import ERROR, OK, RESTORED, TIMEOUT, InvocationRecord
+from lifecycle_probe.probe_threads import probe_work
+from lifecycle_probe.records import (
+    ERROR,
+    LEAK_EVENT,
+    OK,
+    RESTORED,
+    TIMEOUT,
+    InvocationRecord,
+    LifecycleEvent,
+)
 from lifecycle_probe.resources import configure as configure_resources
 from lifecycle_probe.resources import measure as measure_resources
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
@@ -36,28 +50,18 @@ from lifecycle_probe.triggers import trigger_of, w3c_context_of
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from contextvars import Token
-    from typing import Any, TypeVar
+    from typing import Any, TypeVar, overload
 
-    from lifecycle_probe.environment import Environment
+    from lifecycle_probe.environment import Environment, Invocation
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import InitRecord, LifecycleFacts
+    from lifecycle_probe.records import LifecycleFacts
     from lifecycle_probe.sinks import Sink
 
     Handler = TypeVar("Handler", bound=Callable[..., Any])
     Incoming = tuple[str, str | None, str | None, str | None]
-    # What begin() hands to finish(): environment, facts, INIT record, context token,
-    # the Lambda context, what the sinks need of the event, and the event itself (for the
-    # leak search; never exported).
-    Started = tuple[
-        Environment,
-        LifecycleFacts,
-        InitRecord | None,
-        Token[LifecycleFacts | None],
-        Any,
-        Incoming | None,
-        Any,
-    ]
+
+
+__all__ = ["PROBED_MARK", "probe"]
 
 
 # Set on every wrapper the probe makes, so that a probed handler is never probed twice
@@ -65,32 +69,55 @@ if TYPE_CHECKING:
 PROBED_MARK = "__lifecycle_probe__"
 
 
+if TYPE_CHECKING:
+    # For the type checker only (``typing`` stays off the INIT path): a probed handler has
+    # the handler's own type, whether ``@probe`` is used bare or with options.
+    @overload
+    def probe(handler: Handler, /, **options: Any) -> Handler: ...
+
+    @overload
+    def probe(handler: None = None, /, **options: Any) -> Callable[[Handler], Handler]: ...
+
+
 def probe(handler: Handler | None = None, /, **options: Any) -> Any:
-    """Decorate a Lambda handler ``(event, context)``; usable bare or with options.
+    """Decorate a Lambda handler ``(event, context)``, or a method ``(self, event,
+    context)`` (static and class methods too); usable bare or with options.
 
     ``@probe`` or ``@probe(exporter="console", proactive_init_gap_ms=500)``. Options beat
     the options given to ``install()``, which beat ``LIFECYCLE_PROBE_*`` variables, which
     beat defaults. When disabled, the handler itself is returned: a pure pass-through. A
-    handler that is already probed is returned as it is.
+    handler that is already probed is returned as it is. The probed handler has the
+    handler's own type.
     """
     if handler is None:
 
         def decorate(function: Handler) -> Handler:
-            return probe(function, **options)  # type: ignore[no-any-return]
+            return probe(function, **options)
 
         return decorate
     try:
+        if isinstance(handler, (staticmethod, classmethod)):
+            # ``@probe`` above ``@staticmethod``/``@classmethod``: probe the function, and
+            # give the class the same kind of method back.
+            return type(handler)(probe(handler.__func__, **options))
         if getattr(handler, PROBED_MARK, False):
             return handler
-        config = Config.resolve(**{**installed_options(), **options})
+        asked = {**installed_options(), **options}
+        config = Config.resolve(**asked)
         if config.disabled:
+            # Explicit options win: what importing ``probe`` put in place goes, unless an
+            # enabled probe or install() relies on it.
+            probe_disabled()
             return handler
-        install_runtime_signals()
-        install_connection_hooks(config)
+        install_for_probe(config, asked)
         if "emf" in config.exporter:
             coordinate_powertools_cold_start()
+        flush_timeout_s = config.flush_timeout_ms / 1000
         with probe_work():  # the sinks' modules are the probe's imports, not the function's
-            sinks = build_sinks(config)
+            sinks = build_sinks(
+                config,
+                lambda: extension_for_this_environment(flush_timeout_s, config.telemetry_api),
+            )
         extension = active_extension()
         if extension is not None and sinks:
             _report_timeouts_to(extension)
@@ -98,6 +125,20 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
     except Exception as exc:
         report_failure("@probe", exc)
         return handler
+
+
+def _takes_owner(handler: Any) -> bool:
+    """Whether ``handler`` is a method's function, called with its instance (or class)
+    before ``(event, context)``: three positional parameters without defaults, or at
+    least three with the first named ``self`` or ``cls``. A bound method has its owner
+    already, and a callable without code (a builtin, an object) is called as it is."""
+    code = getattr(handler, "__code__", None)
+    if code is None or getattr(handler, "__self__", None) is not None:
+        return False
+    positional = int(getattr(code, "co_argcount", 0))
+    required = positional - len(getattr(handler, "__defaults__", None) or ())
+    names = getattr(code, "co_varnames", ())
+    return required == 3 or (positional >= 3 and names[:1] in (("self",), ("cls",)))
 
 
 # A code object's flag for ``async def`` (inspect.CO_COROUTINE; inspect itself costs INIT
@@ -116,6 +157,61 @@ def _report_timeouts_to(extension: InternalExtension) -> None:
         extension.add_timeout_report(report_timeout)
 
 
+class Capture:
+    """What the sinks need of one invocation beside its numbers, from its start to its record.
+
+    Made only when some sink will take the record. The record is built from it when the
+    handler has ended (after the response, when the internal extension flushes then) or,
+    for an invocation Lambda is about to time out, by :func:`report_timeout`.
+    """
+
+    __slots__ = (
+        "end_ns",
+        "error_type",
+        "event",
+        "exception",
+        "incoming",
+        "invocation",
+        "outcome",
+        "sinks",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        invocation: Invocation,
+        incoming: Incoming,
+        sinks: tuple[Sink, ...],
+        watch: LeakWatch | None,
+        event: Any,
+    ) -> None:
+        self.invocation = invocation
+        # The trigger and trace context, read before the handler could change the event.
+        self.incoming = incoming
+        self.sinks = sinks
+        # The event itself only for the leak search (never exported).
+        self.watch = watch
+        self.event = event if watch is not None else None
+        self.end_ns = 0
+        self.outcome = OK
+        self.error_type: str | None = None
+        self.exception: BaseException | None = None
+
+    def ended(self, end_ns: int, exc: BaseException | None) -> None:
+        """The handler returned (``exc`` None) or raised ``exc`` at ``end_ns``."""
+        self.end_ns = end_ns
+        if exc is not None:
+            self.outcome = ERROR
+            self.error_type = type(exc).__qualname__
+            self.exception = exc
+
+
+# The captures of the invocations running now, for report_timeout (the internal
+# extension's thread finds the invocation through the environment, its capture here).
+_capturing: dict[Invocation, Capture] = {}
+os.register_at_fork(after_in_child=_capturing.clear)
+
+
 def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     gap_ns = config.proactive_init_gap_ms * 1_000_000
     clock = time.time_ns
@@ -129,83 +225,108 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     deferrable = bool(sinks) and id(None) not in extensions and len(extensions) == 1
     extension = getattr(sinks[0], "extension", None) if deferrable else None
 
-    def begin(event: Any, context: Any) -> Started | None:
-        """Start the invocation's record; None when the probe must stay out of it."""
-        if in_flight.get() is not None:
+    def begin(event: Any, context: Any) -> Invocation | None:
+        """Start the invocation; None when the probe must stay out of it."""
+        outer = in_flight.get()
+        if outer is not None and not outer.ended:
             return None  # a probed handler called from inside another: one record
+        invocation = None
         try:
             # What the sinks need of the event, read before the handler can change it,
-            # and before anything is marked in flight: reading it may raise.
+            # and before anything is marked in flight.
             if reads_event or process_sinks:
-                incoming = _incoming(event)
+                incoming: Incoming | None = _incoming(event)
             elif sinks:
                 # Sinks that use nothing of the event (EMF, the log lines) skip parsing it.
                 incoming = (OTHER_TRIGGER, _trace_header(), None, None)
             else:
-                incoming = None
-            environment = current_environment()
-            # Only a string is a request id (a test's MagicMock context answers every
-            # attribute with a mock), and a context whose attributes raise has none.
-            try:
-                request_id = context.aws_request_id
-            except Exception:
-                request_id = None
-            if type(request_id) is not str:
-                request_id = None
-            facts, init = environment.begin_invocation(request_id, gap_ns, clock())
+                incoming = None  # ``exporter="none"``: numbers only, nobody to build for
+            invocation = current_environment().begin_invocation(context, gap_ns, clock())
             if incoming is not None:
-                environment.in_flight_capture = (facts, init, incoming, context, sinks)
-            if init is not None and watch is not None:
-                watch.baseline()  # the globals as INIT left them, before the handler runs
-            # Last: once set, _finish must run to reset it.
-            token = in_flight.set(facts)
+                _capturing[invocation] = Capture(invocation, incoming, sinks, watch, event)
+                if invocation.init is not None and watch is not None:
+                    watch.baseline()  # the globals as INIT left them, before the handler runs
+            # Last: once set, finish must run to end it.
+            in_flight.set(invocation)
         except Exception as exc:
             report_failure("invocation start", exc)
+            if invocation is not None:  # begun but not handed over: end it, unreported
+                try:
+                    _capturing.pop(invocation, None)
+                    invocation.environment.end_invocation(invocation, clock())
+                except Exception:
+                    pass  # (already reported once above)
             return None
-        return environment, facts, init, token, context, incoming, event
+        return invocation
 
-    def finish(started: Started, exc: BaseException | None) -> None:
-        environment, facts, init, token, context, incoming, event = started
+    def finish(invocation: Invocation, exc: BaseException | None) -> None:
         try:
-            end_ns = time.time_ns()
+            end_ns = clock()
+            environment = invocation.environment
             if environment is not current_environment():
                 # A child process the handler forked, leaving through this wrapper: the
                 # invocation is its parent's to end and report, the child is an environment
                 # of its own (a second record would repeat the parent's request and INIT).
-                in_flight.reset(token)
+                in_flight.set(None)
                 return
-            unreported = environment.end_invocation(end_ns, facts.invocation_seq)
-            in_flight.reset(token)
-            if incoming is None:
+            unreported = environment.end_invocation(invocation, end_ns)
+            if not _capturing:
                 return  # ``exporter="none"``: nobody to hand a record to
-            if not unreported:
-                return  # reported as a timeout just before the deadline; it finished after all
-            outcome = OK if exc is None else ERROR
-            error_type = None if exc is None else type(exc).__qualname__
-            ended: tuple[Any, ...] = (sinks, watch, event, environment, facts, init, context)
-            ended += (incoming, end_ns, outcome, error_type, exc)
+            capture = _capturing.pop(invocation, None)
+            if capture is None or not unreported:
+                # no sink, or reported as a timeout just before the deadline: it finished
+                # after all, and its record has gone out
+                return
+            capture.ended(end_ns, exc)
             if extension is not None and extension.registered and not process_sinks:
-                _ended.put(ended)  # built and exported after the response
+                _ended.put(capture)  # built and exported after the response
             else:
-                _export(ended)
+                _export(capture)
         except Exception as failure:
             report_failure("invocation end", failure)
 
-    def invocation(event: Any, context: Any) -> Any:
-        started = begin(event, context)
-        if started is None:
+    def invoke_with_sinks(event: Any, context: Any) -> Any:
+        invocation = begin(event, context)
+        if invocation is None:
             # Called outside the except block, so that an exception from the handler
             # carries no trace of the probe's own failure in its __context__.
             return handler(event, context)
         try:
             result = handler(event, context)
         except BaseException as exc:
-            finish(started, exc)
+            finish(invocation, exc)
             raise
-        finish(started, None)
+        finish(invocation, None)
         return result
 
-    async def async_invocation(event: Any, context: Any) -> Any:
+    def invoke(event: Any, context: Any) -> Any:
+        outer = in_flight.get()
+        if sinks or process_sinks or (outer is not None and not outer.ended):
+            return invoke_with_sinks(event, context)  # (a nested call is left alone there)
+        # No sink: a number, two clock reads and the context variable, inline (at well
+        # under a microsecond in all, each Python call more would show).
+        try:
+            environment = current_environment()
+            invocation = environment.begin_invocation(context, gap_ns, clock())
+            in_flight.set(invocation)
+        except Exception as exc:
+            report_failure("invocation start", exc)
+            invocation = None
+        if invocation is None:
+            return handler(event, context)  # (outside the except block, as above)
+        try:
+            return handler(event, context)
+        finally:
+            try:
+                end_ns = clock()
+                if environment is current_environment():
+                    environment.end_invocation(invocation, end_ns)
+                else:  # a forked child: the parent's invocation (see finish)
+                    in_flight.set(None)
+            except Exception as failure:
+                report_failure("invocation end", failure)
+
+    async def invoke_async(event: Any, context: Any) -> Any:
         # An ``async def`` handler (run by a framework or by the user's own event loop):
         # the invocation lasts until its coroutine finishes, not until it is created.
         started = begin(event, context)
@@ -219,9 +340,39 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
         finish(started, None)
         return result
 
+    # A method ``(self, event, context)``: the wrapper, a function in the class, is bound
+    # like the method was. Its own pair of wrappers goes through begin/finish, so that the
+    # plain function's path above pays nothing for methods.
+    def invoke_method(owner: Any, event: Any, context: Any) -> Any:
+        invocation = begin(event, context)
+        if invocation is None:
+            return handler(owner, event, context)  # (outside any except block, as above)
+        try:
+            result = handler(owner, event, context)
+        except BaseException as exc:
+            finish(invocation, exc)
+            raise
+        finish(invocation, None)
+        return result
+
+    async def invoke_method_async(owner: Any, event: Any, context: Any) -> Any:
+        started = begin(event, context)
+        if started is None:
+            return await handler(owner, event, context)
+        try:
+            result = await handler(owner, event, context)
+        except BaseException as exc:
+            finish(started, exc)
+            raise
+        finish(started, None)
+        return result
+
     code = getattr(handler, "__code__", None)
     is_async = code is not None and bool(getattr(code, "co_flags", 0) & _CO_COROUTINE)
-    wrapper: Any = async_invocation if is_async else invocation
+    if _takes_owner(handler):
+        wrapper: Any = invoke_method_async if is_async else invoke_method
+    else:
+        wrapper = invoke_async if is_async else invoke
     wrapper.__name__ = getattr(handler, "__name__", "handler")
     wrapper.__qualname__ = getattr(handler, "__qualname__", wrapper.__name__)
     wrapper.__doc__ = getattr(handler, "__doc__", None)
@@ -229,16 +380,6 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     wrapper.__wrapped__ = handler
     setattr(wrapper, PROBED_MARK, True)
     return wrapper  # type: ignore[no-any-return]
-
-
-def _string_attribute(context: Any, name: str) -> str | None:
-    # Only a string is an ARN (a test's MagicMock context answers every attribute with a
-    # mock), and a context whose attributes raise has none.
-    try:
-        value = getattr(context, name, None)
-    except Exception:
-        return None
-    return value if type(value) is str else None
 
 
 # The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler. Read
@@ -294,19 +435,19 @@ def _deadline_ns(context: Any, now_ns: int) -> int | None:
 
 # Invocations that ended while the internal extension flushes after the response: their
 # records are built and exported there (_export_ended), before the sinks drain.
-_ended: SimpleQueue[tuple[Any, ...]] = SimpleQueue()
+_ended: SimpleQueue[Capture] = SimpleQueue()
 
 
 def _export_ended() -> None:
     while True:
         try:
-            ended = _ended.get_nowait()
+            capture = _ended.get_nowait()
         except Empty:
             return
-        if ended[3] is not current_environment():
+        if capture.invocation.environment is not current_environment():
             continue  # queued by the parent of this forked process: the parent's to export
         try:
-            _export(ended)
+            _export(capture)
         except Exception as failure:
             report_failure("invocation end", failure)
 
@@ -314,20 +455,24 @@ def _export_ended() -> None:
 before_drains.append(_export_ended)
 
 
-def _export(ended: tuple[Any, ...]) -> None:
+def _export(capture: Capture) -> None:
     """Build the record of an ended invocation, with its leaks, and hand it to the sinks."""
-    sinks, watch, event, environment, facts, init, context, incoming, *outcome = ended
-    if watch is not None:
-        _note_leaks(watch, event, environment, facts)
-    if facts.start == RESTORED:
+    invocation = capture.invocation
+    environment = invocation.environment
+    if capture.watch is not None:
+        _note_leaks(capture.watch, capture.event, environment, invocation.facts())
+    if invocation.start == RESTORED:
         # The first invocation after a SnapStart restore: what the snapshot shares.
         from lifecycle_probe.snapstart import report as report_hazards
 
-        report_hazards(environment, facts)
-    export_to(sinks, _record(environment, facts, init, context, incoming, *outcome))
+        report_hazards(environment, invocation.facts())
+    record = _record(capture, capture.end_ns, capture.outcome, capture.error_type)
+    export_to(capture.sinks, record)
 
 
-def _note_leaks(watch: LeakWatch, event: Any, environment: Environment, facts: Any) -> None:
+def _note_leaks(
+    watch: LeakWatch, event: Any, environment: Environment, facts: LifecycleFacts
+) -> None:
     try:
         leaked = watch.after_invocation(event, facts.invocation_seq, facts.environment_id)
     except Exception as exc:
@@ -336,7 +481,6 @@ def _note_leaks(watch: LeakWatch, event: Any, environment: Environment, facts: A
     if not leaked:
         return
     from lifecycle_probe.loglines import GLOBAL_LEAK, WARNING, write_line
-    from lifecycle_probe.records import LEAK_EVENT, LifecycleEvent
 
     now_ns = time.time_ns()
     for module, name in leaked:
@@ -345,7 +489,9 @@ def _note_leaks(watch: LeakWatch, event: Any, environment: Environment, facts: A
             ("lifecycle.global.name", name),
             ("lifecycle.global.first_seen_seq", facts.invocation_seq),
         )
-        environment.add_event(LifecycleEvent(LEAK_EVENT, now_ns, attributes))
+        environment.add_event(
+            LifecycleEvent(name=LEAK_EVENT, time_ns=now_ns, attributes=attributes)
+        )
         write_line(
             GLOBAL_LEAK,
             WARNING,
@@ -375,48 +521,62 @@ def _leak_watch(handler: Any) -> LeakWatch | None:
 
 
 def _record(
-    environment: Environment,
-    facts: LifecycleFacts,
-    init: InitRecord | None,
-    context: Any,
-    incoming: tuple[str, str | None, str | None, str | None],
-    end_ns: int,
-    outcome: str,
-    error_type: str | None,
-    exc: BaseException | None,
+    capture: Capture, end_ns: int, outcome: str, error_type: str | None
 ) -> InvocationRecord:
-    """The finished invocation's record, with the import tree on the first one."""
+    """The finished invocation's record, with the import tree on the first one, and
+    Lambda's own figures that arrived since the previous export."""
+    invocation = capture.invocation
+    environment = invocation.environment
+    facts = invocation.facts()
+    init = invocation.init
+    restore = invocation.restore
     tracer = active_tracer()
     if init is not None and tracer is not None:
-        # Imports from before this environment's INIT began (a forked parent's, or those
-        # of the INIT before a SnapStart snapshot) are not this INIT's.
-        imports = tuple(r for r in tracer.take_init() if r.start_ns >= init.start_ns)
+        # Imports from before this environment's INIT began (a forked parent's) are not
+        # this INIT's; after a SnapStart restore, those made from the restore on are the
+        # restore's, and those before it the INIT's, which the snapshot kept.
+        taken = tracer.take_init()
+        restore_start_ns = None if restore is None else restore.start_ns
         init = init.replace(
-            imports=imports, imports_traced_from_ns=max(tracer.started_ns, init.start_ns)
+            imports=tuple(
+                r
+                for r in taken
+                if r.start_ns >= init.start_ns
+                and (restore_start_ns is None or r.start_ns < restore_start_ns)
+            ),
+            imports_traced_from_ns=max(tracer.started_ns, init.start_ns),
         )
-    trigger, xray_trace_header, traceparent, tracestate = incoming
+        if restore is not None:
+            restore = restore.replace(
+                imports=tuple(r for r in taken if r.start_ns >= restore.start_ns)
+            )
+    figures = take_figures(active_extension())
+    trigger, xray_trace_header, traceparent, tracestate = capture.incoming
     # /tmp and memory at the invocation's end (after the response when deferred); before
     # the events are taken: its warnings are events of this invocation.
     reading = measure_resources(environment, facts)
     return InvocationRecord(
-        facts,
-        end_ns,
-        outcome,
-        error_type,
-        init,
-        environment.function,
-        _string_attribute(context, "invoked_function_arn"),
-        environment.take_events() if environment.events else (),
-        trigger,
-        xray_trace_header,
-        traceparent,
-        tracestate,
-        exc,
-        tracer.take_later() if tracer is not None and tracer.has_later else (),
-        _deadline_ns(context, end_ns),
-        None if reading is None else reading.rss,
-        None if reading is None else reading.tmp_used,
-        None if reading is None else reading.tmp_growth,
+        facts=facts,
+        end_ns=end_ns,
+        outcome=outcome,
+        error_type=error_type,
+        init=init,
+        function=environment.function,
+        invoked_function_arn=invocation.invoked_function_arn(),
+        events=environment.take_events() if environment.events else (),
+        trigger=trigger,
+        xray_trace_header=xray_trace_header,
+        traceparent=traceparent,
+        tracestate=tracestate,
+        exception=capture.exception if outcome == ERROR else None,
+        imports=tracer.take_later() if tracer is not None and tracer.has_later else (),
+        deadline_ns=_deadline_ns(invocation.context, end_ns),
+        rss_bytes=None if reading is None else reading.rss,
+        tmp_used_bytes=None if reading is None else reading.tmp_used,
+        tmp_growth_bytes=None if reading is None else reading.tmp_growth,
+        restore=restore,
+        platform=figures,
+        init_disagreements=disagreements(figures, environment) if figures else (),
     )
 
 
@@ -424,23 +584,16 @@ def report_timeout(deadline_ns: int) -> None:
     """Export the invocation in flight as a timeout (the internal extension calls this just
     before the deadline, when Lambda is about to end it without telling the runtime)."""
     environment = current_environment()
-    capture = environment.in_flight_capture
-    if capture is None:
+    invocation = environment.running_invocation()
+    capture = None if invocation is None else _capturing.get(invocation)
+    if invocation is None or capture is None:
         return
-    facts, init, incoming, context, sinks = capture
-    if not environment.claim_timeout(facts.invocation_seq):
+    if not environment.claim_timeout(invocation.seq):
         return  # it finished (and was exported) in the meantime
-    record = _record(
-        environment, facts, init, context, incoming, deadline_ns, TIMEOUT, "Sandbox.Timedout", None
-    )
-    export_to(sinks, record)
+    export_to(capture.sinks, _record(capture, deadline_ns, TIMEOUT, "Sandbox.Timedout"))
 
 
-# Importing ``probe`` is the earliest moment the decorator case offers: from here on the
-# probe watches for the runtime's first request for work (INIT end), times the imports
-# that follow (the rest of the handler module) and tracks the connections they make.
-# ``install()`` called earlier sees more.
-_config_at_import = Config.resolve()
-if not _config_at_import.disabled:
-    install_runtime_signals()
-    install_connection_hooks(_config_at_import)
+# Importing ``probe`` is the earliest moment the decorator case offers (INIT end, the
+# imports and connections that follow); ``install()`` called earlier sees more, and its
+# options, ``disabled`` included, are kept.
+install_at_probe_import()

@@ -1,9 +1,10 @@
 """Per-process facts of this execution environment: INIT timing, start type, sequence, idle.
 
 One runtime process is one environment (DESIGN.md §2). Its state lives here and nowhere
-else. It is thread-safe (one lock around the counters) and fork-safe: a forked child, as
-Lambda Managed Instances make for each worker, becomes a new environment with its own id,
-INIT and sequence.
+else. It is thread-safe (invocations are numbered by a C counter and tracked in a dict,
+whose single operations the GIL makes atomic; a lock guards INIT's end and the events)
+and fork-safe: a forked child, as Lambda Managed Instances make for each worker, becomes a
+new environment with its own id, INIT and sequence.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from lifecycle_probe.records import (
     SOURCE_EXEC_WRAPPER,
     SOURCE_HANDLER_IMPORT,
     SOURCE_PROCESS,
-    SOURCE_RESTORE,
     SOURCE_RUNTIME,
     SOURCE_SNAPSHOT,
     WARM,
@@ -29,14 +29,25 @@ from lifecycle_probe.records import (
     InitRecord,
     LifecycleEvent,
     LifecycleFacts,
+    RestoreRecord,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from typing import Any
 
-_new_record = tuple.__new__
+__all__ = [
+    "ON_DEMAND",
+    "PROVISIONED_CONCURRENCY",
+    "SNAP_START",
+    "Environment",
+    "Invocation",
+    "current_environment",
+    "function_facts",
+    "process_start_ns",
+    "start_new_environment",
+]
 
 # -- INIT start: when did this runtime process start? ----------------------------------------
 # Read from the operating system, not guessed. Linux keeps each process's start as a count
@@ -134,17 +145,6 @@ _END_STRENGTH = {
 }
 
 
-# Threads doing the probe's own work (the internal extension, the OpenTelemetry sink's
-# exporter): their connections (to the collector) are not the function's and are never
-# reported as stale.
-probe_threads: set[int] = set()
-
-
-def mark_probe_thread() -> None:
-    """Declare the calling thread the probe's own."""
-    probe_threads.add(_thread.get_ident())
-
-
 def new_environment_id() -> str:
     """A fresh random environment id (16 hex digits; ``uuid`` costs an import)."""
     return os.urandom(8).hex()
@@ -160,14 +160,81 @@ def _int_or_none(text: str | None) -> int | None:
 def function_facts(environ: Mapping[str, str]) -> FunctionFacts:
     """The function's identity as Lambda's variables state it."""
     return FunctionFacts(
-        environ.get("AWS_LAMBDA_FUNCTION_NAME"),
-        environ.get("AWS_LAMBDA_FUNCTION_VERSION"),
-        _int_or_none(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")),
-        environ.get("AWS_LAMBDA_LOG_GROUP_NAME"),
-        environ.get("AWS_LAMBDA_LOG_STREAM_NAME"),
-        environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
-        environ.get("AWS_EXECUTION_ENV"),
+        function_name=environ.get("AWS_LAMBDA_FUNCTION_NAME"),
+        function_version=environ.get("AWS_LAMBDA_FUNCTION_VERSION"),
+        memory_mb=_int_or_none(environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")),
+        log_group=environ.get("AWS_LAMBDA_LOG_GROUP_NAME"),
+        log_stream=environ.get("AWS_LAMBDA_LOG_STREAM_NAME"),
+        region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION"),
+        execution_env=environ.get("AWS_EXECUTION_ENV"),
     )
+
+
+class Invocation:
+    """One invocation in flight, as its environment numbered and classified it.
+
+    Made on the caller's path by :meth:`Environment.begin_invocation`, so it holds the raw
+    numbers only: its :class:`LifecycleFacts` are worked out the first time somebody asks
+    (``current()``, or a sink's record, after the response when flushing then), and an
+    invocation nobody asks about never pays for them.
+    """
+
+    # No __init__: begin_invocation fills every slot, and a Python-level constructor
+    # would cost more than the rest of the invocation's bookkeeping.
+    __slots__ = (
+        "_facts",
+        "context",
+        "ended",
+        "environment",
+        "init",
+        "previous_end_ns",
+        "restore",
+        "seq",
+        "start",
+        "start_ns",
+    )
+    environment: Environment
+    seq: int
+    start: str
+    start_ns: int
+    # When the previous invocation of this environment ended (None for its first).
+    previous_end_ns: int | None
+    # The INIT record, on the environment's first invocation only; after a SnapStart
+    # restore, the INIT before the snapshot, and the restore's record.
+    init: InitRecord | None
+    restore: RestoreRecord | None
+    # The Lambda context the handler was called with: its request id, ARN and deadline are
+    # read from it when the facts or the record are built, not on the caller's path.
+    context: Any
+    # The handler has returned or raised (the invocation may still be the context
+    # variable's value, until the next one replaces it: see facts.py).
+    ended: bool
+    _facts: LifecycleFacts | None
+
+    def facts(self) -> LifecycleFacts:
+        """The facts of this invocation, built once (two threads asking at once may both
+        build them: equal, immutable, harmless)."""
+        facts = self._facts
+        if facts is None:
+            facts = self._facts = self.environment.facts_of(self)
+        return facts
+
+    def request_id(self) -> str | None:
+        """The request id Lambda gave the invocation, if the context has one."""
+        return self._context_string("aws_request_id")
+
+    def invoked_function_arn(self) -> str | None:
+        """The ARN the function was invoked as, if the context has one."""
+        return self._context_string("invoked_function_arn")
+
+    def _context_string(self, name: str) -> str | None:
+        # Only a string counts (a test's MagicMock context answers every attribute with a
+        # mock), and a context whose attributes raise has none.
+        try:
+            value = getattr(self.context, name, None)
+        except Exception:
+            return None
+        return value if type(value) is str else None
 
 
 class Environment:
@@ -175,14 +242,12 @@ class Environment:
 
     __slots__ = (
         "_lock",
+        "_numbers",
         "environment_id",
         "event_received_ns",
         "events",
         "first_start",
         "function",
-        "in_flight",
-        "in_flight_capture",
-        "in_flight_facts",
         "init_end_ns",
         "init_end_source",
         "init_start_ns",
@@ -190,9 +255,12 @@ class Environment:
         "init_type",
         "last_end_ns",
         "pid",
+        "restore_end_ns",
+        "restore_end_source",
+        "restore_start_ns",
         "restored",
+        "running",
         "seq",
-        "timeout_reported",
     )
 
     def __init__(
@@ -215,22 +283,26 @@ class Environment:
         self.init_end_ns: int | None = None
         self.init_end_source = SOURCE_ESTIMATED
         self.restored = False
+        # The SnapStart restore (after-restore hook to the runtime's first request after
+        # it), when this environment was restored from a snapshot.
+        self.restore_start_ns: int | None = None
+        self.restore_end_ns: int | None = None
+        self.restore_end_source = SOURCE_ESTIMATED
+        # Invocation numbers: a C iterator (itertools.count would be one more import at
+        # INIT), so that numbering needs no lock of ours.
+        self._numbers: Iterator[int] = iter(range(1, 1 << 62))
+        # The latest number handed out (0 before the first invocation).
         self.seq = 0
         # The start type of the first invocation (None before it): after a ``cold`` start
         # the environment went from INIT to its first event without a freeze.
         self.first_start: str | None = None
         self.last_end_ns: int | None = None
         self.event_received_ns: int | None = None
-        # Invocations running now (more than one only when a test calls a handler from
-        # several threads) and the facts of the latest, for current() in the handler's
-        # own threads, where the decorator's context variable is not set.
-        self.in_flight = 0
-        self.in_flight_facts: LifecycleFacts | None = None
-        # What a timeout report needs of the invocation in flight (set by the decorator
-        # when it has sinks), and the sequence number of the last invocation reported as
-        # timed out: its own record, should it finish after all, is not exported twice.
-        self.in_flight_capture: tuple[Any, ...] | None = None
-        self.timeout_reported = 0
+        # Invocations running now, by number: more than one only when a test calls a
+        # handler from several threads. While exactly one runs, the handler's own threads
+        # (where the decorator's context variable is not set) are working for it. An
+        # invocation reported as timed out leaves it then, not at its (late) end.
+        self.running: dict[int, Invocation] = {}
         # Lifecycle events (stale connections, leaked globals) noted since the last
         # invocation record took them.
         self.events: list[LifecycleEvent] = []
@@ -244,6 +316,13 @@ class Environment:
             return
         strength = _END_STRENGTH.get(source, 0)
         with self._lock:
+            if self.restore_start_ns is not None:
+                # Restored from a snapshot: INIT ended before it; the runtime's first
+                # request for work now ends the restore.
+                if source == SOURCE_RUNTIME and self.restore_end_ns is None:
+                    self.restore_end_ns = time.time_ns() if at_ns is None else at_ns
+                    self.restore_end_source = source
+                return
             if self.init_end_ns is not None:
                 current = _END_STRENGTH.get(self.init_end_source, 0)
                 if strength <= current:
@@ -257,7 +336,11 @@ class Environment:
         self.event_received_ns = time.time_ns() if at_ns is None else at_ns
 
     def mark_restored(self, at_ns: int | None = None) -> None:
-        """SnapStart restored this environment from a snapshot: a new environment begins."""
+        """SnapStart restored this environment from a snapshot: a new environment begins.
+
+        Its INIT is the one before the snapshot, whose start and end the snapshot's memory
+        kept (Lambda reports it too, beside the restore); the restore starts now.
+        """
         now = time.time_ns() if at_ns is None else at_ns
         with self._lock:
             # Every environment restored from one snapshot shares the memory it had at
@@ -265,58 +348,85 @@ class Environment:
             self.environment_id = new_environment_id()
             self.pid = os.getpid()
             self.init_type = SNAP_START
-            self.init_start_ns = now
-            self.init_start_source = SOURCE_RESTORE
-            self.init_end_ns = None
-            self.init_end_source = SOURCE_ESTIMATED
+            if self.init_end_ns is None:
+                # No signal ended INIT before the snapshot: it was over by the restore.
+                self.init_end_ns = now
+                self.init_end_source = SOURCE_ESTIMATED
+            self.restore_start_ns = now
+            self.restore_end_ns = None
+            self.restore_end_source = SOURCE_ESTIMATED
             self.restored = True
+            self._numbers = iter(range(1, 1 << 62))
             self.seq = 0
             self.first_start = None
             self.last_end_ns = None
             self.event_received_ns = None
 
     # -- the invocation --------------------------------------------------------------
+    # The caller of every invocation waits for begin_invocation and end_invocation, so
+    # they only number, store and look up; what the numbers mean (the facts, the record)
+    # is worked out later, by whoever asks.
 
-    def begin_invocation(
-        self, request_id: str | None, proactive_gap_ns: int, now_ns: int
-    ) -> tuple[LifecycleFacts, InitRecord | None]:
-        """Number and classify the invocation starting now; the first one gets the INIT record."""
-        with self._lock:
-            self.seq = seq = self.seq + 1
-            received_ns = self.event_received_ns
-            self.event_received_ns = None
-            last_end_ns = self.last_end_ns
-            if seq == 1:
-                init = self._close_init(now_ns)
+    def begin_invocation(self, context: Any, proactive_gap_ns: int, now_ns: int) -> Invocation:
+        """Number and classify the invocation starting now, called with the Lambda
+        ``context``; the first one gets the INIT record."""
+        invocation = Invocation()
+        invocation.environment = self
+        invocation.seq = seq = next(self._numbers)  # atomic: a C iterator under the GIL
+        invocation.start_ns = now_ns
+        invocation.context = context
+        invocation.ended = False
+        invocation._facts = None
+        if seq == 1:
+            with self._lock:  # INIT's end may still be arriving from the runtime's thread
+                self.seq = 1
+                received_ns = self.event_received_ns
+                invocation.init = init = self._close_init(now_ns)
+                invocation.restore = self._close_restore(now_ns)
                 start = self._first_start_type(init, received_ns or now_ns, proactive_gap_ns)
                 self.first_start = start
-            else:
-                init = None
-                start = WARM
-            end_ns = self.init_end_ns
-            # tuple.__new__ directly: this runs on every invocation, and a Python-level
-            # __new__ with ten arguments costs more than the rest of this method.
-            facts = _new_record(
-                LifecycleFacts,
-                (
-                    start,
-                    seq,
-                    self.environment_id,
-                    self.init_type,
-                    None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
-                    SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
-                    # (a clock step backwards must not make idle negative; no max(): hot path)
-                    None
-                    if last_end_ns is None
-                    else (now_ns - last_end_ns if now_ns > last_end_ns else 0) / 1e9,
-                    (now_ns - self.init_start_ns) / 1e9,
-                    request_id,
-                    now_ns,
-                ),
-            )
-            self.in_flight += 1
-            self.in_flight_facts = facts
-        return facts, init
+        else:
+            # (with invocations racing in threads, seq may trail the counter for a moment;
+            # event_received_ns only matters to a first invocation: left as it is)
+            self.seq = seq
+            invocation.init = None
+            invocation.restore = None
+            start = WARM
+        invocation.start = start
+        invocation.previous_end_ns = self.last_end_ns
+        self.running[seq] = invocation  # a dict store is atomic under the GIL
+        return invocation
+
+    def end_invocation(self, invocation: Invocation, end_ns: int) -> bool:
+        """The handler of ``invocation`` has returned or raised: the environment may now be
+        frozen. Returns whether its record is still to be exported: False when it was
+        exported as a timeout just before the deadline (see :meth:`claim_timeout`)."""
+        self.last_end_ns = end_ns
+        invocation.ended = True
+        # Whoever takes the invocation out of ``running`` exports it: this end, or a timeout
+        # claimed just before the deadline. dict.pop is atomic under the GIL, so exactly
+        # one of them does, with no lock on the way out of every invocation.
+        return self.running.pop(invocation.seq, None) is not None
+
+    def running_invocation(self) -> Invocation | None:
+        """The invocation running now, if exactly one is (None between invocations)."""
+        running = self.running
+        if len(running) != 1:
+            return None
+        try:
+            return next(iter(running.values()))
+        except (StopIteration, RuntimeError):  # it ended (or another began) meanwhile
+            return None
+
+    def claim_timeout(self, seq: int) -> bool:
+        """Whether invocation ``seq`` is still running and so to be reported as timed out;
+        claims it.
+
+        The decorator (when the handler ends, :meth:`end_invocation`) and the internal
+        extension (just before the deadline, here) may race for the same invocation:
+        whichever takes it out of ``running`` first exports it, the other nothing.
+        """
+        return self.running.pop(seq, None) is not None
 
     def add_event(self, event: LifecycleEvent) -> None:
         """Note a lifecycle event; the record of the invocation in flight will carry it."""
@@ -330,48 +440,36 @@ class Environment:
             taken, self.events = tuple(self.events), []
         return taken
 
-    def claim_timeout(self, seq: int) -> bool:
-        """Whether invocation ``seq`` is still running and so to be reported as timed out;
-        claims it.
-
-        The decorator (when the handler ends, :meth:`end_invocation`) and the internal
-        extension (just before the deadline, here) may race for the same invocation:
-        exactly one exports it.
-        """
-        with self._lock:
-            if self.timeout_reported == seq:
-                return False
-            if self.in_flight_facts is None or self.in_flight_facts.invocation_seq != seq:
-                return False  # it has finished: its own record goes out
-            self.timeout_reported = seq
-            return True
-
-    def end_invocation(self, end_ns: int, seq: int = 0) -> bool:
-        """The handler of invocation ``seq`` has returned or raised: the environment may now
-        be frozen. Returns whether its record is still to be exported: False when it was
-        exported as a timeout just before the deadline (see :meth:`claim_timeout`)."""
-        with self._lock:
-            self.last_end_ns = end_ns
-            self.in_flight -= 1
-            if not self.in_flight:
-                self.in_flight_facts = None
-                self.in_flight_capture = None
-            return self.timeout_reported != seq
-
     def _close_init(self, now_ns: int) -> InitRecord:
         if self.init_end_ns is None:
             # No exact signal: INIT ended no later than this invocation began.
             self.init_end_ns = now_ns
             self.init_end_source = SOURCE_ESTIMATED
         return InitRecord(
-            self.environment_id,
-            self.init_type,
-            self.init_start_ns,
-            self.init_end_ns,
-            self.init_start_source,
-            self.init_end_source,
-            self.restored,
-            self.pid,
+            environment_id=self.environment_id,
+            init_type=self.init_type,
+            start_ns=self.init_start_ns,
+            end_ns=self.init_end_ns,
+            start_source=self.init_start_source,
+            end_source=self.init_end_source,
+            restored=self.restored,
+            pid=self.pid,
+        )
+
+    def _close_restore(self, now_ns: int) -> RestoreRecord | None:
+        start_ns = self.restore_start_ns
+        if start_ns is None:
+            return None
+        if self.restore_end_ns is None:
+            # No request for work seen after the restore: it ended by this invocation.
+            self.restore_end_ns = now_ns
+            self.restore_end_source = SOURCE_ESTIMATED
+        return RestoreRecord(
+            environment_id=self.environment_id,
+            start_ns=start_ns,
+            end_ns=self.restore_end_ns,
+            end_source=self.restore_end_source,
+            pid=self.pid,
         )
 
     def _first_start_type(self, init: InitRecord, received_ns: int, proactive_gap_ns: int) -> str:
@@ -387,22 +485,51 @@ class Environment:
             return PROACTIVE
         return COLD
 
+    def facts_of(self, invocation: Invocation) -> LifecycleFacts:
+        """What ``current()`` and the records say of ``invocation``."""
+        # The environment's own facts (its id, its INIT) are read now, maybe after the
+        # response: they do not change between an invocation's start and its record (a
+        # SnapStart restore, which renews them, comes before any invocation).
+        now_ns = invocation.start_ns
+        last_end_ns = invocation.previous_end_ns
+        return LifecycleFacts(
+            start=invocation.start,
+            invocation_seq=invocation.seq,
+            environment_id=self.environment_id,
+            init_type=self.init_type,
+            init_duration_s=self._init_duration_s(),
+            init_estimated=SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
+            # (a clock step backwards must not make idle negative)
+            idle_s=None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9,
+            environment_age_s=(now_ns - self._born_ns()) / 1e9,
+            request_id=invocation.request_id(),
+            invoke_start_ns=now_ns,
+        )
+
     def facts_between_invocations(self) -> LifecycleFacts:
         """``current()`` outside an invocation: environment facts only."""
-        now_ns = time.time_ns()
-        end_ns = self.init_end_ns
         return LifecycleFacts(
-            None,
-            self.seq,
-            self.environment_id,
-            self.init_type,
-            None if end_ns is None else (end_ns - self.init_start_ns) / 1e9,
-            SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
-            None,
-            (now_ns - self.init_start_ns) / 1e9,
-            None,
-            None,
+            start=None,
+            invocation_seq=self.seq,
+            environment_id=self.environment_id,
+            init_type=self.init_type,
+            init_duration_s=self._init_duration_s(),
+            init_estimated=SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
+            idle_s=None,
+            environment_age_s=(time.time_ns() - self._born_ns()) / 1e9,
+            request_id=None,
+            invoke_start_ns=None,
         )
+
+    def _born_ns(self) -> int:
+        # A restored environment began at its restore: the INIT before the snapshot may
+        # be days older, and shared by every environment restored from it.
+        restore_start_ns = self.restore_start_ns
+        return self.init_start_ns if restore_start_ns is None else restore_start_ns
+
+    def _init_duration_s(self) -> float | None:
+        end_ns = self.init_end_ns
+        return None if end_ns is None else (end_ns - self.init_start_ns) / 1e9
 
 
 def _init_start(environ: Mapping[str, str], pid: int) -> tuple[int, str]:

@@ -8,6 +8,10 @@ registered flushes, bounded by the flush timeout and the invocation's deadline, 
 then asks for its own next event: the caller never waits for the export, and nothing
 buffered is lost to the freeze.
 
+Right after registering, before its first ``event/next``, it subscribes to the Telemetry
+API's platform events (:mod:`lifecycle_probe.telemetry_api`): only an extension can, and
+only during INIT; a later subscription would miss the INIT's own events.
+
 The HTTP here is a few lines over a socket: ``http.client`` would cost more to import
 than the probe's whole INIT path.
 """
@@ -20,8 +24,7 @@ import time
 from _queue import Empty, SimpleQueue
 
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
-from lifecycle_probe.environment import mark_probe_thread
-from lifecycle_probe.imports import probe_work
+from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
 from lifecycle_probe.runtime_hooks import (
     EventRequestListener,
     add_event_request_listener,
@@ -33,6 +36,18 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
+
+    from lifecycle_probe.records import PlatformFigures
+    from lifecycle_probe.telemetry_api import TelemetrySubscriber
+
+__all__ = [
+    "REGISTRATION_WAIT_S",
+    "InternalExtension",
+    "active_extension",
+    "after_response_extension",
+    "extension_for_this_environment",
+    "http_request",
+]
 
 EXTENSION_NAME = "lifecycle-probe"
 API_VERSION = "2020-01-01"
@@ -108,10 +123,15 @@ def http_request(
 class InternalExtension(EventRequestListener):
     """The probe's internal extension: register, then flush after every response."""
 
-    def __init__(self, runtime_api: str, flush_timeout_s: float) -> None:
+    def __init__(
+        self, runtime_api: str, flush_timeout_s: float, telemetry_api: bool = True
+    ) -> None:
         self.runtime_api = runtime_api
         self.flush_timeout_s = flush_timeout_s
         self.extension_id: str | None = None
+        # Whether to subscribe to the Telemetry API once registered, and the subscriber.
+        self.telemetry_api = telemetry_api
+        self.telemetry: TelemetrySubscriber | None = None
         self._pid = os.getpid()
         self._flushes: list[Callable[[float], object]] = []
         self._timeout_reports: list[Callable[[int], object]] = []
@@ -187,6 +207,14 @@ class InternalExtension(EventRequestListener):
             "before each response instead of after it",
         )
 
+    def take_platform_figures(self) -> tuple[PlatformFigures, ...]:
+        """Lambda's figures that arrived since the last call (none in a forked child: the
+        subscription reports the parent's requests)."""
+        telemetry = self.telemetry
+        if telemetry is None or self._pid != os.getpid():
+            return ()
+        return telemetry.take_pending()
+
     def _holds_id(self) -> bool:
         # Lambda counts on us (event/next after every invocation) as long as we hold an id.
         return self.extension_id is not None and self._pid == os.getpid()
@@ -200,12 +228,8 @@ class InternalExtension(EventRequestListener):
 
     def _run(self) -> None:
         try:
-            # Whatever this thread imports (socket, json, the SDK in a flush) is the probe's.
-            from lifecycle_probe.imports import active_tracer
-
-            tracer = active_tracer()
-            if tracer is not None:
-                tracer.ignore_this_thread()
+            # Whatever this thread imports (socket, json, the SDK in a flush) or connects to
+            # is the probe's.
             mark_probe_thread()
         except Exception as exc:
             report_failure("extension thread", exc)
@@ -215,6 +239,9 @@ class InternalExtension(EventRequestListener):
             report_failure("extension registration", exc)
         finally:
             self._registration.release()
+        # After the release: the runtime's first request for work (INIT end) does not wait
+        # for the subscription; Lambda's INIT does, until our first event/next below.
+        self._subscribe_to_telemetry()
         try:
             self._serve()
         except BaseException as exc:
@@ -263,6 +290,16 @@ class InternalExtension(EventRequestListener):
             )
             return
         self.extension_id = headers["lambda-extension-identifier"]
+
+    def _subscribe_to_telemetry(self) -> None:
+        if not self.telemetry_api or not self._holds_id():
+            return
+        try:
+            from lifecycle_probe.telemetry_api import start as subscribe
+
+            self.telemetry = subscribe(self.extension_id, self.runtime_api)
+        except Exception as exc:  # (start() reports its own failures; this is a bug's)
+            report_failure("Telemetry API subscription", exc)
 
     def _next_event_or_leave(self) -> dict[str, Any] | None:
         """The next event; after repeated failures, leave Lambda's books (never hang it)."""
@@ -370,7 +407,7 @@ class InternalExtension(EventRequestListener):
                 report_failure("timeout report", exc)
         self._flush(max(0.0, deadline_s - time.time() - 0.01))
         # Should the handler make it after all, its own record is not exported twice
-        # (Environment.timeout_reported); wait for the runtime before the next event.
+        # (Environment.claim_timeout); wait for the runtime before the next event.
         self._wait_for_response(request_id, deadline_s + 1.0)
 
     def _wait_for_response(self, request_id: object, until_s: float) -> bool:
@@ -402,10 +439,26 @@ def active_extension() -> InternalExtension | None:
     return _extension
 
 
-def after_response_extension(flush_timeout_s: float, init_over: bool) -> InternalExtension | None:
+def extension_for_this_environment(
+    flush_timeout_s: float, telemetry_api: bool = True
+) -> InternalExtension | None:
+    """:func:`after_response_extension`, told whether this environment's INIT is over (the
+    sinks that flush through it cannot know: they see records, not the environment)."""
+    from lifecycle_probe.environment import current_environment
+    from lifecycle_probe.records import SOURCE_RUNTIME
+
+    environment = current_environment()
+    init_over = environment.seq > 0 or environment.init_end_source == SOURCE_RUNTIME
+    return after_response_extension(flush_timeout_s, init_over, telemetry_api)
+
+
+def after_response_extension(
+    flush_timeout_s: float, init_over: bool, telemetry_api: bool = True
+) -> InternalExtension | None:
     """The process's internal extension, started on first call; None where Lambda has none.
 
     Registration is only possible during INIT and inside Lambda (``AWS_LAMBDA_RUNTIME_API``).
+    With ``telemetry_api``, it subscribes to Lambda's platform events once registered.
     """
     global _extension
     with _extension_lock:
@@ -422,7 +475,7 @@ def after_response_extension(flush_timeout_s: float, init_over: bool) -> Interna
             # Outside Lambda: flush before each response, silently (logging would cost
             # an import at INIT for a message nobody needs).
             return None
-        extension = InternalExtension(runtime_api, flush_timeout_s)
+        extension = InternalExtension(runtime_api, flush_timeout_s, telemetry_api)
         extension.watch_runtime = True
         _extension = extension
     # Register only once the runtime client's event request is wrapped: only then can the

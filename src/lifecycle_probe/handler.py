@@ -32,8 +32,11 @@ from lifecycle_probe.init_failure import (  # isort: skip
     runtime_traceback,
 )
 from lifecycle_probe.decorator import probe  # isort: skip
-from lifecycle_probe.imports import probe_work
 from lifecycle_probe.installation import install
+from lifecycle_probe.probe_threads import probe_work
+
+# The runtime looks up ``handler`` by name; nothing else here is for users.
+__all__ = ["handler"]
 
 install()
 _spec = os.environ.get("LIFECYCLE_PROBE_HANDLER")

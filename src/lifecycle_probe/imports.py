@@ -25,7 +25,14 @@ import sys
 import time
 
 from lifecycle_probe._safe import report_failure, warn_once
-from lifecycle_probe.records import Record, field
+from lifecycle_probe.probe_threads import in_probe_work, probe_work
+from lifecycle_probe.records import (
+    ORIGIN_FUNCTION,
+    ORIGIN_LAYER,
+    ORIGIN_RUNTIME,
+    ORIGIN_SITE_PACKAGES,
+    ImportRecord,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,6 +42,19 @@ if TYPE_CHECKING:
     from typing import Any
 
     Callback = Callable[[ModuleType], None]
+    # An import as the tracer saw it: ImportRecord's fields, in order.
+    Seen = tuple[str, int, int, int, int, int | None, str, bool, str | None]
+
+__all__ = [
+    "PostImportFinder",
+    "active_tracer",
+    "handler_module_name",
+    "origin_of",
+    "remove_post_import_hooks",
+    "start_import_tracing",
+    "stop_import_tracing",
+    "when_imported",
+]
 
 
 class PostImportFinder:
@@ -135,6 +155,23 @@ def when_imported(name: str, callback: Callback) -> None:
         _finder.watch(name, callback)
 
 
+def remove_post_import_hooks() -> None:
+    """Take the finder off ``sys.meta_path`` and drop every callback still waiting.
+
+    A disabled probe leaves no import hook behind (README "Configuration"), even when
+    importing ``probe`` had already put one in place. A later ``when_imported`` puts a
+    new finder in place.
+    """
+    global _finder
+    with _finder_lock:
+        finder, _finder = _finder, None
+        if finder is None:
+            return
+        finder._callbacks.clear()
+        # By identity: a finder is no value to compare, and another library's may be equal.
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not finder]
+
+
 def _is_initialising(module: ModuleType) -> bool:
     spec = getattr(module, "__spec__", None)
     return bool(getattr(spec, "_initializing", False))
@@ -148,77 +185,8 @@ def handler_module_name(handler: str | None) -> str | None:
 
 
 # -- the import tree ------------------------------------------------------------------------
-# Where a module came from (DESIGN.md: lifecycle.import.origin).
-ORIGIN_RUNTIME = "runtime"
-ORIGIN_LAYER = "layer"
-ORIGIN_FUNCTION = "function"
-ORIGIN_SITE_PACKAGES = "site-packages"
-
 # Enough for the largest functions; past it, imports are counted but not kept.
 MAX_IMPORTS = 10_000
-
-
-class ImportRecord(Record):
-    """One module import: when, how long in all and by itself, nested under which import."""
-
-    __slots__ = ()
-    _fields = (
-        "module",
-        "start_ns",
-        "end_ns",
-        "self_ns",
-        "import_id",
-        "parent_id",
-        "origin",
-        "during_init",
-        "error_type",
-    )
-    module: str = field(0)
-    start_ns: int = field(1)
-    end_ns: int = field(2)
-    self_ns: int = field(3)
-    import_id: int = field(4)
-    parent_id: int | None = field(5)
-    origin: str = field(6)
-    during_init: bool = field(7)
-    error_type: str | None = field(8)
-
-    def __new__(
-        cls,
-        module: str,
-        start_ns: int,
-        end_ns: int,
-        self_ns: int,
-        import_id: int,
-        parent_id: int | None,
-        origin: str,
-        during_init: bool,
-        error_type: str | None = None,
-    ) -> ImportRecord:
-        return tuple.__new__(
-            cls,
-            (
-                module,
-                start_ns,
-                end_ns,
-                self_ns,
-                import_id,
-                parent_id,
-                origin,
-                during_init,
-                error_type,
-            ),
-        )
-
-    @property
-    def duration_s(self) -> float:
-        """Cumulative time of the import, nested imports included."""
-        return (self.end_ns - self.start_ns) / 1e9
-
-    @property
-    def self_s(self) -> float:
-        """Time of the import without the imports nested in it."""
-        return self.self_ns / 1e9
 
 
 def origin_of(path: str | None, task_root: str | None) -> str:
@@ -248,8 +216,8 @@ class ImportTracer:
         self._local = _thread._local()
         self._ids = iter(range(1, sys.maxsize))
         self._lock = _thread.allocate_lock()
-        self._init: list[ImportRecord] = []
-        self._later: list[ImportRecord] = []
+        self._init: list[Seen] = []
+        self._later: list[Seen] = []
         self.dropped = 0
         self.started_ns = time.time_ns()
         self._task_root = os.environ.get("LAMBDA_TASK_ROOT")
@@ -300,13 +268,12 @@ class ImportTracer:
         original = self._original
         assert original is not None
         local = self._local
+        if in_probe_work():  # the probe's own import (see probe_threads)
+            return original(name, import_)
         try:
             stack: list[list[int]] = local.stack
         except AttributeError:
             stack = local.stack = []
-            local.ignored = 0
-        if local.ignored:
-            return original(name, import_)
         loaded = sys.modules.get(name)
         if loaded is not None and not getattr(
             getattr(loaded, "__spec__", None), "_initializing", False
@@ -367,40 +334,23 @@ class ImportTracer:
             path = getattr(getattr(module, "__spec__", None), "origin", None)
             origin = origin_of(path if isinstance(path, str) else None, self._task_root)
             during_init = self._during_init()
-            record = ImportRecord(
-                name,
-                start_ns,
-                end_ns,
-                self_ns,
-                import_id,
-                parent_id,
-                origin,
-                during_init,
-                error_type,
-            )
+            # A plain tuple now, the record when it is taken: INIT pays for a tuple per
+            # import, the record's constructor runs when a sink asks (after the response).
+            seen = (name, start_ns, end_ns, self_ns, import_id, parent_id, origin, during_init)
             with self._lock:
                 target = self._init if during_init else self._later
                 if len(self._init) + len(self._later) >= MAX_IMPORTS:
                     self.dropped += 1
                     return
-                target.append(record)
+                target.append((*seen, error_type))
         except Exception:
             pass
 
     def take_init(self) -> tuple[ImportRecord, ...]:
         """The imports of INIT so far, in the order they finished; they are handed over once."""
         with self._lock:
-            taken, self._init = tuple(self._init), []
-        return taken
-
-    def ignore_this_thread(self, ignore: bool = True) -> None:
-        """Stop (or resume) recording this thread's imports: the probe's own, such as the
-        OpenTelemetry SDK loading in a flush, are not the function's."""
-        local = self._local
-        if not hasattr(local, "stack"):
-            local.stack = []
-            local.ignored = 0
-        local.ignored = max(0, local.ignored + (1 if ignore else -1))
+            taken, self._init = self._init, []
+        return _records(taken)
 
     @property
     def has_later(self) -> bool:
@@ -410,8 +360,27 @@ class ImportTracer:
     def take_later(self) -> tuple[ImportRecord, ...]:
         """Imports after INIT (during invocations) since the last call."""
         with self._lock:
-            taken, self._later = tuple(self._later), []
-        return taken
+            taken, self._later = self._later, []
+        return _records(taken)
+
+
+def _records(seen: list[Seen]) -> tuple[ImportRecord, ...]:
+    records = []
+    for module, start_ns, end_ns, self_ns, import_id, parent, origin, init, error in seen:
+        records.append(
+            ImportRecord(
+                module=module,
+                start_ns=start_ns,
+                end_ns=end_ns,
+                self_ns=self_ns,
+                import_id=import_id,
+                parent_id=parent,
+                origin=origin,
+                during_init=init,
+                error_type=error,
+            )
+        )
+    return tuple(records)
 
 
 _active: ImportTracer | None = None
@@ -442,7 +411,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def stop_import_tracing() -> None:
-    """Stop tracing imports and forget what was recorded (tests)."""
+    """Stop tracing imports and forget what was recorded (a disabled probe, tests)."""
     global _active
     if _active is not None:
         _active.stop()
@@ -457,15 +426,3 @@ def _run_hook(callback: Callback, module: ModuleType, name: str) -> None:
             callback(module)
     except Exception as exc:
         report_failure(f"post-import hook for {name}", exc)
-
-
-class probe_work:
-    """Imports inside this block are the probe's own and are not recorded."""
-
-    def __enter__(self) -> None:
-        if _active is not None:
-            _active.ignore_this_thread(True)
-
-    def __exit__(self, *exc_info: object) -> None:
-        if _active is not None:
-            _active.ignore_this_thread(False)

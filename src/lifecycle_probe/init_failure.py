@@ -36,6 +36,18 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.records import InitFailureRecord
 
+__all__ = [
+    "at_interpreter_startup",
+    "defer_init_failure",
+    "export_init_failure",
+    "find_runtime",
+    "imported_by_runtime",
+    "init_resolved",
+    "load_handler",
+    "returned_fault",
+    "runtime_traceback",
+]
+
 # Frames of the probe's own files (the import tracer, this module, the entry point).
 _PROBE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -423,8 +435,8 @@ def _export_pending() -> None:
 
 def _export(exc: BaseException, spec: str | None, runtime: dict[str, Any] | None) -> None:
     from lifecycle_probe.config import Config
-    from lifecycle_probe.imports import probe_work
     from lifecycle_probe.installation import installed_options
+    from lifecycle_probe.probe_threads import probe_work
 
     config = Config.resolve(**installed_options())
     if config.disabled:

@@ -2,40 +2,115 @@
 
 Called first thing (by the layer's exec wrapper, or by the user before any other import),
 it sees everything that follows: the runtime client being imported, the handler module
-finishing its import. ``@probe`` calls :func:`install_runtime_signals` itself, so the
-common case, a probe imported from inside the handler module, still gets an exact INIT end.
+finishing its import. Importing ``probe`` and ``@probe`` call
+:func:`install_runtime_signals` themselves, so the common case, a probe imported from
+inside the handler module, still gets an exact INIT end.
+
+Connection tracking is put in place here too, one way for every caller
+(:func:`install_connection_tracking`); its options hold for the whole process. The
+``connections`` package never imports this module: the hooks here import it once a
+client library is imported.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 from lifecycle_probe._safe import guard, report_failure, warn_once
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.imports import handler_module_name, start_import_tracing, when_imported
+from lifecycle_probe.imports import (
+    handler_module_name,
+    remove_post_import_hooks,
+    start_import_tracing,
+    stop_import_tracing,
+    when_imported,
+)
 from lifecycle_probe.records import SOURCE_HANDLER_IMPORT
 from lifecycle_probe.runtime_hooks import (
     RUNTIME_CLIENT_MODULES,
     attach_to_loaded_runtime,
     register_snapshot_hooks,
+    unwrap_runtime_clients,
     wrap_runtime_client,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from types import ModuleType
     from typing import Any
+
+__all__ = [
+    "coordinate_powertools_cold_start",
+    "install",
+    "install_at_probe_import",
+    "install_connection_tracking",
+    "install_for_probe",
+    "install_runtime_signals",
+    "installed_options",
+    "probe_disabled",
+    "reset_installation",
+]
 
 _signals_installed = False
 _installed_with: Config | None = None
 # The options install() was called with: the defaults of every later ``@probe``.
 _installed_options: dict[str, Any] = {}
+# Whether an enabled ``install()`` or ``@probe`` asked for the hooks. Importing ``probe``
+# puts them in place before anyone asked; a disabled request takes them down again only
+# while this is False (no enabled probe relies on them).
+_requested = False
+# Whether a request wants records exported (an exporter other than ``none``): only then
+# does connection tracking note stale reuses (README "Configuration": ``none`` writes
+# nothing, not even the log lines). Process-wide, like the tracking itself.
+_exporting = False
 
 
 def installed_options() -> dict[str, Any]:
     """The explicit options of the first ``install()`` call (empty if none)."""
     return _installed_options
+
+
+def install_for_probe(config: Config, asked: Mapping[str, Any]) -> None:
+    """What an enabled ``@probe`` puts in place (idempotent, never raises): the runtime
+    signals and connection tracking, as ``config`` and the arguments ``asked`` say."""
+    global _requested, _exporting
+    _requested = True
+    if "none" not in config.exporter:
+        _exporting = True
+    install_runtime_signals()
+    install_connection_tracking(config, asked)
+
+
+def probe_disabled() -> None:
+    """A ``@probe`` resolved to disabled: unless an enabled probe or ``install()`` asked
+    for the hooks, take down what importing ``probe`` put in place (never raises)."""
+    if not _requested:
+        _withdraw()
+
+
+def _withdraw() -> None:
+    """Take down the hooks importing ``probe`` put in place: the finder and its pending
+    post-import hooks, import tracing, the runtime client's wrapper.
+
+    A client library patched already stays patched (undoing a patch under code that may
+    hold its functions is riskier than leaving it): its tracking reports nothing. An
+    enabled ``@probe`` applied later puts everything back in place.
+    """
+    global _signals_installed, _clients_watched, _powertools_watched
+    with guard("disabled probe"):
+        remove_post_import_hooks()
+        stop_import_tracing()
+        unwrap_runtime_clients()
+        _signals_installed = False
+        _clients_watched = False
+        _powertools_watched = False
+        _process_wide.clear()
+        tracking = sys.modules.get("lifecycle_probe.connections.tracking")
+        if tracking is not None:
+            tracking.configure(tracking.stale_idle_s(), reporting=False, exporting=False)
 
 
 def install_runtime_signals() -> None:
@@ -54,31 +129,103 @@ def install_runtime_signals() -> None:
                 when_imported(name, _wrap_when_imported)
 
 
+# -- connection tracking --------------------------------------------------------------------
 # Client libraries whose connections are tracked: each is patched by the module of the
-# same name, with a leading underscore, in lifecycle_probe.connections. botocore's
-# connections are urllib3's; its own patch makes its retries settle their stale reuses.
+# same name, with a leading underscore, in lifecycle_probe.connections, once it is
+# imported. botocore's connections are urllib3's; its own patch makes its retries settle
+# their stale reuses.
 TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3", "botocore")
 
+# Options that can only hold for the whole process, however many handlers are probed:
+# a client library is patched once, and its connections serve every handler. Each maps
+# to (the value in force, whether an argument asked for it).
+PROCESS_WIDE = ("connections", "stale_idle_s")
+_process_wide: dict[str, tuple[Any, bool]] = {}
+# Whether the clients are watched for (set once the first caller wants tracking).
+_clients_watched = False
 
-def install_connection_hooks(config: Config) -> None:
-    """Track database and cache connections for stale reuse, when the config says so.
 
-    Only post-import hooks here: the tracking code is imported with the first client
-    library a function imports, not at INIT for functions that use none.
+def install_connection_tracking(config: Config, asked: Mapping[str, Any] | None = None) -> None:
+    """Track the clients' connections for stale reuse, as ``config`` says; never raises.
+
+    The one way tracking is put in place: by ``install()``, ``@probe`` and importing
+    ``probe``. ``asked`` holds the options the caller was given as arguments. Tracking is
+    process-wide (``PROCESS_WIDE``): the first value stays in force, except that a value
+    asked for as an argument beats one that came from a variable or a default (DESIGN.md
+    §2); a later argument asking for another value is refused with one warning.
+
+    Only post-import hooks here: the tracking code and ``wrapt`` are imported with the
+    first client library a function imports, not at INIT for functions that use none.
     """
-    if not config.connections:
-        return
-    stale_idle_s = config.stale_idle_s
-
-    def track(module: ModuleType) -> None:
-        from lifecycle_probe.connections import set_stale_idle_s, track_client
-
-        set_stale_idle_s(stale_idle_s)
-        track_client(module)
-
+    asked = asked or {}
     with guard("connection tracking"):
-        for client in TRACKED_CLIENTS:
-            when_imported(client, track)
+        for name in PROCESS_WIDE:
+            _hold(name, getattr(config, name), asked)
+        _configure_loaded_tracking()
+        global _clients_watched
+        if _tracking_wanted() and not _clients_watched:
+            _clients_watched = True
+            for client in TRACKED_CLIENTS:
+                when_imported(client, _track_client)
+
+
+def _hold(name: str, value: Any, asked: Mapping[str, Any]) -> Any:
+    """Keep ``value`` of the process-wide option ``name`` if it is the first, or asked
+    for over one that was not; the value in force."""
+    explicit = asked.get(name) is not None  # as in Config.resolve: None is not given
+    held = _process_wide.get(name)
+    if held is None or (explicit and not held[1]):
+        _process_wide[name] = (value, explicit)
+        return value
+    kept = held[0]
+    if explicit and held[1] and kept != value:
+        warn_once(
+            f"process-wide:{name}:{value!r}",
+            "lifecycle_probe: %s is one per process: %r stays in force, %r asked for "
+            "later is refused",
+            name,
+            kept,
+            value,
+        )
+    return kept
+
+
+def _tracking_wanted() -> bool:
+    held = _process_wide.get("connections")
+    return held is not None and bool(held[0])
+
+
+def _configure_loaded_tracking() -> None:
+    # The tracking module is only there once a client was patched: it learns the values
+    # in force then (_track_client), and of any change from here on.
+    tracking = sys.modules.get("lifecycle_probe.connections.tracking")
+    if tracking is not None and "stale_idle_s" in _process_wide:
+        tracking.configure(
+            _process_wide["stale_idle_s"][0], reporting=_tracking_wanted(), exporting=_exporting
+        )
+
+
+def _track_client(module: ModuleType) -> None:
+    """Post-import hook of a tracked client: patch it, unless tracking was switched off
+    since the hook was registered (``@probe(connections=False)`` after importing probe)."""
+    if "connections" not in _process_wide:
+        # Watched, then forgotten by a simulated new process (reset_installation): the
+        # variables and defaults decide, as they did for whoever registered the watch.
+        config = Config.resolve()
+        for option in PROCESS_WIDE:
+            _hold(option, getattr(config, option), {})
+    if not _tracking_wanted():
+        return
+    name = module.__name__
+    try:
+        __import__("lifecycle_probe.connections.tracking")
+        _configure_loaded_tracking()
+        # __import__, not importlib.import_module: importlib's package pulls in warnings.
+        driver = f"lifecycle_probe.connections._{name}"
+        __import__(driver)
+        sys.modules[driver].patch(module)
+    except Exception as exc:
+        report_failure(f"{name} connection tracking", exc)
 
 
 # Powertools' EMF provider, whose ColdStart the probe's must not double (coldstart.py).
@@ -171,9 +318,17 @@ def _install(options: dict[str, Any]) -> bool:
     _installed_with = config
     _installed_options.update(options)
     if config.disabled:
+        # Importing ``probe`` may have come first and put its hooks in place: take them
+        # down, unless an enabled ``@probe`` applied before this call relies on them (it
+        # keeps them; the later ``@probe`` are disabled).
+        probe_disabled()
         return False
+    global _requested, _exporting
+    _requested = True
+    if "none" not in config.exporter:
+        _exporting = True
     install_runtime_signals()
-    install_connection_hooks(config)
+    install_connection_tracking(config, options)
     with guard("handler import hook"):
         handler = os.environ.get("LIFECYCLE_PROBE_HANDLER") or os.environ.get("_HANDLER")
         module_name = handler_module_name(handler)
@@ -183,12 +338,43 @@ def _install(options: dict[str, Any]) -> bool:
     return True
 
 
+def install_at_probe_import() -> None:
+    """What importing ``probe`` puts in place, unless ``install()`` has already decided.
+
+    Importing the decorator is the earliest moment the decorator case offers: from there
+    on the probe watches for the runtime's first request for work (INIT end), times the
+    imports that follow and tracks the connections they make. The options of ``@probe``
+    itself are not known yet: its arguments still rule once it is applied
+    (``connections=False`` leaves a client imported after it unpatched, and a lone
+    ``disabled=True`` takes all of this down again: :func:`probe_disabled`).
+    """
+    try:
+        if _installed_with is not None:
+            return  # install() ran: its options (``disabled`` among them) are in force
+        config = Config.resolve()
+        if config.disabled:
+            return
+        install_runtime_signals()
+        install_connection_tracking(config)
+    except Exception as exc:
+        report_failure("probe import", exc)
+
+
 def reset_installation() -> None:
     """Forget that install() ran (tests simulating a new process)."""
-    global _installed_with, _signals_installed
+    global _installed_with, _signals_installed, _clients_watched, _requested, _exporting
     _installed_with = None
+    _requested = False
+    _exporting = False
     _signals_installed = False
     _installed_options.clear()
+    # A patched client stays patched; its tracking goes back to the defaults.
+    _process_wide.clear()
+    _clients_watched = False
+    tracking = sys.modules.get("lifecycle_probe.connections.tracking")
+    if tracking is not None:
+        defaults = Config.resolve(environ={})
+        tracking.configure(defaults.stale_idle_s, reporting=defaults.connections, exporting=False)
     from lifecycle_probe import coldstart
 
     coldstart.forget()

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
+__all__ = ["MAX_EVENT_NODES", "EventValues", "LeakWatch", "task_root_of"]
+
 MAX_GLOBALS = 5000
 MAX_EVENT_NODES = 256
 MAX_VALUE_NODES = 256
@@ -128,6 +130,8 @@ class LeakWatch:
         self._seen_modules = -1
         # (module, name) -> id of the value at the last look.
         self._ids: dict[tuple[str, str], int] = {}
+        # module name -> (its global names, ids of their values) at the last look.
+        self._shapes: dict[str, tuple[tuple[str, ...], list[int]]] = {}
         # (module, name) -> invocation seq it first leaked in; per environment.
         self._reported: dict[tuple[str, str], int] = {}
         self._environment_id: str | None = None
@@ -152,9 +156,21 @@ class LeakWatch:
         changed: list[tuple[str, str, Any]] = []
         seen = 0
         ids = self._ids
+        shapes = self._shapes
         for module in self._function_modules():
             name_of_module = module.__name__
-            for name, value in list(vars(module).items()):
+            namespace = vars(module)
+            # The usual case, no global rebound since the last look: the same names bound
+            # to the same objects, compared in C (names and ids of the values, never the
+            # values themselves, which the watch must not keep alive). Only a module
+            # that changed is gone through name by name, as before.
+            shape = (tuple(namespace), list(map(id, namespace.values())))
+            seen += len(shape[0])
+            if seen <= MAX_GLOBALS and shapes.get(name_of_module) == shape:
+                continue
+            seen -= len(shape[0])
+            shapes.pop(name_of_module, None)
+            for name, value in list(namespace.items()):
                 seen += 1
                 if seen > MAX_GLOBALS:
                     return changed
@@ -164,6 +180,9 @@ class LeakWatch:
                     if key in ids:
                         changed.append((name_of_module, name, value))
                     ids[key] = value_id
+            # Kept only for a module gone through whole: a skipped one must be one whose
+            # every global's id is noted.
+            shapes[name_of_module] = shape
         return changed
 
     def baseline(self) -> None:

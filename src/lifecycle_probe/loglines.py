@@ -29,6 +29,23 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.records import FunctionFacts, LifecycleFacts
 
+__all__ = [
+    "GLOBAL_LEAK",
+    "INFO",
+    "INIT_FAILURE",
+    "INIT_REPORT",
+    "MEMORY_GROWTH",
+    "SNAPSTART_HAZARD",
+    "STALE_CONNECTION",
+    "TIMEOUT",
+    "TMP_THRESHOLD",
+    "WARNING",
+    "powertools_logger_in_use",
+    "set_service",
+    "write_line",
+    "xray_trace_id",
+]
+
 INFO = "INFO"
 WARNING = "WARNING"
 

@@ -1,55 +1,185 @@
 """The model: small immutable records that capture builds and sinks translate.
 
 Data flows one way: hooks and the decorator build these records, sinks read them. Nothing
-here knows about OpenTelemetry, EMF or files.
+here knows about OpenTelemetry, EMF or files, and nothing here imports capture code: the
+names of the lifecycle's events and their outcomes live here, for both sides to use.
 """
 
 from __future__ import annotations
 
 # The C module itself: operator.py would add its own import for nothing.
-from _operator import itemgetter
+from _operator import attrgetter
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ClassVar
 
-    from lifecycle_probe.imports import ImportRecord
+    from typing_extensions import dataclass_transform
+else:
+    # ``typing`` is for the type checker only (see below); at run time the marker is a no-op.
+    def dataclass_transform(**_options: object) -> object:
+        return lambda marked: marked
+
+
+__all__ = [
+    "COLD",
+    "COLD_START_TYPES",
+    "DETECTED",
+    "ERROR",
+    "FAILED",
+    "HAZARD_EVENT",
+    "LEAK_EVENT",
+    "MEMORY_EVENT",
+    "OK",
+    "ORIGIN_FUNCTION",
+    "ORIGIN_LAYER",
+    "ORIGIN_RUNTIME",
+    "ORIGIN_SITE_PACKAGES",
+    "PLATFORM_REPORT_EVENT",
+    "PROACTIVE",
+    "PROVISIONED",
+    "RESTORED",
+    "RISK",
+    "STALE_EVENT",
+    "START_TYPES",
+    "TIMEOUT",
+    "TMP_EVENT",
+    "WARM",
+    "FunctionFacts",
+    "ImportRecord",
+    "InitDisagreement",
+    "InitFailureRecord",
+    "InitRecord",
+    "InvocationRecord",
+    "LifecycleEvent",
+    "LifecycleFacts",
+    "PlatformFigures",
+    "Record",
+    "RestoreRecord",
+]
 
 
 # -- immutable records without typing/collections/dataclasses ------------------------------
 # Records are built on every invocation and on the INIT path, where importing
 # ``dataclasses`` (~30 ms here) or ``typing`` (~15 ms) would cost more than the whole probe.
-# A record is a tuple subclass whose fields are read through C-level ``itemgetter``
-# properties: immutable, hashable, comparable and as cheap to build as a tuple.
-def field(index: int) -> Any:
-    """A read-only attribute reading item ``index`` of the record."""
-    return property(itemgetter(index))
+# So a record class is made from its annotations (their names only, never evaluated) by
+# the small metaclass below: the names become slots, a constructor taking them by keyword
+# (or in order) is generated the first time the class is used (compiling one costs
+# ~60 us: INIT pays nothing for a record it never builds), and assignment is refused.
+# ``dataclass_transform`` tells the type checker the same story, so it checks the
+# constructors' keywords and the fields' immutability as it would a frozen dataclass.
+@dataclass_transform(frozen_default=True)
+class _RecordType(type):
+    """Makes a record class of its annotated fields (``name: type`` or ``name: type = default``)."""
+
+    _fields: tuple[str, ...]
+    _defaults: dict[str, object]
+    _values: Any  # C-level getter of all the fields, as a tuple (equality, hash, pickle)
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> _RecordType:
+        annotations = namespace.get("__annotations__", {})
+        # (names only: an annotation is a string here, or an object in a module without
+        # ``from __future__ import annotations``; either way only its spelling is read)
+        own = tuple(
+            field
+            for field, kind in annotations.items()
+            if str(kind).split("[", 1)[0].rsplit(".", 1)[-1] != "ClassVar"
+        )
+        inherited = tuple(field for base in bases for field in getattr(base, "_fields", ()))
+        defaults: dict[str, object] = {}
+        for base in bases:
+            defaults.update(getattr(base, "_defaults", {}))
+        # A default stays out of the class body: a slot cannot share its name.
+        defaults.update((field, namespace.pop(field)) for field in own if field in namespace)
+        namespace["__slots__"] = own
+        # Each record class compiles its own constructor when first used (a subclass must
+        # not inherit its base's, which knows only the base's fields).
+        namespace.setdefault("__init__", _construct_first)
+        cls = super().__new__(mcs, name, bases, namespace)
+        cls._fields = fields = inherited + own
+        cls._defaults = defaults
+        if len(fields) > 1:
+            cls._values = attrgetter(*fields)  # C-level: one call for the whole tuple
+        else:  # (attrgetter of one name returns the value itself, not a tuple)
+            cls._values = staticmethod(lambda record: tuple(getattr(record, f) for f in fields))
+        return cls
 
 
-class Record(tuple[object, ...]):
-    """Base of the immutable records: subclasses set ``_fields`` and declare ``field``s."""
+def _construct_first(self: Record, *args: Any, **values: Any) -> None:
+    """The first record of its class: compile the class's constructor, use it from now on."""
+    cls = type(self)
+    constructor = _constructor(cls)
+    type.__setattr__(cls, "__init__", constructor)
+    constructor(self, *args, **values)
+
+
+def _constructor(cls: type[Record]) -> Any:
+    """Compile ``cls.__init__``: its fields as parameters, in order, each stored once."""
+    namespace: dict[str, Any] = {}
+    parameters = []
+    for field in cls._fields:
+        # The slot's own setter: the record refuses ordinary assignment.
+        namespace[f"_set_{field}"] = getattr(cls, field).__set__
+        if field in cls._defaults:
+            namespace[f"_default_{field}"] = cls._defaults[field]
+            parameters.append(f"{field}=_default_{field}")
+        else:
+            parameters.append(field)
+    lines = [f"def __init__(self, {', '.join(parameters)}):"]
+    lines += [f"    _set_{field}(self, {field})" for field in cls._fields] or ["    pass"]
+    exec("\n".join(lines), namespace)  # the source is made of field names only
+    constructor = namespace["__init__"]
+    constructor.__qualname__ = f"{cls.__name__}.__init__"
+    return constructor
+
+
+class RecordIsImmutable(AttributeError):
+    """Raised on an attempt to change a record's field (records are never changed)."""
+
+
+class Record(metaclass=_RecordType):
+    """Base of the immutable records: subclasses declare their fields as annotations."""
 
     __slots__ = ()
-    _fields: tuple[str, ...] = ()
+    _fields: ClassVar[tuple[str, ...]]
+    _defaults: ClassVar[dict[str, object]]
+    _values: ClassVar[Any]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise RecordIsImmutable(f"{type(self).__name__}.{name}: records are immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise RecordIsImmutable(f"{type(self).__name__}.{name}: records are immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return bool(self._values(self) == other._values(other))
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._values(self)))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy would otherwise set the slots through the refused assignment.
+        return type(self), self._values(self)
 
     def __repr__(self) -> str:
-        inner = ", ".join(
-            f"{name}={value!r}" for name, value in zip(self._fields, self, strict=True)
-        )
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
         return f"{type(self).__name__}({inner})"
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (nested records stay records)."""
-        return dict(zip(self._fields, self, strict=True))
+        return dict(zip(self._fields, self._values(self), strict=True))
 
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed."""
-        values = self.as_dict()
+        # The fields themselves: a subclass's as_dict() may add what is not one.
+        values = dict(zip(self._fields, self._values(self), strict=True))
         unknown = set(changes) - set(values)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
         values.update(changes)
-        return tuple.__new__(type(self), [values[name] for name in self._fields])
+        return type(self)(**values)
 
 
 # Start types (DESIGN.md "Start types").
@@ -62,12 +192,25 @@ START_TYPES = (COLD, WARM, PROVISIONED, PROACTIVE, RESTORED)
 # ``faas.coldstart`` is true exactly for these: the caller waited for INIT or a restore.
 COLD_START_TYPES = frozenset({COLD, RESTORED})
 
-# Names of the lifecycle events an invocation record can carry.
+# Names of the lifecycle events an invocation record can carry (DESIGN.md "Spans").
 STALE_EVENT = "lifecycle.connection.stale"
 LEAK_EVENT = "lifecycle.global.leak"
 HAZARD_EVENT = "lifecycle.snapstart.hazard"
 TMP_EVENT = "lifecycle.tmp.threshold"
 MEMORY_EVENT = "lifecycle.memory.growth"
+# Lambda's own figures of one request (Telemetry API), on the span of the export they reach.
+PLATFORM_REPORT_EVENT = "lifecycle.platform.report"
+
+# The attributes of those events that sinks count by.
+CONNECTION_OUTCOME = "lifecycle.connection.outcome"
+HAZARD_KIND = "lifecycle.snapstart.hazard.kind"
+
+# How the reuse of a connection after a freeze went (``lifecycle.connection.outcome``):
+# it failed; the driver replaced the dead connection quietly; or it worked, but after an
+# idle time long enough to be a risk.
+FAILED = "failed"
+DETECTED = "detected"
+RISK = "risk"
 
 # Invocation outcomes.
 OK = "ok"
@@ -77,70 +220,60 @@ TIMEOUT = "timeout"
 # Where a timestamp came from. Exact sources first; ``estimated`` marks a fallback.
 SOURCE_PROCESS = "process"  # INIT start: the runtime process's start time, from the OS
 SOURCE_EXEC_WRAPPER = "exec-wrapper"  # INIT start handed over by the layer's exec wrapper
-SOURCE_RESTORE = "restore"  # INIT start of a restored environment: the after-restore hook
+SOURCE_RESTORE = "restore"  # restore start of a SnapStart environment: the after-restore hook
 SOURCE_RUNTIME = "runtime"  # INIT end: the runtime's first request for an event
 SOURCE_SNAPSHOT = "snapshot"  # INIT end before a snapshot: the before-snapshot hook
 SOURCE_HANDLER_IMPORT = "handler-import"  # INIT end: the handler module finished importing
 SOURCE_ESTIMATED = "estimated"
 
+# Where an imported module came from (DESIGN.md: ``lifecycle.import.origin``).
+ORIGIN_RUNTIME = "runtime"
+ORIGIN_LAYER = "layer"
+ORIGIN_FUNCTION = "function"
+ORIGIN_SITE_PACKAGES = "site-packages"
+
+
+class ImportRecord(Record):
+    """One module import: when, how long in all and by itself, nested under which import."""
+
+    module: str
+    start_ns: int
+    end_ns: int
+    self_ns: int
+    import_id: int
+    parent_id: int | None
+    origin: str
+    during_init: bool
+    error_type: str | None = None
+
+    @property
+    def duration_s(self) -> float:
+        """Cumulative time of the import, nested imports included."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+    @property
+    def self_s(self) -> float:
+        """Time of the import without the imports nested in it."""
+        return self.self_ns / 1e9
+
 
 class InitRecord(Record):
-    """One INIT phase of one environment (or the restore of a SnapStart environment)."""
+    """One INIT phase of one environment. For a SnapStart environment (``restored``), the
+    INIT that ran before the snapshot, as the snapshot's memory kept it; the restore has
+    its own :class:`RestoreRecord`."""
 
-    __slots__ = ()
-    _fields = (
-        "environment_id",
-        "init_type",
-        "start_ns",
-        "end_ns",
-        "start_source",
-        "end_source",
-        "restored",
-        "pid",
-        "imports",
-        "imports_traced_from_ns",
-    )
-    environment_id: str = field(0)
-    init_type: str = field(1)
-    start_ns: int = field(2)
-    end_ns: int = field(3)
-    start_source: str = field(4)
-    end_source: str = field(5)
-    restored: bool = field(6)
-    pid: int = field(7)
+    environment_id: str
+    init_type: str
+    start_ns: int
+    end_ns: int
+    start_source: str
+    end_source: str
+    restored: bool
+    pid: int
     # The import tree of INIT, as far as the probe saw it: from ``imports_traced_from_ns``
     # (when import tracing began; None if it never did) to INIT end.
-    imports: tuple[ImportRecord, ...] = field(8)
-    imports_traced_from_ns: int | None = field(9)
-
-    def __new__(
-        cls,
-        environment_id: str,
-        init_type: str,
-        start_ns: int,
-        end_ns: int,
-        start_source: str,
-        end_source: str,
-        restored: bool,
-        pid: int,
-        imports: tuple[ImportRecord, ...] = (),
-        imports_traced_from_ns: int | None = None,
-    ) -> InitRecord:
-        return tuple.__new__(
-            cls,
-            (
-                environment_id,
-                init_type,
-                start_ns,
-                end_ns,
-                start_source,
-                end_source,
-                restored,
-                pid,
-                imports,
-                imports_traced_from_ns,
-            ),
-        )
+    imports: tuple[ImportRecord, ...] = ()
+    imports_traced_from_ns: int | None = None
 
     @property
     def duration_s(self) -> float:
@@ -153,231 +286,140 @@ class InitRecord(Record):
         return SOURCE_ESTIMATED in (self.start_source, self.end_source)
 
 
+class RestoreRecord(Record):
+    """The SnapStart restore of one environment: from the after-restore hook to the
+    runtime's first request for an event after it (``end_source`` ``runtime``; else
+    ``estimated``: the first invocation's start)."""
+
+    environment_id: str
+    start_ns: int
+    end_ns: int
+    end_source: str
+    pid: int
+    # Imports made during the restore (after-restore hooks), as the import tracer saw them.
+    imports: tuple[ImportRecord, ...] = ()
+
+    @property
+    def duration_s(self) -> float:
+        """Restore duration in seconds, as the probe measured it."""
+        return (self.end_ns - self.start_ns) / 1e9
+
+
+class PlatformFigures(Record):
+    """What Lambda itself reported of one invocation (the Telemetry API's
+    ``platform.report``): None where Lambda did not say. ``init_duration_ms`` and
+    ``restore_duration_ms`` are those of the INIT and restore before that request."""
+
+    request_id: str
+    duration_ms: float | None = None
+    billed_duration_ms: int | None = None
+    max_memory_used_mb: int | None = None
+    init_duration_ms: float | None = None
+    restore_duration_ms: float | None = None
+
+
+class InitDisagreement(Record):
+    """Lambda's INIT duration for ``request_id`` and the probe's own differ by more than
+    the agreement tolerance (see ``lifecycle_probe.lambda_figures``)."""
+
+    request_id: str
+    lambda_init_duration_ms: float
+    probe_init_duration_ms: float
+
+
 class LifecycleFacts(Record):
     """What ``lifecycle_probe.current()`` returns: this environment and the invocation in flight.
 
-    Outside an invocation ``start``, ``request_id`` and ``idle_s`` are ``None`` and
-    ``invocation_seq`` counts the invocations started so far.
+    A frozen object with named fields (not a tuple). Outside an invocation ``start``,
+    ``request_id``, ``idle_s`` and ``invoke_start_ns`` are ``None`` and ``invocation_seq``
+    counts the invocations started so far.
     """
 
-    __slots__ = ()
-    _fields = (
-        "start",
-        "invocation_seq",
-        "environment_id",
-        "init_type",
-        "init_duration_s",
-        "init_estimated",
-        "idle_s",
-        "environment_age_s",
-        "request_id",
-        "invoke_start_ns",
-    )
-    start: str | None = field(0)
-    invocation_seq: int = field(1)
-    environment_id: str = field(2)
-    init_type: str = field(3)
-    init_duration_s: float | None = field(4)
-    init_estimated: bool = field(5)
-    idle_s: float | None = field(6)
-    environment_age_s: float = field(7)
-    request_id: str | None = field(8)
-    invoke_start_ns: int | None = field(9)
-
-    def __new__(
-        cls,
-        start: str | None,
-        invocation_seq: int,
-        environment_id: str,
-        init_type: str,
-        init_duration_s: float | None,
-        init_estimated: bool,
-        idle_s: float | None,
-        environment_age_s: float,
-        request_id: str | None,
-        invoke_start_ns: int | None,
-    ) -> LifecycleFacts:
-        return tuple.__new__(
-            cls,
-            (
-                start,
-                invocation_seq,
-                environment_id,
-                init_type,
-                init_duration_s,
-                init_estimated,
-                idle_s,
-                environment_age_s,
-                request_id,
-                invoke_start_ns,
-            ),
-        )
+    start: str | None
+    invocation_seq: int
+    environment_id: str
+    init_type: str
+    init_duration_s: float | None
+    init_estimated: bool
+    idle_s: float | None
+    environment_age_s: float
+    request_id: str | None
+    invoke_start_ns: int | None
 
     @property
     def coldstart(self) -> bool:
         """``faas.coldstart``: true exactly for ``cold`` and ``restored`` starts."""
         return self.start in COLD_START_TYPES
 
+    def as_dict(self) -> dict[str, Any]:
+        """The facts as a plain dict, ``coldstart`` included after ``start``: a derived
+        property, but one of the facts a user logs (README lists it among them)."""
+        values = super().as_dict()
+        return {"start": values.pop("start"), "coldstart": self.coldstart, **values}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={value!r}" for name, value in self.as_dict().items())
+        return f"{type(self).__name__}({inner})"
+
 
 class FunctionFacts(Record):
     """What Lambda tells every environment of a function through its variables."""
 
-    __slots__ = ()
-    _fields = (
-        "function_name",
-        "function_version",
-        "memory_mb",
-        "log_group",
-        "log_stream",
-        "region",
-        "execution_env",
-    )
-    function_name: str | None = field(0)
-    function_version: str | None = field(1)
-    memory_mb: int | None = field(2)
-    log_group: str | None = field(3)
-    log_stream: str | None = field(4)
-    region: str | None = field(5)
-    execution_env: str | None = field(6)
-
-    def __new__(
-        cls,
-        function_name: str | None,
-        function_version: str | None,
-        memory_mb: int | None,
-        log_group: str | None,
-        log_stream: str | None,
-        region: str | None,
-        execution_env: str | None,
-    ) -> FunctionFacts:
-        return tuple.__new__(
-            cls,
-            (
-                function_name,
-                function_version,
-                memory_mb,
-                log_group,
-                log_stream,
-                region,
-                execution_env,
-            ),
-        )
+    function_name: str | None
+    function_version: str | None
+    memory_mb: int | None
+    log_group: str | None
+    log_stream: str | None
+    region: str | None
+    execution_env: str | None
 
 
 class LifecycleEvent(Record):
     """Something that happened during an invocation (a stale connection, a leaked global)."""
 
-    __slots__ = ()
-    _fields = ("name", "time_ns", "attributes")
-    name: str = field(0)
-    time_ns: int = field(1)
-    attributes: tuple[tuple[str, str | int | float | bool], ...] = field(2)
-
-    def __new__(
-        cls,
-        name: str,
-        time_ns: int,
-        attributes: tuple[tuple[str, str | int | float | bool], ...] = (),
-    ) -> LifecycleEvent:
-        return tuple.__new__(cls, (name, time_ns, attributes))
+    name: str
+    time_ns: int
+    attributes: tuple[tuple[str, str | int | float | bool], ...] = ()
 
 
 class InvocationRecord(Record):
     """One finished invocation. The first one of an environment carries its ``init``."""
 
-    __slots__ = ()
-    _fields = (
-        "facts",
-        "end_ns",
-        "outcome",
-        "error_type",
-        "init",
-        "function",
-        "invoked_function_arn",
-        "events",
-        "trigger",
-        "xray_trace_header",
-        "traceparent",
-        "tracestate",
-        "exception",
-        "imports",
-        "deadline_ns",
-        "rss_bytes",
-        "tmp_used_bytes",
-        "tmp_growth_bytes",
-    )
-    facts: LifecycleFacts = field(0)
-    end_ns: int = field(1)
-    outcome: str = field(2)
-    error_type: str | None = field(3)
-    init: InitRecord | None = field(4)
-    function: FunctionFacts = field(5)
-    invoked_function_arn: str | None = field(6)
-    events: tuple[LifecycleEvent, ...] = field(7)
+    facts: LifecycleFacts
+    end_ns: int
+    outcome: str
+    error_type: str | None
+    init: InitRecord | None
+    function: FunctionFacts
+    invoked_function_arn: str | None
+    events: tuple[LifecycleEvent, ...] = ()
     # faas.trigger, from the event's shape (triggers.py).
-    trigger: str = field(8)
+    trigger: str = "other"
     # Incoming trace context, as received: X-Ray's _X_AMZN_TRACE_ID and the W3C headers of
     # an HTTP event. The OTel sink parses them; nothing else of the event is kept.
-    xray_trace_header: str | None = field(9)
-    traceparent: str | None = field(10)
-    tracestate: str | None = field(11)
+    xray_trace_header: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
     # The exception the handler raised, for the span's exception event (None if it returned).
-    exception: BaseException | None = field(12)
+    exception: BaseException | None = None
     # Modules first imported during this invocation.
-    imports: tuple[ImportRecord, ...] = field(13)
+    imports: tuple[ImportRecord, ...] = ()
     # When Lambda ends the invocation (from the context), bounding a flush before returning.
-    deadline_ns: int | None = field(14)
+    deadline_ns: int | None = None
     # Resident memory after the invocation (/proc/self/statm), bytes used in the temporary
     # directory at its end, and the change since the previous invocation of the
     # environment (None on its first): see resources.py.
-    rss_bytes: int | None = field(15)
-    tmp_used_bytes: int | None = field(16)
-    tmp_growth_bytes: int | None = field(17)
-
-    def __new__(
-        cls,
-        facts: LifecycleFacts,
-        end_ns: int,
-        outcome: str,
-        error_type: str | None,
-        init: InitRecord | None,
-        function: FunctionFacts,
-        invoked_function_arn: str | None,
-        events: tuple[LifecycleEvent, ...] = (),
-        trigger: str = "other",
-        xray_trace_header: str | None = None,
-        traceparent: str | None = None,
-        tracestate: str | None = None,
-        exception: BaseException | None = None,
-        imports: tuple[ImportRecord, ...] = (),
-        deadline_ns: int | None = None,
-        rss_bytes: int | None = None,
-        tmp_used_bytes: int | None = None,
-        tmp_growth_bytes: int | None = None,
-    ) -> InvocationRecord:
-        return tuple.__new__(
-            cls,
-            (
-                facts,
-                end_ns,
-                outcome,
-                error_type,
-                init,
-                function,
-                invoked_function_arn,
-                events,
-                trigger,
-                xray_trace_header,
-                traceparent,
-                tracestate,
-                exception,
-                imports,
-                deadline_ns,
-                rss_bytes,
-                tmp_used_bytes,
-                tmp_growth_bytes,
-            ),
-        )
+    rss_bytes: int | None = None
+    tmp_used_bytes: int | None = None
+    tmp_growth_bytes: int | None = None
+    # The SnapStart restore, on the first invocation after it (``init`` is then the INIT
+    # from before the snapshot).
+    restore: RestoreRecord | None = None
+    # Lambda's own figures (Telemetry API) that arrived since the previous export, each
+    # naming the request it belongs to (usually the previous one), and the INIT figures
+    # among them that disagree with the probe's.
+    platform: tuple[PlatformFigures, ...] = ()
+    init_disagreements: tuple[InitDisagreement, ...] = ()
 
     @property
     def duration_s(self) -> float:
@@ -393,68 +435,22 @@ class InitFailureRecord(Record):
     type is kept: its message may quote a DSN, a path with a secret, or a line of code.
     """
 
-    __slots__ = ()
-    _fields = (
-        "environment_id",
-        "init_type",
-        "start_ns",
-        "end_ns",
-        "start_source",
-        "error_type",
-        "function",
-        "handler",
-        "imports",
-        "imports_traced_from_ns",
-        "pid",
-    )
-    environment_id: str = field(0)
-    init_type: str = field(1)
-    start_ns: int = field(2)
+    environment_id: str
+    init_type: str
+    start_ns: int
     # When the failure reached the probe: the end of the failed INIT.
-    end_ns: int = field(3)
-    start_source: str = field(4)
+    end_ns: int
+    start_source: str
     # The Lambda error type the runtime reports (``Runtime.ImportModuleError``, ...), or the
     # exception's qualified name for an exception raised by the function's own INIT code.
-    error_type: str = field(5)
-    function: FunctionFacts = field(6)
+    error_type: str
+    function: FunctionFacts
     # The function's handler setting (``module.function``), which names no secret.
-    handler: str | None = field(7)
+    handler: str | None = None
     # The imports of the failed INIT up to the failure, as the import tracer saw them.
-    imports: tuple[ImportRecord, ...] = field(8)
-    imports_traced_from_ns: int | None = field(9)
-    pid: int = field(10)
-
-    def __new__(
-        cls,
-        *,
-        environment_id: str,
-        init_type: str,
-        start_ns: int,
-        end_ns: int,
-        start_source: str,
-        error_type: str,
-        function: FunctionFacts,
-        handler: str | None = None,
-        imports: tuple[ImportRecord, ...] = (),
-        imports_traced_from_ns: int | None = None,
-        pid: int = 0,
-    ) -> InitFailureRecord:
-        return tuple.__new__(
-            cls,
-            (
-                environment_id,
-                init_type,
-                start_ns,
-                end_ns,
-                start_source,
-                error_type,
-                function,
-                handler,
-                imports,
-                imports_traced_from_ns,
-                pid,
-            ),
-        )
+    imports: tuple[ImportRecord, ...] = ()
+    imports_traced_from_ns: int | None = None
+    pid: int = 0
 
     @property
     def duration_s(self) -> float:

@@ -24,11 +24,26 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
+__all__ = [
+    "RUNTIME_CLIENT_MODULES",
+    "EventRequestListener",
+    "add_event_request_listener",
+    "attach_to_loaded_runtime",
+    "event_requests_seen",
+    "register_snapshot_hooks",
+    "unwrap_runtime_clients",
+    "when_runtime_client_wrapped",
+    "wrap_runtime_client",
+]
+
 # Module names of runtime clients: awslambdaric, then the managed runtimes' flat layout.
 RUNTIME_CLIENT_MODULES = ("awslambdaric.lambda_runtime_client", "lambda_runtime_client")
 _MARK = "__lifecycle_probe_wrapped__"
 
 _snapshot_hooks_registered = False
+# True once a disabled probe took the hooks down (unwrap_runtime_clients): the SnapStart
+# hooks, registered for good, then do nothing until the hooks are installed again.
+_withdrawn = False
 
 # Told of every request the runtime makes for an event: the first ends INIT, each later
 # one means the previous response has been sent (the internal extension flushes then).
@@ -119,6 +134,31 @@ def wrap_runtime_client(module: ModuleType) -> bool:
     return wrapped_any
 
 
+def unwrap_runtime_clients() -> None:
+    """Give every wrapped runtime client its own ``wait_next_invocation`` back, and make
+    the SnapStart hooks (which cannot be unregistered) do nothing.
+
+    For a probe disabled after importing ``probe`` had wrapped a runtime client already
+    loaded: a disabled probe leaves no wrapped runtime client behind. Listeners stay:
+    only an enabled probe adds them, and then nothing is taken down.
+    """
+    global _wrapped, _withdrawn
+    _withdrawn = True
+    _on_wrapped.clear()
+    _wrapped = False
+    for name in RUNTIME_CLIENT_MODULES:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for candidate in list(vars(module).values()):
+            if not isinstance(candidate, type):
+                continue
+            method = candidate.__dict__.get("wait_next_invocation")
+            original = getattr(method, "__wrapped__", None)
+            if getattr(method, _MARK, False) and original is not None:
+                setattr(candidate, "wait_next_invocation", original)  # noqa: B010
+
+
 def _runtime_client_wrapped() -> None:
     global _wrapped
     if _wrapped:
@@ -162,7 +202,8 @@ def _wrap_wait_next(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def register_snapshot_hooks() -> bool:
     """Under SnapStart, mark INIT end before the snapshot and a new environment after restore."""
-    global _snapshot_hooks_registered
+    global _snapshot_hooks_registered, _withdrawn
+    _withdrawn = False
     if _snapshot_hooks_registered:
         return True
     if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAP_START:
@@ -186,6 +227,8 @@ def register_snapshot_hooks() -> bool:
 
 
 def _before_snapshot() -> None:
+    if _withdrawn:
+        return
     try:
         current_environment().mark_init_end(SOURCE_SNAPSHOT)
     except Exception as exc:  # a raising hook would fail the snapshot: never
@@ -201,6 +244,8 @@ def _before_snapshot() -> None:
 
 
 def _after_restore() -> None:
+    if _withdrawn:
+        return
     try:
         current_environment().mark_restored()
     except Exception as exc:  # a raising hook fails the restore: never

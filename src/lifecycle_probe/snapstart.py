@@ -39,6 +39,21 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
+__all__ = [
+    "CONNECTION",
+    "CREDENTIALS",
+    "MAX_RECORDED",
+    "RANDOM",
+    "TIMESTAMP",
+    "before_snapshot",
+    "random_forms",
+    "recorded_values",
+    "report",
+    "search",
+    "start_recording",
+    "stop_recording",
+]
+
 CONNECTION = "connection"
 RANDOM = "random"
 TIMESTAMP = "timestamp"
@@ -381,18 +396,18 @@ def _report(environment: Any, facts: Any) -> int:
     if not hazards:
         return 0
     from lifecycle_probe.loglines import SNAPSTART_HAZARD, WARNING, write_line
-    from lifecycle_probe.records import HAZARD_EVENT, LifecycleEvent
+    from lifecycle_probe.records import HAZARD_EVENT, HAZARD_KIND, LifecycleEvent
 
     now_ns = time.time_ns()
     for module, name, kind in hazards:
         environment.add_event(
             LifecycleEvent(
-                HAZARD_EVENT,
-                now_ns,
-                (
+                name=HAZARD_EVENT,
+                time_ns=now_ns,
+                attributes=(
                     ("code.namespace", module),
                     ("lifecycle.global.name", name),
-                    ("lifecycle.snapstart.hazard.kind", kind),
+                    (HAZARD_KIND, kind),
                 ),
             )
         )

@@ -11,6 +11,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+__all__ = ["DATASOURCE", "HTTP", "OTHER", "PUBSUB", "TIMER", "trigger_of", "w3c_context_of"]
+
 # OpenTelemetry's faas.trigger values.
 HTTP = "http"
 PUBSUB = "pubsub"

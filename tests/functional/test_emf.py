@@ -95,9 +95,9 @@ def test_default_configuration_writes_valid_emf_on_the_first_invocation(capsys):
     ("setup", "start", "cold_start"),
     [
         ({}, "cold", True),
-        ({"init_type": "provisioned-concurrency"}, "provisioned", False),
-        ({"init_ended_s_ago": 5.0}, "proactive", False),
-        ({"init_type": "snap-start"}, "restored", True),
+        ({"start": "provisioned"}, "provisioned", False),
+        ({"start": "proactive"}, "proactive", False),
+        ({"start": "restored"}, "restored", True),
     ],
 )
 def test_each_start_type_has_its_metric_and_coldstart_only_where_powertools_counts_one(
@@ -154,12 +154,12 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
             for metric in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]:
                 units.setdefault(metric["Name"], set()).add(metric["Unit"])
 
-    for setup in ({}, {"init_type": "provisioned-concurrency"}, {"init_ended_s_ago": 5.0}):
-        fresh_environment(environ=FUNCTION_ENV, **setup)
+    for start in ("cold", "provisioned", "proactive"):
+        fresh_environment(environ=FUNCTION_ENV, start=start)
         handler = probe(plain)
         events = [{}, {"stale": ["failed", "detected", "risk"]}, {"fail": True}, {"leak": True}]
         note(run(handler, events, capsys)[1])
-    environment = fresh_environment(environ=FUNCTION_ENV, init_type="snap-start")
+    environment = fresh_environment(environ=FUNCTION_ENV, start="restored")
     environment.mark_restored()
     note(run(probe(plain), [{}], capsys)[1])
     # /tmp over its warning share, steady memory growth and a SnapStart hazard, in one
@@ -172,7 +172,7 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
     rising = iter(range(100 << 20, 200 << 20, 1 << 20))
     monkeypatch.setattr(resources, "rss_bytes", lambda: next(rising))
     monkeypatch.setattr(snapstart, "_found", [("handler_module", "SALT", "random")])
-    environment = fresh_environment(environ=FUNCTION_ENV, init_type="snap-start")
+    environment = fresh_environment(environ=FUNCTION_ENV, start="restored")
     environment.mark_restored()
     note(run(probe(plain), [{}] * 12, capsys)[1])
     monkeypatch.undo()
@@ -201,6 +201,30 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
     note(emf_documents(capsys.readouterr().out))
     # records dropped by a queue nothing drained
     note(overflowed_documents(capsys))
+    # Lambda's own figures (Telemetry API) reaching an export, its INIT figure far from
+    # the probe's
+    from lifecycle_probe import decorator
+    from lifecycle_probe.records import PlatformFigures
+
+    figures = PlatformFigures(
+        "r0",
+        duration_ms=4.2,
+        billed_duration_ms=5,
+        max_memory_used_mb=90,
+        init_duration_ms=9000.0,
+        restore_duration_ms=120.5,
+    )
+    monkeypatch.setattr(decorator, "take_figures", lambda extension: (figures,))
+    fresh_environment(environ=FUNCTION_ENV)
+    (document,) = run(probe(plain), [{}], capsys)[1]
+    monkeypatch.undo()
+    note([document])
+    values = metric_values(document)
+    assert values["BilledDuration"] == [5.0]
+    assert values["MaxMemoryUsed"] == [90.0]
+    assert values["PlatformInitDuration"] == [9000.0]
+    assert values["PlatformRestoreDuration"] == [120.5]
+    assert values["InitDisagreements"] == [1.0]
     assert {name: {unit} for name, (unit, _) in METRICS.items()} == units
 
 

@@ -99,11 +99,16 @@ def test_flushes_only_after_the_matching_response(api_factory):
     assert extension.registered
     deadline_ms = (time.time() + 20) * 1000
     api.events.put({"eventType": "INVOKE", "requestId": "r1", "deadlineMs": deadline_ms})
-    assert wait_until(api.events.empty)  # the extension has the INVOKE event
-    # a response to another (older) request does not end this one
+    # WHEN responses to two other (older) requests come first
     extension.response_sent("r0")
-    time.sleep(0.3)  # long enough for a wrongly matched token to have flushed
+    extension.response_sent("r00")
+    # THEN the extension takes both and goes on waiting. It takes responses in order, and
+    # only while it waits for the one of its invocation: had "r0" ended that wait, it would
+    # have flushed and asked for its next event (which never comes here), leaving "r00" in
+    # the queue. An empty queue is the proof, with no guess at how long a thread takes.
+    assert wait_until(extension._responses.empty)
     assert flushed == []
+    # AND the matching response ends it: one flush, bounded by the flush timeout
     extension.response_sent("r1")
     assert wait_until(lambda: len(flushed) == 1)
     assert 0 < flushed[0] <= 1.0  # bounded by the flush timeout

@@ -113,11 +113,21 @@ def test_a_deadline_beyond_any_bound_is_clamped_and_the_extension_carries_on(api
 def test_no_registration_while_no_runtime_client_is_wrapped(api, fresh_hooks, monkeypatch):
     # GIVEN the Runtime API but a runtime client the probe does not hook
     monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", api.address)
+    # Registration runs on the extension's own thread, started synchronously: a thread
+    # never started is proof that nothing registers, with no wait for one that might.
+    threads: list[str] = []
+    start_thread = vars(extension_module)["start_daemon_thread"]  # wherever it comes from
+
+    def recording_start(target, name):
+        threads.append(name)
+        start_thread(target, name)
+
+    monkeypatch.setattr(extension_module, "start_daemon_thread", recording_start)
     extension = after_response_extension(1.0, init_over=False)
     assert extension is not None
-    time.sleep(0.2)  # registration, had it started, takes a few ms against this API
-    # THEN nothing registered: Lambda would hold every invocation for an extension that
-    # never sees a response; the sinks flush before each response instead
+    # THEN nothing registered, nor began to: Lambda would hold every invocation for an
+    # extension that never sees a response; the sinks flush before each response instead
+    assert threads == []
     assert REGISTER not in api.requests
     assert not extension.registered
 
@@ -134,6 +144,7 @@ def test_no_registration_while_no_runtime_client_is_wrapped(api, fresh_hooks, mo
     assert extension.wait_registered(5)
     assert is_registered(extension)
     assert api.requests.count(REGISTER) == 1
+    assert threads == ["lifecycle-probe-extension"]  # the recording sees a start
 
 
 def test_never_started_extension_says_so_once(api, fresh_hooks, monkeypatch, caplog):

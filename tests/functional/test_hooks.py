@@ -188,11 +188,21 @@ def test_install_is_idempotent_and_warns_once_on_other_options(caplog):
     assert "install() called again" in messages[0]
 
 
-def test_install_disabled_does_nothing(monkeypatch):
+def test_install_disabled_does_nothing(importable, monkeypatch):
+    # GIVEN the probe disabled by its variable, and a handler module not imported yet
+    fresh_environment(exact=False)
     monkeypatch.setenv("LIFECYCLE_PROBE_DISABLED", "true")
-    before = list(sys.meta_path)
+    monkeypatch.setenv("_HANDLER", "lp_handler_disabled.handler")
+    importable("lp_handler_disabled", "def handler(e, c):\n    return 1\n")
+    # WHEN install() runs, then the handler module is imported
     assert lifecycle_probe.install() is False
-    assert sys.meta_path == before
+    import lp_handler_disabled  # type: ignore[import-not-found]  # noqa: F401
+
+    # THEN no hook of the probe's saw it: an installed probe would have marked INIT end
+    # here (test_install_marks_init_end_when_the_handler_module_finishes). A fresh process
+    # shows the rest (tests/functional/connections/test_installation.py: no finder, no
+    # import tracer, no wrapped runtime client, no patched client).
+    assert current_environment().init_end_ns is None
 
 
 def test_install_attaches_to_a_runtime_client_imported_later(importable):
@@ -293,10 +303,10 @@ def test_snapshot_hooks_mark_init_end_and_restore_a_new_environment(monkeypatch,
     import snapshot_restore_py
 
     from lifecycle_probe import runtime_hooks
-    from lifecycle_probe.records import RESTORED, SOURCE_RESTORE, SOURCE_SNAPSHOT
+    from lifecycle_probe.records import RESTORED, SOURCE_SNAPSHOT
 
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "snap-start")
-    fresh_environment(exact=False, init_type="snap-start")
+    fresh_environment(exact=False, start="restored")
     monkeypatch.setattr(runtime_hooks, "_snapshot_hooks_registered", False)
     before = list(snapshot_restore_py.get_before_snapshot())
     after = list(snapshot_restore_py.get_after_restore())
@@ -311,11 +321,16 @@ def test_snapshot_hooks_mark_init_end_and_restore_a_new_environment(monkeypatch,
     assert env.init_end_source == SOURCE_SNAPSHOT
     for func, args, kwargs in snapshot_restore_py.get_after_restore():
         func(*args, **kwargs)
-    # THEN a new environment starts at the restore
+    # THEN a new environment starts at the restore, keeping the INIT before the snapshot
     assert env.environment_id != old_id
-    assert (env.init_start_source, env.restored, env.seq) == (SOURCE_RESTORE, True, 0)
-    facts, _ = env.begin_invocation("r", 10**9, env.init_start_ns + 1000)
-    assert facts.start == RESTORED
+    assert (env.restored, env.seq, env.init_end_source) == (True, 0, SOURCE_SNAPSHOT)
+    assert env.restore_start_ns is not None
+    assert env.init_end_ns is not None
+    assert env.restore_start_ns >= env.init_end_ns
+    invocation = env.begin_invocation("r", 10**9, env.restore_start_ns + 1000)
+    assert invocation.facts().start == RESTORED
+    assert invocation.restore is not None
+    assert invocation.restore.start_ns == env.restore_start_ns
 
     # AND a hook that fails never fails the restore
     def broken():
@@ -329,7 +344,7 @@ def test_snapshot_hooks_mark_init_end_and_restore_a_new_environment(monkeypatch,
 
 
 def test_snap_start_without_restore_hook_is_still_restored():
-    fresh_environment(init_type="snap-start")
+    fresh_environment(start="restored")
 
     @probe(exporter="none")
     def handler(event, context):

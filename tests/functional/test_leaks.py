@@ -118,3 +118,28 @@ def test_a_huge_global_costs_no_more_than_the_bound(tmp_path):
         del sys.modules["fn_leaks_d"]
     assert leaked == []
     assert elapsed < 0.05
+
+
+def test_a_rebinding_is_found_after_unchanged_looks_and_name_changes(tmp_path):
+    # GIVEN a function module looked at over invocations that rebind nothing (compared in
+    # one pass), then one that deletes a global and binds a new name
+    module = function_module(tmp_path, "fn_leaks_shape", current_user=None, other=None)
+    try:
+        watch = LeakWatch(str(tmp_path))
+        watch.baseline()
+        for seq in range(1, 4):
+            assert watch.after_invocation({"user": "user-000001"}, seq, "env-1") == []
+        del module.other
+        module.later = None
+        assert watch.after_invocation({"user": "user-000002"}, 4, "env-1") == []
+        # WHEN an invocation rebinds the new name and the old one to its event's values
+        event = {"user": "user-424242", "id": "id-424242"}
+        module.current_user = event["user"]
+        module.later = event["id"]
+        # THEN both are found
+        assert sorted(watch.after_invocation(event, 5, "env-1")) == [
+            ("fn_leaks_shape", "current_user"),
+            ("fn_leaks_shape", "later"),
+        ]
+    finally:
+        del sys.modules["fn_leaks_shape"]

@@ -10,24 +10,24 @@ import time
 
 import pytest
 from opentelemetry.sdk.metrics.export import AggregationTemporality, MetricExportResult
-from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from lifecycle_probe import probe
 from lifecycle_probe._safe import _warned
 from lifecycle_probe.config import Config
 from lifecycle_probe.sinks import add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink
+from lifecycle_probe.sinks.otel.channels import MAX_ATTEMPTS
 from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter
 from lifecycle_probe.sinks.otel.metrics import (
+    CUMULATIVE,
+    DELTA,
     SECONDS,
     Metrics,
     exemplar_filter,
     preferred_temporality,
 )
-from lifecycle_probe.sinks.otel.pipeline import MAX_ATTEMPTS
 from lifecycle_probe.testing import fresh_environment
 from tests.functional.test_otel_export import (
     LAMBDA_ENV,
@@ -37,7 +37,7 @@ from tests.functional.test_otel_export import (
     context,
     tracer_that_saw,
 )
-from tests.functional.test_otel_export import points_of as points
+from tests.functional.test_otel_export import points_of as sdk_points
 
 OTEL_VARIABLES = (
     "_X_AMZN_TRACE_ID",
@@ -218,8 +218,8 @@ def test_spans_refused_flush_after_flush_are_dropped_and_counted_metrics_are_kep
 def test_one_large_invocation_is_exported_whole(lambda_env, otel_sink, monkeypatch):
     # GIVEN an INIT that imported more modules than the exporter's waiting room holds
     from lifecycle_probe.environment import current_environment
-    from lifecycle_probe.imports import ImportRecord
-    from lifecycle_probe.sinks.otel.pipeline import MAX_WAITING_SPANS
+    from lifecycle_probe.records import ImportRecord
+    from lifecycle_probe.sinks.otel.channels import MAX_WAITING_SPANS
 
     start = current_environment().init_start_ns
     count = MAX_WAITING_SPANS + 100
@@ -393,14 +393,16 @@ def test_w3c_tracestate_is_continued_and_never_paired_with_xray(lambda_env, expo
     assert xray.context.trace_state.to_header() == ""
 
 
-def metrics_for_test(temporality=AggregationTemporality.DELTA):
-    return Metrics(
-        Resource({"service.name": "t"}),
-        InstrumentationScope("t"),
-        start_ns=1,
-        temporality=temporality,
-        exemplars="always_off",
-    )
+def metrics_for_test(temporality=DELTA):
+    return Metrics(start_ns=1, temporality=temporality, exemplars="always_off")
+
+
+def points(data):
+    """{metric name: (data, points)} of one collection (the probe's own, or the SDK's
+    MetricsData an in-memory exporter got)."""
+    if isinstance(data, list):
+        return {metric.name: (metric, list(metric.points)) for metric in data}
+    return sdk_points(data)
 
 
 def test_histogram_buckets_include_their_upper_bound():
@@ -410,13 +412,13 @@ def test_histogram_buckets_include_their_upper_bound():
         metrics._add("faas.invoke_duration", (), value)
     data = metrics.collect(now_ns=2)
     assert data is not None
-    (point,) = points(data)["faas.invoke_duration"][1]
-    assert point.explicit_bounds == SECONDS
-    assert len(point.bucket_counts) == len(SECONDS) + 1
-    assert point.bucket_counts[:3] == [2, 1, 0]
-    assert point.bucket_counts[-1] == 1  # above 900 s: the overflow bucket
+    metric, (point,) = points(data)["faas.invoke_duration"]
+    assert metric.bounds == SECONDS
+    assert len(point.buckets) == len(SECONDS) + 1
+    assert point.buckets[:3] == [2, 1, 0]
+    assert point.buckets[-1] == 1  # above 900 s: the overflow bucket
     assert (point.count, point.min, point.max) == (4, 0.0005, 1000.0)
-    assert point.sum == pytest.approx(1000.0026)
+    assert point.total == pytest.approx(1000.0026)
 
 
 def test_nothing_measured_means_nothing_to_export():
@@ -431,18 +433,18 @@ def test_nothing_measured_means_nothing_to_export():
 @pytest.mark.parametrize(
     ("value", "expected", "warns"),
     [
-        ("", AggregationTemporality.DELTA, False),
-        ("delta", AggregationTemporality.DELTA, False),
-        ("LOWMEMORY", AggregationTemporality.DELTA, False),
-        ("cumulative", AggregationTemporality.CUMULATIVE, False),
-        ("sometimes", AggregationTemporality.DELTA, True),
+        ("", DELTA, False),
+        ("delta", DELTA, False),
+        ("LOWMEMORY", DELTA, False),
+        ("cumulative", CUMULATIVE, False),
+        ("sometimes", DELTA, True),
     ],
 )
 def test_temporality_preference_values(value, expected, warns, caplog):
     _warned.discard("otel:temporality")  # warned once per process: forget earlier tests'
     environ = {"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": value}
     with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
-        assert preferred_temporality(environ) is expected
+        assert preferred_temporality(environ) == expected
     assert ("using delta" in caplog.text) is warns
 
 
@@ -614,12 +616,12 @@ def test_a_samplers_attributes_and_trace_state_are_the_spans_as_in_the_sdk(lambd
     from lifecycle_probe.sinks.otel.spans import Spans
 
     sampler = RecordingSampler()
-    spans = Spans(Resource({}), InstrumentationScope("t"), 1_000_000, sampler)  # type: ignore[arg-type]
+    spans = Spans(1_000_000, sampler)  # type: ignore[arg-type]
     made, _ = spans.of(one_record())
     invocation = made[0]
     assert dict(invocation.attributes or {}) == {"sampled.by": "custom"}
-    assert invocation.context.trace_state.to_header() == "ours=1"
-    assert made[1].context.trace_state.to_header() == "ours=1"  # INIT, in the same trace
+    assert invocation.trace_state == "ours=1"
+    assert made[1].trace_state == "ours=1"  # INIT, in the same trace
 
 
 def test_the_sampler_never_sees_a_span_that_happens_to_be_current(lambda_env):
@@ -630,7 +632,7 @@ def test_the_sampler_never_sees_a_span_that_happens_to_be_current(lambda_env):
 
     # GIVEN a parent-based sampler that drops root spans, and an unrelated sampled span
     # current on this thread (a user's, or another instrumentation's)
-    spans = Spans(Resource({}), InstrumentationScope("t"), 1_000_000, ParentBased(ALWAYS_OFF))
+    spans = Spans(1_000_000, ParentBased(ALWAYS_OFF))
     record = one_record()
     unrelated = NonRecordingSpan(SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED)))
     with use_span(unrelated):
@@ -679,3 +681,38 @@ def test_the_export_thread_outlives_an_exporter_that_raises_anything(lambda_env,
         dict(s.attributes or {}).get("faas.invocation_id") for s in exporter.get_finished_spans()
     ]
     assert {"r1", "r2"} <= set(ids)
+
+
+@pytest.mark.parametrize("version", ["1.20.0", "broken"])
+def test_an_sdk_that_cannot_serve_the_sampler_is_said_once_and_spans_are_kept(
+    otel_sink, monkeypatch, caplog, version
+):
+    # GIVEN a sampler named, and an SDK (the function's own, first on sys.path) that is
+    # too old, or that fails to build its provider
+    import opentelemetry.sdk.trace
+    import opentelemetry.sdk.version
+
+    if version == "broken":
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("no provider here")
+
+        monkeypatch.setattr(opentelemetry.sdk.trace, "TracerProvider", broken)
+    else:
+        monkeypatch.setattr(opentelemetry.sdk.version, "__version__", version)
+    _warned.discard("otel:sampler")
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        spans, metrics, _ = otel_sink(OTEL_TRACES_SAMPLER="always_off")
+        function = handler()
+        # WHEN two invocations export
+        assert function({}, context("r1")) == "ok"
+        assert function({}, context("r2")) == "ok"
+    # THEN one warning says it, and every invocation's spans and points still go out
+    said = [r.getMessage() for r in caplog.records if "OTEL_TRACES_SAMPLER" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "needs opentelemetry-sdk >= 1.27" in said[0]
+    if version != "broken":
+        assert f"version {version}" in said[0]
+    found = by_name(spans.get_finished_spans())
+    assert [s.attributes["faas.invocation_id"] for s in found["orders"]] == ["r1", "r2"]
+    assert [p.value for p in invocations_per_export(metrics)] == [1, 1]

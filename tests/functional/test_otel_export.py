@@ -15,8 +15,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from lifecycle_probe import probe
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.imports import ImportRecord
-from lifecycle_probe.records import SOURCE_RUNTIME
+from lifecycle_probe.records import SOURCE_RUNTIME, ImportRecord
 from lifecycle_probe.sinks import add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink
 from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter
@@ -480,3 +479,297 @@ def test_a_forked_child_exports_on_its_own_even_if_the_parent_held_the_locks(tmp
     assert status == 0
     spans = [json.loads(line) for line in path.read_text().splitlines() if "resourceSpans" in line]
     assert len(spans) == 1
+
+
+def test_otlp_json_carries_every_attribute_kind_exactly():
+    from lifecycle_probe.sinks.otel.encoding import Encoder
+    from lifecycle_probe.sinks.otel.metrics import Metrics
+    from lifecycle_probe.sinks.otel.spans import KIND_SERVER, STATUS_ERROR, Span
+
+    # GIVEN a span whose attributes are of every kind OTLP types, with awkward values
+    values = {
+        "text": 'quote " backslash \\ newline \n tab \t unicode é ✓ \u2028',
+        "yes": True,
+        "no": False,
+        "big": 2**63 - 1,
+        "negative": -5,
+        "ratio": 0.1,
+        "tiny": 1e-05,
+        "not a number": float("nan"),
+        "infinite": float("inf"),
+        "raw": b"\x00\xff",
+        "list": [1, "a", 2.5, True],
+    }
+    span = Span(
+        "orders",
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0x1,
+        0xB7AD6B7169203331,
+        values,
+        10,
+        20,
+        trace_state="vendor=abc",
+        parent_remote=True,
+        kind=KIND_SERVER,
+        status_code=STATUS_ERROR,
+        status_message="ValueError",
+        events=[("exception", 15, {"exception.type": "ValueError"})],
+    )
+    encoder = Encoder({"service.name": "orders", "faas.max_memory": 268435456}, ("probe", "1.0"))
+    # WHEN it is encoded
+    line = encoder.spans([span])
+    # THEN it is one line of JSON in OTLP's protobuf JSON mapping
+    assert b"\n" not in line
+    request = json.loads(line)
+    (resource_spans,) = request["resourceSpans"]
+    assert resource_spans["resource"]["attributes"] == [
+        {"key": "service.name", "value": {"stringValue": "orders"}},
+        {"key": "faas.max_memory", "value": {"intValue": "268435456"}},
+    ]
+    (scope_spans,) = resource_spans["scopeSpans"]
+    assert scope_spans["scope"] == {"name": "probe", "version": "1.0"}
+    (encoded,) = scope_spans["spans"]
+    assert {k: v for k, v in encoded.items() if k not in ("attributes", "events")} == {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "0000000000000001",
+        "traceState": "vendor=abc",
+        "parentSpanId": "b7ad6b7169203331",
+        "flags": 0x300,
+        "name": "orders",
+        "kind": 2,
+        "startTimeUnixNano": "10",
+        "endTimeUnixNano": "20",
+        "status": {"message": "ValueError", "code": 2},
+    }
+    assert {a["key"]: a["value"] for a in encoded["attributes"]} == {
+        "text": {"stringValue": values["text"]},
+        "yes": {"boolValue": True},
+        "no": {"boolValue": False},
+        "big": {"intValue": "9223372036854775807"},
+        "negative": {"intValue": "-5"},
+        "ratio": {"doubleValue": 0.1},
+        "tiny": {"doubleValue": 1e-05},
+        "not a number": {"doubleValue": "NaN"},
+        "infinite": {"doubleValue": "Infinity"},
+        "raw": {"bytesValue": "AP8="},
+        "list": {
+            "arrayValue": {
+                "values": [
+                    {"intValue": "1"},
+                    {"stringValue": "a"},
+                    {"doubleValue": 2.5},
+                    {"boolValue": True},
+                ]
+            }
+        },
+    }
+    assert encoded["events"] == [
+        {
+            "timeUnixNano": "15",
+            "name": "exception",
+            "attributes": [{"key": "exception.type", "value": {"stringValue": "ValueError"}}],
+        }
+    ]
+    # AND metric points: an integer sum as asInt, a float one as asDouble, a histogram
+    metrics = Metrics(start_ns=1, exemplars="always_on")
+    metrics._span = None
+    metrics._add("faas.invocations", (("faas.trigger", "http"),), 1)
+    metrics._add("faas.invocations", (("faas.trigger", "http"),), 1)
+    metrics._add("lifecycle.telemetry.dropped", (("reason", "timeout"),), 2)
+    metrics._add("faas.invoke_duration", (), 0.002)
+    collected = metrics.collect(now_ns=5)
+    assert collected is not None
+    (resource_metrics,) = json.loads(encoder.metrics(collected))["resourceMetrics"]
+    (scope_metrics,) = resource_metrics["scopeMetrics"]
+    by_metric = {m["name"]: m for m in scope_metrics["metrics"]}
+    invocations = by_metric["faas.invocations"]
+    assert invocations["unit"] == "{invocation}"
+    assert invocations["sum"] == {
+        "dataPoints": [
+            {
+                "attributes": [{"key": "faas.trigger", "value": {"stringValue": "http"}}],
+                "startTimeUnixNano": "1",
+                "timeUnixNano": "5",
+                "asInt": "2",
+            }
+        ],
+        "aggregationTemporality": 1,
+        "isMonotonic": True,
+    }
+    (duration,) = by_metric["faas.invoke_duration"]["histogram"]["dataPoints"]
+    assert duration["count"] == "1"
+    assert duration["sum"] == 0.002
+    assert duration["bucketCounts"][:3] == ["0", "1", "0"]
+    assert len(duration["bucketCounts"]) == len(duration["explicitBounds"]) + 1
+    assert (duration["min"], duration["max"]) == (0.002, 0.002)
+
+
+class RecordingCollector:
+    """OTLP/HTTP on 127.0.0.1 keeping each request (path, headers, body, client port);
+    closes the connection after answering request number ``drop_after``, without saying
+    so (a collector's idle timeout, or a freeze)."""
+
+    def __init__(self):
+        import http.server
+
+        collector = self
+        self.requests: list[tuple[str, dict[str, str], bytes, int]] = []
+        self.drop_after = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                collector.requests.append(
+                    (self.path, dict(self.headers), body, self.client_address[1])
+                )
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+                if len(collector.requests) == collector.drop_after:
+                    self.close_connection = True
+
+            def log_message(self, *args):
+                return
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_otlp_http_sends_the_standard_headers_gzip_and_keeps_its_connection():
+    import gzip
+
+    from lifecycle_probe.sinks.otel.exporters import OtlpHttpExporter
+    from lifecycle_probe.sinks.otel.spans import Span
+
+    collector = RecordingCollector()
+    collector.drop_after = 2
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url + "/",
+        "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%20cret,x-team=orders",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-team=traces",
+        "OTEL_EXPORTER_OTLP_COMPRESSION": "gzip",
+    }
+    exporter = OtlpHttpExporter({"service.name": "t"}, ("probe", "1"), environ)
+    span = Span("s", 1, 2, None, {"k": "v"}, 1, 2)
+    try:
+        # WHEN three batches go out, the collector dropping the connection after the second
+        exporter.export_spans([span], timeout_s=5.0)
+        exporter.export_spans([span], timeout_s=5.0)
+        time.sleep(0.1)  # the close reaches the probe's side
+        exporter.export_spans([span], timeout_s=5.0)
+    finally:
+        exporter.shutdown()
+        collector.stop()
+    # THEN every request reached /v1/traces with the headers, gzipped OTLP JSON
+    assert [path for path, _, _, _ in collector.requests] == ["/v1/traces"] * 3
+    _, headers, body, _ = collector.requests[0]
+    assert headers["api-key"] == "s cret"
+    assert headers["x-team"] == "traces"  # the signal's own header wins
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-Encoding"] == "gzip"
+    assert (
+        json.loads(gzip.decompress(body))["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"]
+        == "s"
+    )
+    # AND the connection was kept for the second, made anew for the third
+    ports = [port for _, _, _, port in collector.requests]
+    assert ports[0] == ports[1] != ports[2]
+
+
+def test_an_unreachable_collector_fails_the_export_within_its_time(tmp_path):
+    from lifecycle_probe.sinks.otel.exporters import OtlpHttpExporter
+    from lifecycle_probe.sinks.otel.failures import ExportError
+
+    # GIVEN a port nobody listens on, and one that accepts and never answers
+    with socket_listening() as (silent_port, _):
+        closed_port = free_port()
+        for port, kind in ((closed_port, "ConnectionRefusedError"), (silent_port, "Timeout")):
+            exporter = OtlpHttpExporter(
+                {}, ("probe", "1"), {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}
+            )
+            started = time.monotonic()
+            with pytest.raises(ExportError) as failed:
+                exporter.export_spans([], timeout_s=0.3)
+            # THEN each fails, saying how, within the time it was given
+            assert time.monotonic() - started < 1.0
+            assert kind in failed.value.kind
+            exporter.shutdown()
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        return int(probe_socket.getsockname()[1])
+
+
+class socket_listening:
+    """A listening socket that accepts (by the kernel's backlog) and never answers."""
+
+    def __enter__(self):
+        import socket
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        return self.listener.getsockname()[1], self.listener
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("environ", "traces", "metrics"),
+    [
+        ({}, "http://localhost:4318/v1/traces", "http://localhost:4318/v1/metrics"),
+        (
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://collector:4318/base/"},
+            "https://collector:4318/base/v1/traces",
+            "https://collector:4318/base/v1/metrics",
+        ),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://shared:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://traces:9999/custom",
+            },
+            "http://traces:9999/custom",  # a signal's own endpoint is used as it is
+            "http://shared:4318/v1/metrics",
+        ),
+    ],
+)
+def test_otlp_endpoints_follow_the_specification(environ, traces, metrics):
+    from lifecycle_probe.sinks.otel.endpoints import endpoint
+
+    assert endpoint("traces", environ).url == traces
+    assert endpoint("metrics", environ).url == metrics
+
+
+def test_otlp_endpoint_settings_and_a_protocol_the_probe_does_not_speak(caplog):
+    from lifecycle_probe._safe import forget_warnings
+    from lifecycle_probe.sinks.otel.endpoints import endpoint
+
+    forget_warnings()
+    environ = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION": "gzip",
+        "OTEL_EXPORTER_OTLP_CERTIFICATE": "/etc/ca.pem",
+        "OTEL_EXPORTER_OTLP_HEADERS": "broken,api-key=k",
+    }
+    with caplog.at_level("WARNING", logger="lifecycle_probe"):
+        traces, metrics = endpoint("traces", environ), endpoint("metrics", environ)
+    assert (traces.gzip, metrics.gzip) == (False, True)
+    assert traces.certificate == metrics.certificate == "/etc/ca.pem"
+    assert traces.headers == (("api-key", "k"),)
+    said = [r.getMessage() for r in caplog.records]
+    assert len([m for m in said if "OTEL_EXPORTER_OTLP_PROTOCOL='grpc'" in m]) == 1
+    assert len([m for m in said if "HEADERS entry is not key=value" in m]) == 1
+    assert "api-key" not in " ".join(said)

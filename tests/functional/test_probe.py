@@ -1,3 +1,4 @@
+import inspect
 import io
 import json
 import logging
@@ -26,7 +27,7 @@ def test_bare_decorator_passes_the_very_same_result_through():
         assert handler({}, FakeContext()) is sentinel
     assert captured.starts == [COLD]
     assert handler.__name__ == "handler"
-    assert handler.__wrapped__(None, None) is sentinel
+    assert inspect.unwrap(handler)(None, None) is sentinel
 
 
 def test_decorator_with_options_and_records_for_cold_then_warm():
@@ -128,7 +129,7 @@ def test_current_inside_and_outside_the_handler():
     assert (outside_after.start, outside_after.invocation_seq) == (None, 2)
     assert outside_after.environment_id == seen[0].environment_id
     with pytest.raises(AttributeError):
-        seen[0].start = "warm"
+        seen[0].start = "warm"  # type: ignore[misc]  # the type checker refuses it too
 
 
 def test_disabled_probe_is_the_handler_itself(monkeypatch):
@@ -260,19 +261,32 @@ def test_concurrent_invocations_in_threads_get_distinct_sequence_numbers():
 
     results = []
     lock = threading.Lock()
+    together = threading.Barrier(4)
 
     def worker():
+        together.wait(timeout=60)  # all four calling at once, none done before the next starts
         for _ in range(200):
             value = handler({}, None)
             with lock:
                 results.append(value)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    # A thread switch every microsecond: at the default 5 ms each worker would run its 200
+    # calls in one time slice, one after the other, and no race could show.
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert sorted(results) == list(range(1, 801))
+    # and every one of them ended: none is left running
+    from lifecycle_probe.environment import current_environment
+
+    assert current_environment().running == {}
 
 
 def test_fresh_environment_helper_simulates_a_new_environment():
@@ -282,16 +296,22 @@ def test_fresh_environment_helper_simulates_a_new_environment():
 
     first_env = handler({}, None).environment_id
     assert handler({}, None).start == WARM
-    fresh_environment(init_type="provisioned-concurrency")
+    fresh_environment(start="provisioned")
     facts = handler({}, None)
     assert facts.start == "provisioned"
     assert facts.environment_id != first_env
-    fresh_environment(init_ended_s_ago=5.0)
+    fresh_environment(start="proactive")
     assert handler({}, None).start == "proactive"
 
 
 def test_public_names_and_version():
-    assert lifecycle_probe.__all__ == ["__version__", "current", "install", "probe"]
+    assert lifecycle_probe.__all__ == [
+        "LifecycleFacts",
+        "__version__",
+        "current",
+        "install",
+        "probe",
+    ]
     assert lifecycle_probe.__version__ == "0.1.0"
     with pytest.raises(AttributeError):
         lifecycle_probe.nothing_here  # noqa: B018
@@ -418,3 +438,191 @@ def test_events_noted_during_an_invocation_ride_on_its_record():
         ("lifecycle.connection.stale", (("db.system", "postgresql"),))
     ]
     assert second.events == ()
+
+
+def test_current_is_a_frozen_object_with_named_fields_not_a_tuple():
+    @probe(exporter="none")
+    def handler(event, context):
+        return current()
+
+    facts = handler({}, FakeContext(aws_request_id="r-facts"))
+    assert isinstance(facts, lifecycle_probe.LifecycleFacts)
+    assert not isinstance(facts, tuple)
+    assert facts.request_id == "r-facts"
+    assert facts.as_dict()["request_id"] == "r-facts"
+    # coldstart (a property, README lists it among the facts) included, after start
+    assert list(facts.as_dict())[:2] == ["start", "coldstart"]
+    assert facts.as_dict()["coldstart"] is facts.coldstart is (facts.start == "cold")
+    assert f"coldstart={facts.coldstart!r}" in repr(facts)
+    assert facts.as_dict().keys() == {
+        "start",
+        "coldstart",
+        "invocation_seq",
+        "environment_id",
+        "init_type",
+        "init_duration_s",
+        "init_estimated",
+        "idle_s",
+        "environment_age_s",
+        "request_id",
+        "invoke_start_ns",
+    }
+    with pytest.raises(TypeError):
+        len(facts)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        facts[0]  # type: ignore[index]
+    with pytest.raises(TypeError):
+        iter(facts)  # type: ignore[call-overload]
+    with pytest.raises(AttributeError):
+        facts.request_id = "another"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        del facts.start
+    with pytest.raises(AttributeError):
+        facts.extra = 1
+    # equal to the same facts, never to the tuple of its values
+    assert facts == facts.replace()
+    assert hash(facts) == hash(facts.replace())
+    assert facts != tuple(facts.as_dict().values())
+    assert facts != facts.replace(request_id="another")
+
+
+def test_the_facts_of_an_invocation_are_worked_out_once_and_only_when_asked(monkeypatch):
+    from lifecycle_probe.environment import Environment
+
+    built = []
+    real = Environment.facts_of
+
+    def counted(self, invocation):
+        built.append(invocation.seq)
+        return real(self, invocation)
+
+    monkeypatch.setattr(Environment, "facts_of", counted)
+
+    @probe(exporter="none")
+    def quiet(event, context):
+        return None
+
+    @probe(exporter="none")
+    def asks_twice(event, context):
+        return current(), current()
+
+    fresh_environment()
+    quiet({}, FakeContext())
+    assert built == []  # nobody asked: nothing was built
+    first, again = asks_twice({}, FakeContext())
+    assert first is again
+    assert built == [2]
+
+
+# -- methods ------------------------------------------------------------------------------------
+class App:
+    """Handlers as methods of every kind, each answering who it was called on."""
+
+    def __init__(self, name="app"):
+        self.name = name
+
+    @probe(exporter="none")
+    def method(self, event, context):
+        return (self.name, event["n"], context.aws_request_id, current().invocation_seq)
+
+    @probe(exporter="none")
+    @staticmethod
+    def static_below(event, context):
+        return ("static", event["n"], current().invocation_seq)
+
+    @staticmethod
+    @probe(exporter="none")
+    def static_above(event, context):
+        return ("static", event["n"], current().invocation_seq)
+
+    @probe(exporter="none")
+    @classmethod
+    def class_below(cls, event, context):
+        return (cls.__name__, event["n"], current().invocation_seq)
+
+    @classmethod
+    @probe(exporter="none")
+    def class_above(cls, event, context):
+        return (cls.__name__, event["n"], current().invocation_seq)
+
+    @probe(exporter="none")
+    async def method_async(self, event, context):
+        return (self.name, event["n"], current().invocation_seq)
+
+
+def test_a_probed_method_is_called_on_its_instance_and_recorded():
+    # GIVEN a method probed in its class body
+    app = App("mine")
+    # WHEN it is called on an instance, positionally then by keyword
+    with capture_records() as captured:
+        first = app.method({"n": 1}, FakeContext(aws_request_id="req-1"))
+        second = app.method(event={"n": 2}, context=FakeContext(aws_request_id="req-2"))
+    # THEN the method saw its own instance, and each call was one invocation
+    assert first == ("mine", 1, "req-1", 1)
+    assert second == ("mine", 2, "req-2", 2)
+    assert captured.starts == [COLD, WARM]
+    assert [r.facts.request_id for r in captured.records] == ["req-1", "req-2"]
+    assert [r.outcome for r in captured.records] == [OK, OK]
+
+
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [
+        ("static_below", "static"),
+        ("static_above", "static"),
+        ("class_below", "App"),
+        ("class_above", "App"),
+    ],
+)
+def test_static_and_class_methods_are_probed_in_either_order(name, owner):
+    # GIVEN @probe stacked above or below @staticmethod / @classmethod
+    # WHEN the method is called on the class and on an instance
+    with capture_records() as captured:
+        on_class = getattr(App, name)({"n": 1}, FakeContext(aws_request_id="req-1"))
+        on_instance = getattr(App(), name)({"n": 2}, FakeContext(aws_request_id="req-2"))
+    # THEN it ran as the kind of method it was declared, once per call, recorded
+    assert (on_class, on_instance) == ((owner, 1, 1), (owner, 2, 2))
+    assert captured.starts == [COLD, WARM]
+
+
+def test_a_probed_async_method_is_recorded_when_its_coroutine_ends():
+    import asyncio
+
+    with capture_records() as captured:
+        result = asyncio.run(App("mine").method_async({"n": 3}, FakeContext()))
+    assert result == ("mine", 3, 1)
+    assert captured.starts == [COLD]
+
+
+def test_a_probed_method_raising_records_the_error_and_passes_it_through():
+    class Failing:
+        @probe(exporter="none")
+        def handle(self, event, context):
+            raise KeyError(event["n"])
+
+    with capture_records() as captured, pytest.raises(KeyError) as caught:
+        Failing().handle({"n": 7}, FakeContext())
+    assert caught.value.args == (7,)
+    assert [(r.outcome, r.error_type) for r in captured.records] == [(ERROR, "KeyError")]
+
+
+def test_a_probed_bound_method_and_keyword_calls_of_a_function_work():
+    # GIVEN a bound method probed from outside its class, and a plain function
+    class Plain:
+        def handle(self, event, context):
+            return ("bound", event["n"], context.aws_request_id, current().invocation_seq)
+
+    bound = probe(exporter="none")(Plain().handle)
+
+    @probe(exporter="none")
+    def handler(event, context):
+        return (event, context.aws_request_id)
+
+    # WHEN each is called, the function by keyword
+    with capture_records() as captured:
+        via_bound = bound({"n": 4}, FakeContext(aws_request_id="req-1"))
+        via_keywords = handler(event=5, context=FakeContext(aws_request_id="req-2"))
+    # THEN both ran as their originals would, each recorded
+    assert via_bound == ("bound", 4, "req-1", 1)
+    assert via_keywords == (5, "req-2")
+    assert [r.facts.request_id for r in captured.records] == ["req-1", "req-2"]

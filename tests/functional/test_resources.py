@@ -173,6 +173,43 @@ def test_rss_is_read_from_statm(tmp_path):
     assert rss_bytes(str(tmp_path / "none")) is None
 
 
+def test_rss_survives_its_kept_descriptor_being_closed_or_reused(tmp_path):
+    # GIVEN the probe's /proc/self/statm descriptor, kept open between readings
+    assert rss_bytes() is not None
+    (kept,) = resources._statm
+    # WHEN the function closes it, and its number then goes to a file of its own
+    os.close(kept)
+    other = tmp_path / "other"
+    other.write_text("not statm at all\n")
+    fd = os.open(other, os.O_RDONLY)
+    try:
+        # THEN the next reading opens statm anew and never reads (nor closes) that file
+        rss = rss_bytes()
+        assert rss is not None
+        assert 5 * MIB < rss < 4 * 1024**3
+        assert os.read(fd, 3) == b"not"
+    finally:
+        os.close(fd)
+
+
+def test_a_forked_child_reads_its_own_rss():
+    assert rss_bytes() is not None
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own statm, not the parent's inherited descriptor
+        try:
+            with open("/proc/self/statm") as statm:
+                own = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            got = rss_bytes() or 0
+            os.write(write_end, b"ok" if abs(got - own) < 4 * MIB else b"no")
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    assert os.read(read_end, 2) == b"ok"
+    os.close(read_end)
+
+
 # -- the option ------------------------------------------------------------------------------
 
 

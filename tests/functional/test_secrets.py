@@ -4,7 +4,6 @@ secret appears nowhere (issue 11)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import socket
 import time
@@ -13,7 +12,7 @@ import pytest
 
 from lifecycle_probe import loglines, probe
 from lifecycle_probe.testing import FakeContext, fresh_environment
-from tests.functional.connections.conftest import POSTGRES_DSN, unavailable
+from tests.services import POSTGRES_DSN, require_module, unavailable
 
 SECRET = "S3cr3t-Pa55-7f1d"  # the secret the test hunts for
 
@@ -25,8 +24,9 @@ def closed_port() -> int:
 
 
 def psycopg2():
-    # Imported by name: the driver ships no type information.
-    return importlib.import_module("psycopg2")
+    # Imported by name: the driver ships no type information. Missing, it skips the test
+    # (fails it under LIFECYCLE_PROBE_REQUIRE_SERVICES=1).
+    return require_module("psycopg2")
 
 
 def connect_with_secret():
@@ -42,14 +42,24 @@ def connect_with_secret():
 
 
 def terminate(connection) -> None:
+    """End the connection's server session, and return once its process is gone (its
+    socket closed with it), so that the next use of ``connection`` fails."""
     killer = psycopg2().connect(POSTGRES_DSN)
     killer.autocommit = True
+    pid = connection.get_backend_pid()
+    deadline = time.monotonic() + 10
     with killer.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", (connection.get_backend_pid(),))
+        cursor.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        while True:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+            if cursor.fetchone() == (0,):
+                break
+            assert time.monotonic() < deadline, f"backend {pid} still there after 10 s"
+            time.sleep(0.01)
     killer.close()
-    time.sleep(0.3)
 
 
+@pytest.mark.services
 @pytest.mark.parametrize("log_format", ["Text", "JSON"])
 def test_no_secret_anywhere(tmp_path, monkeypatch, capsys, caplog, log_format):
     # GIVEN every exporter at once, a collector whose URL carries an API key (and refuses),

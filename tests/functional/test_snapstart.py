@@ -86,12 +86,13 @@ def test_random_forms_cover_text_and_uuids_made_of_bytes():
 
 
 def test_the_search_names_each_kind(function_module, tmp_path):
-    connection_state = pytest.importorskip("lifecycle_probe.connections.tracking").ConnectionState
+    # the probe's own module: a plain import, so that a break in it fails here, never skips
+    from lifecycle_probe.connections.tracking import ConnectionState
 
     class Connection:
         def __init__(self, closed):
             self.closed = closed
-            self._lifecycle_probe_connection = connection_state("x", "postgresql", "h", 5432)
+            self._lifecycle_probe_connection = ConnectionState("x", "postgresql", "h", 5432)
 
     class Holder:
         def __init__(self, value):
@@ -156,9 +157,9 @@ def test_a_hostile_global_is_no_trouble(function_module, tmp_path):
 def test_hazards_are_reported_once_per_restore(monkeypatch, caplog):
     monkeypatch.setattr(snapstart, "_found", [("handler", "SALT", RANDOM)])
     monkeypatch.setattr(snapstart, "_reported_for", [None])
-    environment = fresh_environment(init_type="snap-start")
+    environment = fresh_environment(start="restored")
     environment.mark_restored()
-    facts, _ = environment.begin_invocation("r1", 10**9, time.time_ns())
+    facts = environment.begin_invocation("r1", 10**9, time.time_ns()).facts()
     assert snapstart.report(environment, facts) == 1
     (event,) = environment.take_events()
     assert event.name == HAZARD_EVENT
@@ -171,7 +172,7 @@ def test_hazards_are_reported_once_per_restore(monkeypatch, caplog):
     # the same environment: not again; a new restore: again
     assert snapstart.report(environment, facts) == 0
     environment.mark_restored()
-    facts, _ = environment.begin_invocation("r2", 10**9, time.time_ns())
+    facts = environment.begin_invocation("r2", 10**9, time.time_ns()).facts()
     assert snapstart.report(environment, facts) == 1
 
 
@@ -181,9 +182,9 @@ def test_without_the_runtime_hooks_the_search_runs_at_the_first_invocation(
     monkeypatch.setenv("LAMBDA_TASK_ROOT", str(tmp_path))
     monkeypatch.setattr(snapstart, "_found", None)
     monkeypatch.setattr(snapstart, "_reported_for", [None])
-    environment = fresh_environment(init_type="snap-start")
+    environment = fresh_environment(start="restored")
     function_module.STARTED = time.time()
-    facts, _ = environment.begin_invocation("r1", 10**9, time.time_ns())
+    facts = environment.begin_invocation("r1", 10**9, time.time_ns()).facts()
     assert snapstart.report(environment, facts) == 1
     (event,) = environment.take_events()
     assert dict(event.attributes)["lifecycle.snapstart.hazard.kind"] == TIMESTAMP

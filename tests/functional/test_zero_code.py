@@ -19,17 +19,32 @@ from opentelemetry.trace import StatusCode
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment, wrapper_start_ns
 from lifecycle_probe.imports import (
-    ImportRecord,
     PostImportFinder,
     stop_import_tracing,
     when_imported,
 )
 from lifecycle_probe.installation import reset_installation
-from lifecycle_probe.records import COLD, WARM, InitFailureRecord
+from lifecycle_probe.records import COLD, WARM, ImportRecord, InitFailureRecord
 from lifecycle_probe.sinks import Sink, add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink
 from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter
 from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
+
+
+@pytest.fixture(autouse=True)
+def imports_as_in_a_runtime():
+    """Modules come in through importlib alone, as in a Lambda runtime.
+
+    pytest's assertion rewriter loads every module of a distribution that registers a
+    pytest plugin (this one does: ``local_lambda``), so the entry point would come in
+    through the rewriter's own loader frame, which no runtime has, and the tracebacks
+    compared here would differ by that frame.
+    """
+    rewriters = [f for f in sys.meta_path if type(f).__name__ == "AssertionRewritingHook"]
+    for rewriter in rewriters:
+        sys.meta_path.remove(rewriter)
+    yield
+    sys.meta_path[0:0] = rewriters
 
 
 @pytest.fixture

@@ -98,7 +98,20 @@ def test_unknown_option_is_reported_and_ignored(caplog):
 def test_config_is_immutable_and_comparable():
     config = Config.resolve({})
     with pytest.raises(AttributeError):
-        config.flush = "sync"
+        config.flush = "sync"  # type: ignore[misc]  # the type checker refuses it too
     assert config == Config.resolve({})
     assert config.replace(flush="sync").flush == "sync"
     assert "flush='after-response'" in repr(config)
+
+
+def test_every_option_has_a_field_and_a_parser_in_the_same_order():
+    # GIVEN the defaults, the parsers and the fields, each written once
+    from lifecycle_probe.config import _DEFAULTS, _PARSERS
+
+    # THEN they name the same options, in the order Config.resolve builds them
+    assert Config._fields == tuple(_DEFAULTS) == tuple(_PARSERS)
+    # AND the defaults are what a Config made of nothing holds
+    assert Config.resolve({}).as_dict() == _DEFAULTS
+    # AND a Config built by hand takes exactly its fields
+    with pytest.raises(TypeError, match="exactly its fields"):
+        Config(disabled=True)

@@ -391,7 +391,13 @@ def test_short_form_tags_are_read_as_long_forms():
 
 # OTLP-to-Prometheus unit suffixes (the collector's and Prometheus's translation rules);
 # units in braces are annotations and give no suffix.
-UNIT_SUFFIXES = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
+UNIT_SUFFIXES = {
+    "s": "seconds",
+    "ms": "milliseconds",
+    "By": "bytes",
+    "MiBy": "mebibytes",
+    "1": "ratio",
+}
 # Metric attributes the OTel sink sets (DESIGN.md §2), plus histogram buckets and the
 # labels the backend derives from the resource (service.name -> job).
 KNOWN_LABELS = {

@@ -7,12 +7,12 @@ import textwrap
 
 import pytest
 
-from lifecycle_probe.imports import (
+from lifecycle_probe.imports import origin_of
+from lifecycle_probe.records import (
     ORIGIN_FUNCTION,
     ORIGIN_LAYER,
     ORIGIN_RUNTIME,
     ORIGIN_SITE_PACKAGES,
-    origin_of,
 )
 
 RECORDER = """
@@ -150,7 +150,7 @@ def test_imports_after_init_are_marked(tmp_path):
 def test_the_probes_own_work_is_not_recorded(tmp_path):
     modules = {"mine.py": "", "theirs.py": ""}
     scenario = """
-    from lifecycle_probe.imports import probe_work
+    from lifecycle_probe.probe_threads import probe_work
     with probe_work():
         import mine
     import theirs
@@ -215,9 +215,15 @@ def test_a_package_is_recorded_as_its_own_import_not_under_its_submodule(tmp_pat
 
 def test_unbalanced_resume_does_not_switch_tracing_off(tmp_path):
     scenario = """
-    from lifecycle_probe.imports import active_tracer
-    active_tracer().ignore_this_thread(False)
+    from lifecycle_probe.probe_threads import probe_work
+    probe_work().__exit__(None, None, None)
     import still_seen
+    with probe_work():
+        import hidden
+    import seen_again
     """
-    by_name, _ = trace(tmp_path, scenario, {"still_seen.py": ""})
+    modules = {"still_seen.py": "", "hidden.py": "", "seen_again.py": ""}
+    by_name, _ = trace(tmp_path, scenario, modules)
     assert "still_seen" in by_name
+    assert "hidden" not in by_name
+    assert "seen_again" in by_name

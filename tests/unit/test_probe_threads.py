@@ -1,14 +1,32 @@
-"""The probe's own threads (extension, exporter) never report their connections as stale."""
+"""The probe's own threads (extension, exporter) and work are never taken for the function's."""
 
 import threading
 
 from lifecycle_probe.connections.tracking import RISK, ConnectionState, Reuse, _note
-from lifecycle_probe.environment import current_environment, mark_probe_thread, probe_threads
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.probe_threads import (
+    in_probe_work,
+    mark_probe_thread,
+    probe_threads,
+    probe_work,
+)
+from lifecycle_probe.testing import capture_records
 
 
 def note_a_risk():
     state = ConnectionState("urllib3", None, "127.0.0.1", 4318)
-    _note(state, Reuse(120.0, 300.0, "init", 1, "alive"), RISK, None)
+    # A sink must take the event: with none (exporter="none") nothing is noted at all.
+    with capture_records():
+        _note(state, Reuse(120.0, 300.0, "init", 1, "alive"), RISK, None)
+
+
+def in_a_thread(work):
+    """Run ``work`` in a new thread and return what it returned."""
+    results = []
+    worker = threading.Thread(target=lambda: results.append(work()))
+    worker.start()
+    worker.join()
+    return results[0]
 
 
 def test_a_connection_of_the_function_is_reported_and_one_of_a_probe_thread_is_not():
@@ -26,7 +44,29 @@ def test_a_connection_of_the_function_is_reported_and_one_of_a_probe_thread_is_n
         finally:
             probe_threads.discard(threading.get_ident())
 
-    worker = threading.Thread(target=probe_thread)
-    worker.start()
-    worker.join()
+    in_a_thread(probe_thread)
     assert env.take_events() == ()
+
+
+def test_probe_work_blocks_nest_and_end_on_their_own_thread_only():
+    assert in_probe_work() is False
+    with probe_work():
+        assert in_probe_work() is True
+        with probe_work():
+            assert in_probe_work() is True
+        assert in_probe_work() is True  # still inside the outer block
+        # another thread is doing the function's work meanwhile
+        assert in_a_thread(in_probe_work) is False
+    assert in_probe_work() is False
+
+
+def test_a_marked_thread_is_the_probes_for_the_rest_of_its_life_and_no_other_is():
+    def marked():
+        mark_probe_thread()
+        try:
+            return in_probe_work()
+        finally:
+            probe_threads.discard(threading.get_ident())
+
+    assert in_a_thread(marked) is True
+    assert in_probe_work() is False

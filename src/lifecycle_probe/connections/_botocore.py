@@ -24,6 +24,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
 
+__all__ = ["patch"]
+
 # The method of botocore.endpoint.Endpoint that loops over a request's attempts.
 RETRY_LOOP = "_send_request"
 

@@ -14,41 +14,23 @@ never reconnects by itself: a dead connection fails (``broken``), or a pool repl
 from __future__ import annotations
 
 import functools
-import weakref
 
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.connections.tracking import (
-    ConnectionState,
-    is_socket_gone,
-    tracked_call,
-)
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
+from lifecycle_probe.connections.tracking import new_connection, tracked_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from types import ModuleType
     from typing import Any
+
+__all__ = ["STATE", "patch"]
 
 CLIENT = "psycopg"
 DB_SYSTEM = "postgresql"
 STATE = "_lifecycle_probe_connection"
-
-
-class _State(ConnectionState):
-    """A connection's lifecycle, with the test of its errors (it knows the connection)."""
-
-    __slots__ = ("is_connection_error",)
-
-    def __init__(
-        self,
-        address: str | None,
-        port: int | None,
-        is_connection_error: Callable[[BaseException], bool],
-    ) -> None:
-        super().__init__(CLIENT, DB_SYSTEM, address, port)
-        self.is_connection_error = is_connection_error
 
 
 def _closing(data: bytes) -> bool:
@@ -62,26 +44,17 @@ def _fileno(connection: Any) -> int:
     return int(connection.pgconn.socket)
 
 
-def _make_is_connection_error(module: ModuleType) -> Any:
+def _library(module: ModuleType) -> ClientLibrary:
     errors = (module.OperationalError, module.InterfaceError)
 
-    def is_connection_error_of(connection: Any) -> Callable[[BaseException], bool]:
-        # A weak reference: the state lives in the connection's __dict__, and a cycle
-        # would delay psycopg's own "deleted while still open" ResourceWarning.
-        ref = weakref.ref(connection)
+    def lost(connection: Any, exc: BaseException) -> bool:
+        if isinstance(exc, errors):
+            # OperationalError also covers serialisation failures, cancelled queries and
+            # timeouts: only a connection that broke (not one the user closed) counts.
+            return bool(connection.broken)
+        return is_socket_gone(exc)
 
-        def is_connection_error(exc: BaseException) -> bool:
-            if isinstance(exc, errors):
-                # OperationalError also covers serialisation failures, cancelled queries
-                # and timeouts: only a connection that broke (not one the user closed)
-                # counts.
-                raw = ref()
-                return raw is not None and bool(raw.broken)
-            return is_socket_gone(exc)
-
-        return is_connection_error
-
-    return is_connection_error_of
+    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fileno, closing=_closing, lost=lost)
 
 
 def _server_of(connection: Any) -> tuple[str | None, int | None]:
@@ -95,13 +68,13 @@ def patch(module: ModuleType) -> None:
     cls = module.Connection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    is_connection_error_of = _make_is_connection_error(module)
+    library = _library(module)
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
         try:
             address, port = _server_of(instance)
-            instance.__dict__[STATE] = _State(address, port, is_connection_error_of(instance))
+            instance.__dict__[STATE] = new_connection(library, address, port)
         except Exception as exc:
             report_failure("psycopg connection tracking", exc)
 
@@ -115,16 +88,7 @@ def patch(module: ModuleType) -> None:
         state = self.__dict__.get(STATE)
         if state is None:
             return original_wait(self, *args, **kwargs)
-        return tracked_call(
-            state,
-            original_wait.__get__(self),
-            args,
-            kwargs,
-            self,
-            _fileno,
-            _closing,
-            state.is_connection_error,
-        )
+        return tracked_call(state, original_wait.__get__(self), args, kwargs, self)
 
     wrapt.wrap_function_wrapper(cls, "__init__", init)
     cls.wait = wait

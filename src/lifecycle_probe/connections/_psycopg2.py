@@ -10,22 +10,20 @@ the ``connection_factory`` asked for, whose cursors come from tracked subclasses
 
 from __future__ import annotations
 
-import weakref
 from time import time_ns as _time_ns
 
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.connections.tracking import (
-    ConnectionState,
-    first_use_call,
-    is_socket_gone,
-)
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
+from lifecycle_probe.connections.tracking import first_use_call, new_connection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
+
+__all__ = ["patch"]
 
 CLIENT = "psycopg2"
 DB_SYSTEM = "postgresql"
@@ -43,27 +41,18 @@ def _fileno(connection: Any) -> int:
     return int(connection.fileno())
 
 
-def _make_is_connection_error(module: ModuleType) -> Any:
+def _library(module: ModuleType) -> ClientLibrary:
     operational = module.OperationalError
     interface = module.InterfaceError
 
-    def is_connection_error_of(connection: Any) -> Any:
-        # A weak reference: the function is kept on the connection, and a strong one would
-        # make a cycle that keeps an unreferenced connection (and its server session) open
-        # until the garbage collector runs, instead of closing it at once.
-        ref = weakref.ref(connection)
+    def lost(connection: Any, exc: BaseException) -> bool:
+        if isinstance(exc, (operational, interface)):
+            # OperationalError also covers serialisation failures and cancelled queries:
+            # only a broken connection (closed == 2) counts.
+            return bool(getattr(connection, "closed", 0) == 2)
+        return is_socket_gone(exc)
 
-        def is_connection_error(exc: BaseException) -> bool:
-            if isinstance(exc, (operational, interface)):
-                # OperationalError also covers serialisation failures and cancelled
-                # queries: only a broken connection (closed == 2) counts.
-                raw = ref()
-                return raw is not None and bool(getattr(raw, "closed", 0) == 2)
-            return is_socket_gone(exc)
-
-        return is_connection_error
-
-    return is_connection_error_of
+    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fileno, closing=_closing, lost=lost)
 
 
 # Subclasses made per base class (the user's connection_factory / cursor_factory); each
@@ -93,16 +82,7 @@ def _tracked_cursor_class(base: type) -> type:
                     return unbound(self, *args, **kwargs)
                 finally:
                     state.last_use_ns = _time_ns()  # idle time counts from a use's end
-            return first_use_call(
-                state,
-                unbound.__get__(self),
-                args,
-                kwargs,
-                connection,
-                _fileno,
-                _closing,
-                connection._lifecycle_probe_is_connection_error,
-            )
+            return first_use_call(state, unbound.__get__(self), args, kwargs, connection)
 
         method.__name__ = name
         return method
@@ -197,7 +177,7 @@ def patch(module: ModuleType) -> None:
     """
     if getattr(module, "_lifecycle_probe_tracked", False):
         return
-    is_connection_error_of = _make_is_connection_error(module)
+    library = _library(module)
     extensions = module.extensions
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -219,8 +199,7 @@ def patch(module: ModuleType) -> None:
         connection = wrapped(*args, **kwargs)
         try:
             address, port = _server_of(connection)
-            connection._lifecycle_probe_state = ConnectionState(CLIENT, DB_SYSTEM, address, port)
-            connection._lifecycle_probe_is_connection_error = is_connection_error_of(connection)
+            connection._lifecycle_probe_state = new_connection(library, address, port)
         except Exception as exc:
             report_failure("psycopg2 connection tracking", exc)
         return connection

@@ -13,12 +13,15 @@ import time
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.connections.tracking import ConnectionState, is_socket_gone, tracked_call
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
+from lifecycle_probe.connections.tracking import new_connection, tracked_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
+
+__all__ = ["patch"]
 
 CLIENT = "pymysql"
 DB_SYSTEM = "mysql"
@@ -38,23 +41,23 @@ def _closing(data: bytes) -> bool:
     return True
 
 
-def _make_is_connection_error(module: ModuleType) -> Any:
+def _fd_of(connection: Any) -> int | None:
+    sock = connection._sock
+    return None if sock is None else int(sock.fileno())
+
+
+def _library(module: ModuleType) -> ClientLibrary:
     operational = module.err.OperationalError
     interface = module.err.InterfaceError
 
-    def is_connection_error(exc: BaseException) -> bool:
+    def lost(connection: Any, exc: BaseException) -> bool:
         if isinstance(exc, interface):
             return True
         if isinstance(exc, operational):
             return bool(exc.args) and exc.args[0] in _GONE_CODES
         return is_socket_gone(exc)
 
-    return is_connection_error
-
-
-def _fd_of(connection: Any) -> int | None:
-    sock = connection._sock
-    return None if sock is None else int(sock.fileno())
+    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
 
 
 def patch(module: ModuleType) -> None:
@@ -62,7 +65,7 @@ def patch(module: ModuleType) -> None:
     cls = module.connections.Connection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    is_connection_error = _make_is_connection_error(module)
+    library = _library(module)
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         started_ns = time.perf_counter_ns()
@@ -72,9 +75,8 @@ def patch(module: ModuleType) -> None:
             state = instance.__dict__.get(STATE)
             if state is None:
                 port = instance.port
-                instance.__dict__[STATE] = ConnectionState(
-                    CLIENT,
-                    DB_SYSTEM,
+                instance.__dict__[STATE] = new_connection(
+                    library,
                     instance.unix_socket or instance.host,
                     None if instance.unix_socket or port is None else int(port),
                 )
@@ -88,9 +90,7 @@ def patch(module: ModuleType) -> None:
         state = instance.__dict__.get(STATE)
         if state is None:
             return wrapped(*args, **kwargs)
-        return tracked_call(
-            state, wrapped, args, kwargs, instance, _fd_of, _closing, is_connection_error
-        )
+        return tracked_call(state, wrapped, args, kwargs, instance)
 
     wrapt.wrap_function_wrapper(cls, "connect", connect)
     for name in _OPERATIONS:

@@ -17,10 +17,11 @@ import time
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
 from lifecycle_probe.connections.tracking import (
     ConnectionState,
     begin_reuse,
-    is_socket_gone,
+    new_connection,
     note_use,
     settle_reuse,
 )
@@ -29,6 +30,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
+
+__all__ = ["patch"]
 
 CLIENT = "redis-py"
 DB_SYSTEM = "redis"
@@ -49,7 +52,7 @@ def _fd_of(connection: Any) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def _make_is_connection_error(module: ModuleType) -> Any:
+def _library(module: ModuleType) -> ClientLibrary:
     exceptions = module.exceptions
     gone = (exceptions.ConnectionError, exceptions.TimeoutError)
     # Subclasses of ConnectionError that say nothing about a dropped connection.
@@ -59,12 +62,12 @@ def _make_is_connection_error(module: ModuleType) -> Any:
         if hasattr(exceptions, name)
     )
 
-    def is_connection_error(exc: BaseException) -> bool:
+    def lost(connection: Any, exc: BaseException) -> bool:
         if isinstance(exc, gone):
             return not isinstance(exc, not_gone)
         return is_socket_gone(exc)
 
-    return is_connection_error
+    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
 
 
 def patch(module: ModuleType) -> None:
@@ -72,7 +75,7 @@ def patch(module: ModuleType) -> None:
     cls = module.connection.AbstractConnection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    is_connection_error = _make_is_connection_error(module)
+    library = _library(module)
 
     def connect_check_health(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         state = instance.__dict__.get(STATE)
@@ -81,7 +84,7 @@ def patch(module: ModuleType) -> None:
             if state is not None:
                 try:
                     if state.reuse is None and not state.busy and state.crossed_boundary():
-                        begin_reuse(state, _fd_of(instance), _closing)
+                        begin_reuse(state, library.fd(instance))
                 except Exception as exc:
                     report_failure("redis connection tracking", exc)
             return wrapped(*args, **kwargs)
@@ -100,9 +103,8 @@ def patch(module: ModuleType) -> None:
             if state is None:
                 host = getattr(instance, "host", None)
                 port = getattr(instance, "port", None)
-                instance.__dict__[STATE] = ConnectionState(
-                    CLIENT,
-                    DB_SYSTEM,
+                instance.__dict__[STATE] = new_connection(
+                    library,
                     host if host is not None else getattr(instance, "path", None),
                     None if host is None or port is None else int(port),
                 )
@@ -112,25 +114,26 @@ def patch(module: ModuleType) -> None:
             report_failure("redis connection tracking", exc)
         return result
 
-    def _deferred(state: ConnectionState, exc: BaseException) -> None:
+    def _deferred(state: ConnectionState, connection: Any, exc: BaseException) -> None:
         reuse = state.reuse
-        if is_connection_error(exc) and reuse is not None:
+        if library.is_lost(connection, exc) and reuse is not None:
+            # The client's Retry may still mend it: settled when the command is over.
             reuse.error = exc
             _retrying.state = state
         else:
-            settle_reuse(state, exc, is_connection_error)
+            settle_reuse(state)  # a reply came back (an error reply): the reuse worked
 
     def send_packed_command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         state = instance.__dict__.get(STATE)
         if state is None:
             return wrapped(*args, **kwargs)
-        note_use(state, instance, _fd_of, _closing)
+        note_use(state, instance)
         if state.reuse is None or state.busy:
             return wrapped(*args, **kwargs)  # the hot path
         try:
             return wrapped(*args, **kwargs)
         except BaseException as exc:
-            _deferred(state, exc)
+            _deferred(state, instance, exc)
             raise
 
     def read_response(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -140,10 +143,10 @@ def patch(module: ModuleType) -> None:
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            _deferred(state, exc)
+            _deferred(state, instance, exc)
             raise
         # A reply came back: the reuse is over, whatever happened before this attempt.
-        settle_reuse(state, None, is_connection_error)
+        settle_reuse(state)
         return result
 
     def command(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -154,7 +157,7 @@ def patch(module: ModuleType) -> None:
             # reaches the user, and the reuse failed.
             state = _retrying.__dict__.pop("state", None)
             if state is not None and state.reuse is not None and state.reuse.error is not None:
-                settle_reuse(state, state.reuse.error, is_connection_error)
+                settle_reuse(state, state.reuse.error)
             raise
 
     wrapt.wrap_function_wrapper(cls, "connect_check_health", connect_check_health)

@@ -35,10 +35,11 @@ import time
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
 from lifecycle_probe.connections.tracking import (
     ConnectionState,
     begin_reuse,
-    is_socket_gone,
+    new_connection,
     note_use,
     settle_reuse,
 )
@@ -47,6 +48,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
+
+__all__ = ["patch", "retrying_call"]
 
 CLIENT = "urllib3"
 # HTTP has no db.system: the event names the server by address and port.
@@ -71,7 +74,7 @@ def _fd_of(connection: Any) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def _make_is_connection_error(module: ModuleType) -> Any:
+def _library(module: ModuleType) -> ClientLibrary:
     import http.client
 
     gone = (
@@ -80,10 +83,10 @@ def _make_is_connection_error(module: ModuleType) -> Any:
         http.client.BadStatusLine,
     )
 
-    def is_connection_error(exc: BaseException) -> bool:
+    def lost(connection: Any, exc: BaseException) -> bool:
         return isinstance(exc, gone) or is_socket_gone(exc)
 
-    return is_connection_error
+    return ClientLibrary(CLIENT, NO_DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
 
 
 def _pending() -> list[tuple[ConnectionState, int]]:
@@ -91,11 +94,6 @@ def _pending() -> list[tuple[ConnectionState, int]]:
     if pending is None:
         pending = _local.pending = []
     return pending
-
-
-def _was_connection_error(exc: BaseException) -> bool:
-    # Only an error judged connection-level when its request failed is ever left pending.
-    return True
 
 
 def _settle_pending(succeeded: bool) -> None:
@@ -110,9 +108,10 @@ def _settle_pending(succeeded: bool) -> None:
             # A retry mended it: the connection was replaced without a word to the caller.
             if not reuse.reconnect_ns:
                 reuse.reconnect_ns = max(1, time.perf_counter_ns() - failed_ns)
-            settle_reuse(state, None, _was_connection_error)
+            settle_reuse(state)
         else:
-            settle_reuse(state, reuse.error, _was_connection_error)
+            # Only an error judged connection-level when its request failed is pending.
+            settle_reuse(state, reuse.error)
 
 
 def _settle_pending_safely(succeeded: bool) -> None:
@@ -151,7 +150,7 @@ def patch(module: ModuleType) -> None:
     pool_cls = module.connectionpool.HTTPConnectionPool
     if pool_cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    is_connection_error = _make_is_connection_error(module)
+    library = _library(module)
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         attrs = instance.__dict__
@@ -171,9 +170,8 @@ def patch(module: ModuleType) -> None:
                 state.reconnected(cost_ns)
                 return result
             port = getattr(instance, "port", None)
-            new_state = ConnectionState(
-                CLIENT,
-                NO_DB_SYSTEM,
+            new_state = new_connection(
+                library,
                 getattr(instance, "host", None),
                 None if port is None else int(port),
             )
@@ -206,7 +204,7 @@ def patch(module: ModuleType) -> None:
                 and conn.sock is not None
                 and state.crossed_boundary()
             ):
-                begin_reuse(state, _fd_of(conn), _closing)
+                begin_reuse(state, library.fd(conn))
         except Exception as exc:
             report_failure("urllib3 connection tracking", exc)
         return wrapped(*args, **kwargs)
@@ -226,7 +224,7 @@ def patch(module: ModuleType) -> None:
             finally:
                 if STATE in attrs:
                     attrs[STATE].uses += 1
-        note_use(state, conn, _fd_of, _closing)
+        note_use(state, conn)
         if state.reuse is None:
             return wrapped(*args, **kwargs)  # the hot path
         try:
@@ -234,22 +232,19 @@ def patch(module: ModuleType) -> None:
         except BaseException as exc:
             try:
                 reuse = state.reuse
-                if (
-                    reuse is not None
-                    and _local.__dict__.get("depth", 0)
-                    and is_connection_error(exc)
-                ):
+                lost = library.is_lost(conn, exc)
+                if reuse is not None and _local.__dict__.get("depth", 0) and lost:
                     # urlopen, or a retry layer above it, may retry it on another
                     # connection: settled when the outermost retrying call is over.
                     reuse.error = exc
                     _pending().append((state, time.perf_counter_ns()))
                 else:
-                    settle_reuse(state, exc, is_connection_error)
+                    settle_reuse(state, exc if lost else None)
             except Exception as failure:
                 report_failure("urllib3 connection tracking", failure)
             raise
         # The status line and headers came back: the reuse worked.
-        settle_reuse(state, None, is_connection_error)
+        settle_reuse(state)
         return result
 
     def put_conn(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:

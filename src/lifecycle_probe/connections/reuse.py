@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.environment import Environment
 
+__all__ = ["is_alive", "reusable"]
+
 C = TypeVar("C")
 
 

@@ -5,25 +5,28 @@ environment may have been frozen in between, long enough for the server, a NAT o
 balancer to drop it. Only that first use does any work; every other use costs an
 attribute read, two comparisons and a clock read.
 
-Nothing here knows a driver: the driver modules say where a connection's socket is,
-which errors mean "the connection is gone", and call :func:`note_use`,
-:func:`settle_reuse` and :meth:`ConnectionState.reconnected`.
+Nothing here knows a driver: each connection carries its library's descriptor
+(:class:`~lifecycle_probe.connections.library.ClientLibrary`: where its socket is, which
+bytes end a session, which errors mean it is gone), and the driver modules call
+:func:`tracked_call`, or :func:`note_use` / :func:`begin_reuse` / :func:`settle_reuse`
+where a library's own flow needs them apart, and :meth:`ConnectionState.reconnected`.
 """
 
 from __future__ import annotations
 
 import _socket
-import _thread
-import errno
 import os
 import select
+import sys
 import time
 from time import time_ns as _time_ns
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.environment import current_environment, probe_threads
-from lifecycle_probe.facts import in_flight
-from lifecycle_probe.records import COLD, LifecycleEvent
+from lifecycle_probe.connections.library import GONE_ERRNOS, UNKNOWN_LIBRARY, ClientLibrary
+from lifecycle_probe.environment import current_environment
+from lifecycle_probe.facts import invocation_in_flight
+from lifecycle_probe.probe_threads import in_probe_work
+from lifecycle_probe.records import COLD, DETECTED, FAILED, RISK, STALE_EVENT, LifecycleEvent
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,10 +35,23 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.environment import Environment
 
-STALE_EVENT = "lifecycle.connection.stale"
-FAILED = "failed"
-DETECTED = "detected"
-RISK = "risk"
+__all__ = [
+    "DETECTED",
+    "FAILED",
+    "RISK",
+    "STALE_EVENT",
+    "ConnectionState",
+    "Reuse",
+    "begin_reuse",
+    "configure",
+    "first_use_call",
+    "new_connection",
+    "note_use",
+    "peer_closed",
+    "settle_reuse",
+    "settle_use",
+    "tracked_call",
+]
 
 # What the socket check saw at the first use after a freeze.
 CHECK_DEAD = "dead"
@@ -43,18 +59,22 @@ CHECK_ALIVE = "alive"
 # no socket to look at (already disconnected, or unknown), or idle under CHECK_MIN_IDLE_S
 CHECK_SKIPPED = "skipped"
 
-# Errors of the socket layer itself that mean the peer is gone, whatever the driver.
-_GONE_ERRNOS = frozenset(
-    {errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ECONNABORTED, errno.ETIMEDOUT}
-)
-
 # _socket, not socket.py: this module is imported at INIT, where socket.py (and the enum
 # module it loads) would cost more than all of connection tracking.
 _PEEK_FLAGS = _socket.MSG_PEEK | getattr(_socket, "MSG_DONTWAIT", 0)
 
-# Reusing a connection idle longer than this is a risk (Config.stale_idle_s).
+# Reusing a connection idle longer than this is a risk (Config.stale_idle_s), and whether
+# reuses are reported at all (Config.connections): both are process-wide, put here by
+# lifecycle_probe.installation, the one place that decides them (see :func:`configure`).
 _stale_idle_s = 60.0
 _stale_idle_ns = int(_stale_idle_s * 1e9)
+_reporting = True
+# Whether a probe of this process exports records (an exporter other than ``none``). A
+# stale reuse is noted (event and log line) only then, or while a process sink takes
+# records (``testing.capture_records``): ``exporter="none"`` writes nothing at all, not
+# even the log lines. Connections are still watched meanwhile (a use costs the same), so
+# that a probe with an exporter applied later judges their reuse from their first use.
+_exporting = False
 
 # The socket check looks for a goodbye the server sent while the environment sat frozen.
 # Servers, NATs and load balancers drop connections after seconds to hours of idleness,
@@ -66,11 +86,27 @@ CHECK_MIN_IDLE_S = 1.0
 _check_min_idle_ns = int(CHECK_MIN_IDLE_S * 1e9)
 
 
-def set_stale_idle_s(seconds: float) -> None:
-    """Idle time after which a reuse that worked is still reported as a ``risk``."""
-    global _stale_idle_s, _stale_idle_ns
-    _stale_idle_s = float(seconds)
+def configure(stale_idle_s: float, reporting: bool = True, exporting: bool = False) -> None:
+    """Set the process-wide ``risk`` threshold, and whether stale reuses are reported.
+
+    ``reporting=False`` is ``connections=False`` (or a disabled probe) decided after a
+    client was already patched: its connections stay watched (a patch is not undone under
+    a running function) but nothing is reported. ``exporting`` says whether a probe of the
+    process has an exporter other than ``none``.
+    """
+    global _stale_idle_s, _stale_idle_ns, _reporting, _exporting
+    _stale_idle_s = float(stale_idle_s)
     _stale_idle_ns = int(_stale_idle_s * 1e9)
+    _reporting = bool(reporting)
+    _exporting = bool(exporting)
+
+
+def _noted_anywhere() -> bool:
+    # A sink takes the event and the line: a probe's exporter, or a process sink (tests).
+    if _exporting:
+        return True
+    sinks = sys.modules.get("lifecycle_probe.sinks")
+    return bool(getattr(sinks, "process_sinks", None))
 
 
 def stale_idle_s() -> float:
@@ -120,6 +156,7 @@ class ConnectionState:
         "freezes",
         "last_reconnect_ns",
         "last_use_ns",
+        "library",
         "port",
         "reuse",
         "seq",
@@ -127,12 +164,19 @@ class ConnectionState:
     )
 
     def __init__(
-        self, client: str, db_system: str | None, address: str | None, port: int | None
+        self,
+        client: str,
+        db_system: str | None,
+        address: str | None,
+        port: int | None,
+        library: ClientLibrary = UNKNOWN_LIBRARY,
     ) -> None:
         environment = current_environment()
         now_ns = time.time_ns()
         self.client = client
         self.db_system = db_system
+        # How to look at this connection's socket and judge its errors.
+        self.library = library
         self.address = address
         self.port = port
         self.environment: Environment = environment
@@ -177,20 +221,27 @@ class ConnectionState:
         self.created_in = created_in(environment.seq)
 
 
-def begin_reuse(state: ConnectionState, fd: int | None, closing: Callable[[bytes], bool]) -> None:
+def new_connection(
+    library: ClientLibrary, address: str | None, port: int | None
+) -> ConnectionState:
+    """The state of a connection of ``library`` just made to ``address``:``port``."""
+    return ConnectionState(library.name, library.db_system, address, port, library)
+
+
+def begin_reuse(state: ConnectionState, fd: int | None) -> None:
     """First use after a freeze: measure idle time and look at the socket (no traffic)."""
     environment = current_environment()
     if state.reuse is not None:
         # The previous reuse never reached an outcome (its use did not go through a
         # settling call): give it one now rather than lose it.
-        settle_reuse(state, None, _never_connection_error)
+        settle_reuse(state)
     now_ns = time.time_ns()
     _cross_boundaries(state, environment)
     idle_ns = now_ns - state.last_use_ns
     if fd is None or fd < 0 or idle_ns < _check_min_idle_ns:
         check = CHECK_SKIPPED
     else:
-        check = peer_closed(fd, closing)
+        check = peer_closed(fd, state.library.closing)
     state.reuse = Reuse(
         idle_ns / 1e9,
         (now_ns - state.created_ns) / 1e9,
@@ -228,41 +279,31 @@ def _cross_boundaries(state: ConnectionState, environment: Environment) -> None:
     state.seq = environment.seq
 
 
-def note_use(
-    state: ConnectionState,
-    owner: Any,
-    fd_of: Callable[[Any], int | None],
-    closing: Callable[[bytes], bool],
-) -> None:
-    """Count one use; at the first use after an invocation boundary, begin a reuse."""
+def note_use(state: ConnectionState, owner: Any) -> None:
+    """Count one use of ``owner`` (the driver's connection object); at the first use after
+    an invocation boundary, begin a reuse."""
     try:
         if state.reuse is None and not state.busy and state.crossed_boundary():
-            begin_reuse(state, _fd_or_none(owner, fd_of), closing)
+            begin_reuse(state, state.library.fd(owner))
         state.uses += 1
         state.last_use_ns = time.time_ns()
     except Exception as exc:
         report_failure(f"{state.client} connection tracking", exc)
 
 
-def _fd_or_none(owner: Any, fd_of: Callable[[Any], int | None]) -> int | None:
-    try:
-        return fd_of(owner)
-    except Exception:  # a closed connection has no descriptor: nothing to look at
-        return None
+def settle_reuse(state: ConnectionState, lost: BaseException | None = None) -> None:
+    """The first use after a freeze is over: note its outcome, if it has one worth noting.
 
-
-def settle_reuse(
-    state: ConnectionState,
-    exc: BaseException | None,
-    is_connection_error: Callable[[BaseException], bool],
-) -> None:
-    """The first use after a freeze is over: note its outcome, if it has one worth noting."""
+    ``lost`` is the error that use ended with when it means the connection is gone (the
+    caller judged it with its library's :meth:`ClientLibrary.is_lost`); any other error
+    is a reply (a bad query) and counts as the reuse having worked.
+    """
     try:
         reuse = state.reuse
         state.reuse = None
         if reuse is None:
             return
-        if exc is not None and is_connection_error(exc):
+        if lost is not None:
             outcome = FAILED
         elif reuse.check == CHECK_DEAD or reuse.reconnect_ns:
             outcome = DETECTED
@@ -271,22 +312,22 @@ def settle_reuse(
             outcome = RISK
         else:
             return
-        _note(state, reuse, outcome, exc)
+        _note(state, reuse, outcome, lost)
     except Exception as failure:
         report_failure(f"{state.client} connection tracking", failure)
 
 
-def _never_connection_error(exc: BaseException) -> bool:
-    return False
-
-
-def is_socket_gone(exc: BaseException) -> bool:
-    """Whether ``exc`` is the socket layer saying the peer is gone (ECONNRESET, EPIPE...)."""
-    return isinstance(exc, OSError) and exc.errno in _GONE_ERRNOS
+def settle_use(state: ConnectionState, owner: Any, exc: BaseException | None) -> None:
+    """:func:`settle_reuse` after a use of ``owner`` that ended with ``exc`` (or None)."""
+    settle_reuse(state, exc if exc is not None and state.library.is_lost(owner, exc) else None)
 
 
 def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException | None) -> None:
-    if _thread.get_ident() in probe_threads:
+    if not _reporting:
+        return  # connections=False, decided after the client was patched
+    if not _noted_anywhere():
+        return  # exporter="none": nothing written, no event left to pile up
+    if in_probe_work():
         return  # the probe's own connection (the exporter's, to the collector)
     # An HTTP connection has no db.system: its server.address and port say what it is.
     attributes: list[tuple[str, str | int | float | bool]] = []
@@ -314,7 +355,9 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
 
     event_ns = time.time_ns()
     environment = current_environment()
-    environment.add_event(LifecycleEvent(STALE_EVENT, event_ns, tuple(attributes)))
+    environment.add_event(
+        LifecycleEvent(name=STALE_EVENT, time_ns=event_ns, attributes=tuple(attributes))
+    )
     where = state.address if state.port is None else f"{state.address}:{state.port}"
     if outcome == FAILED:
         what = "failed on reuse"
@@ -341,24 +384,19 @@ def _note(state: ConnectionState, reuse: Reuse, outcome: str, exc: BaseException
         for name, value in attributes
     }
     fields["connection_client"] = state.client
+    # The invocation the use belongs to: its facts and ARN, for a log query to join on.
+    invocation = invocation_in_flight()
     write_line(
         STALE_CONNECTION,
         WARNING,
         message,
         fields,
-        facts=in_flight.get(),
+        facts=None if invocation is None else invocation.facts(),
         function=environment.function,
-        arn=_invoked_arn(environment),
+        arn=None if invocation is None else invocation.invoked_function_arn(),
         xray_header=os.environ.get("_X_AMZN_TRACE_ID"),
         time_ns=event_ns,
     )
-
-
-def _invoked_arn(environment: Environment) -> str | None:
-    # The ARN the invocation in flight was called as (the decorator keeps its context).
-    capture = environment.in_flight_capture
-    arn = getattr(capture[3], "invoked_function_arn", None) if capture else None
-    return arn if type(arn) is str else None
 
 
 def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:
@@ -378,7 +416,7 @@ def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:
     except (BlockingIOError, InterruptedError):
         return CHECK_ALIVE
     except OSError as exc:
-        return CHECK_DEAD if exc.errno in _GONE_ERRNOS else CHECK_SKIPPED
+        return CHECK_DEAD if exc.errno in GONE_ERRNOS else CHECK_SKIPPED
     finally:
         sock.detach()
     if not data or closing(data):
@@ -402,11 +440,9 @@ def tracked_call(
     args: tuple[object, ...],
     kwargs: dict[str, object],
     owner: Any,
-    fd_of: Callable[[Any], int | None],
-    closing: Callable[[bytes], bool],
-    is_connection_error: Callable[[BaseException], bool],
 ) -> object:
-    """Run one network operation of a connection, settling a reuse if this use began one.
+    """Run one network operation ``wrapped(*args, **kwargs)`` of ``owner`` (the driver's
+    connection), settling a reuse if this use began one.
 
     The operation's result or exception passes through untouched (the same object).
     """
@@ -415,7 +451,7 @@ def tracked_call(
             return wrapped(*args, **kwargs)
         finally:
             state.last_use_ns = _time_ns()
-    return first_use_call(state, wrapped, args, kwargs, owner, fd_of, closing, is_connection_error)
+    return first_use_call(state, wrapped, args, kwargs, owner)
 
 
 def first_use_call(
@@ -424,9 +460,6 @@ def first_use_call(
     args: tuple[object, ...],
     kwargs: dict[str, object],
     owner: Any,
-    fd_of: Callable[[Any], int | None],
-    closing: Callable[[bytes], bool],
-    is_connection_error: Callable[[BaseException], bool],
 ) -> object:
     """:func:`tracked_call` once :meth:`ConnectionState.same_invocation_use` said no: the
     first use after a boundary (or a use nested in one that settles)."""
@@ -434,8 +467,8 @@ def first_use_call(
         now_ns = _time_ns()
         idle_ns = now_ns - state.last_use_ns
         if idle_ns < _check_min_idle_ns and idle_ns < _stale_idle_ns:
-            return _short_idle_use(state, wrapped, args, kwargs, now_ns, is_connection_error)
-    note_use(state, owner, fd_of, closing)
+            return _short_idle_use(state, wrapped, args, kwargs, owner)
+    note_use(state, owner)
     try:
         if state.reuse is None or state.busy:
             return wrapped(*args, **kwargs)
@@ -444,11 +477,11 @@ def first_use_call(
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
             state.busy = False
-            settle_reuse(state, exc, is_connection_error)
+            settle_use(state, owner, exc)
             raise
         finally:
             state.busy = False  # whatever happens, never left set: it would stop all tracking
-        settle_reuse(state, None, is_connection_error)
+        settle_reuse(state)
         return result
     finally:
         state.last_use_ns = _time_ns()
@@ -459,57 +492,57 @@ def _short_idle_use(
     wrapped: Callable[..., object],
     args: tuple[object, ...],
     kwargs: dict[str, object],
-    now_ns: int,
-    is_connection_error: Callable[[BaseException], bool],
+    owner: Any,
 ) -> object:
     """The first use after a boundary of a connection idle for less than both the socket
     check's and the risk's thresholds (back-to-back invocations): nothing to look at
     before it, and nothing to report if it works on the same session. Its reuse record
     is built only if the use fails or the driver replaced the session during it (PyMySQL's
     ``ping(reconnect=True)``): every back-to-back first use would otherwise pay for a
-    record it almost never needs."""
-    idle_ns = now_ns - state.last_use_ns
-    # The session as it was before the use, for the record should one be needed.
-    created_ns, created = state.created_ns, state.created_in
+    record it almost never needs, so what the record would say is kept in locals."""
+    started_ns = _time_ns()
+    idle_ns = started_ns - state.last_use_ns
+    # The session as it was before the use.
+    created_ns, created_in = state.created_ns, state.created_in
     try:
         _cross_boundaries(state, current_environment())
         state.uses += 1
-        state.last_use_ns = now_ns
+        state.last_use_ns = started_ns
     except Exception as exc:
         report_failure(f"{state.client} connection tracking", exc)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        _settle_short_idle_use(
-            state, exc, idle_ns, now_ns, created_ns, created, is_connection_error
-        )
+        if _late_reuse(state, idle_ns, started_ns, created_ns, created_in):
+            settle_use(state, owner, exc)
         raise
     finally:
         state.last_use_ns = _time_ns()
-    if state.created_ns != created_ns:
-        _settle_short_idle_use(
-            state, None, idle_ns, now_ns, created_ns, created, is_connection_error
-        )
+    if state.created_ns != created_ns and _late_reuse(
+        state, idle_ns, started_ns, created_ns, created_in
+    ):
+        settle_reuse(state)
     return result
 
 
-def _settle_short_idle_use(
-    state: ConnectionState,
-    exc: BaseException | None,
-    idle_ns: int,
-    now_ns: int,
-    created_ns: int,
-    created: str,
-    is_connection_error: Callable[[BaseException], bool],
-) -> None:
+def _late_reuse(
+    state: ConnectionState, idle_ns: int, started_ns: int, created_ns: int, created_in: str
+) -> bool:
+    """Give a short-idle use its reuse record after the fact, from what the session was
+    before it (``created_ns``, ``created_in``); False if that failed."""
     try:
         reuse = Reuse(
-            idle_ns / 1e9, (now_ns - created_ns) / 1e9, created, state.freezes, CHECK_SKIPPED
+            idle_ns / 1e9,
+            (started_ns - created_ns) / 1e9,
+            created_in,
+            state.freezes,
+            CHECK_SKIPPED,
         )
         if state.created_ns != created_ns:
+            # The driver replaced the session during the use.
             reuse.reconnect_ns = state.last_reconnect_ns
         state.reuse = reuse
     except Exception as failure:
         report_failure(f"{state.client} connection tracking", failure)
-        return
-    settle_reuse(state, exc, is_connection_error)
+        return False
+    return True

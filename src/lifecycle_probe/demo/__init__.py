@@ -19,15 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lifecycle_probe.connections.tracking import STALE_EVENT
 from lifecycle_probe.emulator import FunctionConfig, InvocationResult, LocalLambda
 from lifecycle_probe.emulator.keepalive import Server
+from lifecycle_probe.records import STALE_EVENT
 from lifecycle_probe.sinks.console import read_lines
+
+__all__ = ["add_arguments", "run"]
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
 PROACTIVE_GAP_MS = 400
@@ -104,7 +107,14 @@ def _restored(emulator: LocalLambda) -> list[InvocationResult]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when every probe tag agrees with the local Lambda's ground truth."""
+    """Run the demo; 0 when every probe tag agrees with the local Lambda's ground truth,
+    2 when the local Lambda cannot run here (no awslambdaric)."""
+    from lifecycle_probe.emulator.cli import missing_runtime_client
+
+    missing = missing_runtime_client("lifecycle-probe demo")
+    if missing is not None:
+        print(missing, file=sys.stderr)
+        return 2
     output = Path(args.output_dir).resolve()
     # A previous run's logs would be read as this run's: start from an empty folder.
     shutil.rmtree(output / "logs", ignore_errors=True)

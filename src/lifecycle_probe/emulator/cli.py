@@ -28,6 +28,8 @@ from lifecycle_probe.emulator.function import (
 from lifecycle_probe.emulator.local_lambda import EmulatorError, LocalLambda
 from lifecycle_probe.emulator.truth import InvocationResult
 
+__all__ = ["add_arguments", "main", "missing_runtime_client", "run"]
+
 PROG = "lifecycle-probe emulate"
 # Above the probe's default proactive gap (1 s): a proactive start is one nobody waited for.
 PROACTIVE_PAUSE_S = 1.5
@@ -245,10 +247,36 @@ def summary(results: list[InvocationResult], environments: int, elapsed_s: float
     )
 
 
+def missing_runtime_client(prog: str) -> str | None:
+    """The one line to print when the runtime processes cannot start here, else None.
+
+    Every environment is ``sys.executable -m awslambdaric``: without the ``emulator``
+    extra each would die at start, which the local Lambda can only report as failed INITs
+    one by one (the demo marked every row DISAGREES, then failed on a missing log; emulate
+    said ``errors: 1``). Asked before anything starts, like ``report --cloudwatch`` does
+    for boto3; ``find_spec`` looks the package up without importing it.
+    """
+    from importlib.util import find_spec
+
+    try:
+        if find_spec("awslambdaric") is not None:
+            return None
+    except (ImportError, ValueError):  # a broken installation is as good as none
+        pass
+    return (
+        f"{prog}: error: the local Lambda needs awslambdaric (AWS's runtime interface "
+        "client), which is not installed here: pip install 'lifecycle-probe[emulator]'"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``emulate``: 0 when every event was served (whatever its outcome), 2 on bad
-    input, 1 if the emulator failed, 130 if interrupted."""
+    input or without awslambdaric, 1 if the emulator failed, 130 if interrupted."""
     stderr = sys.stderr
+    missing = missing_runtime_client(PROG)
+    if missing is not None:
+        stderr.write(missing + "\n")
+        return 2
     try:
         events = read_events(args.events)
         function = FunctionConfig(

@@ -8,6 +8,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+__all__ = [
+    "INITIALIZATION_TYPE_VARIABLE",
+    "INIT_TYPES",
+    "MANAGED_INSTANCES_INITIALIZATION_TYPE",
+    "ON_DEMAND",
+    "PROACTIVE",
+    "PROVISIONED_CONCURRENCY",
+    "SNAP_START",
+    "FunctionConfig",
+]
+
 ON_DEMAND: Final = "on-demand"
 """An environment initialised because a request found no idle one."""
 PROVISIONED_CONCURRENCY: Final = "provisioned-concurrency"

@@ -16,6 +16,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+__all__ = ["CONNECTION_HEADER", "Server"]
+
 CONNECTION_HEADER = "X-Connection"
 
 

@@ -18,12 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from lifecycle_probe.emulator import truth
-from lifecycle_probe.emulator.environment import (
-    ExecutionEnvironment,
-    Invocation,
-    ManagedInstancesEnvironment,
-    new_trace_id,
-)
+from lifecycle_probe.emulator.environment import ExecutionEnvironment
 from lifecycle_probe.emulator.function import (
     ON_DEMAND,
     PROACTIVE,
@@ -31,8 +26,12 @@ from lifecycle_probe.emulator.function import (
     SNAP_START,
     FunctionConfig,
 )
+from lifecycle_probe.emulator.invocation import Invocation, new_trace_id
+from lifecycle_probe.emulator.managed_instances import ManagedInstancesEnvironment
 from lifecycle_probe.emulator.process import Spawner
 from lifecycle_probe.emulator.truth import EnvironmentInfo, InvocationResult
+
+__all__ = ["EmulatorError", "EmulatorTimeout", "LocalLambda"]
 
 PRE_INITIALISE_TYPES = (PROVISIONED_CONCURRENCY, PROACTIVE, SNAP_START)
 
@@ -88,7 +87,8 @@ class LocalLambda:
     thread-safe.
 
     **Lambda Managed Instances.** With ``FunctionConfig(max_concurrency=N)`` every
-    environment is a :class:`~lifecycle_probe.emulator.environment.ManagedInstancesEnvironment`:
+    environment is a
+    :class:`~lifecycle_probe.emulator.managed_instances.ManagedInstancesEnvironment`:
     one runtime process run with ``AWS_LAMBDA_MAX_CONCURRENCY=N``, whose N worker
     processes (forked by ``awslambdaric`` before any INIT) each run their own INIT and
     serve requests concurrently. Up to N requests are in flight in one environment

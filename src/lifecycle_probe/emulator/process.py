@@ -23,6 +23,18 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+__all__ = [
+    "Spawned",
+    "Spawner",
+    "client_socket_inode",
+    "descendants",
+    "process_state",
+    "signal_group",
+    "socket_owner",
+    "wait_exited",
+    "wait_stopped",
+]
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -190,3 +202,62 @@ def wait_stopped(pid: int, timeout_s: float = 1.0) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.0005)
+
+
+# -- which process holds a connection (Lambda Managed Instances) ----------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s child processes and theirs (from /proc), nearest first."""
+    found: list[int] = []
+    parents = [pid]
+    while parents:
+        parent = parents.pop(0)
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as children:
+                    kids = [int(kid) for kid in children.read().split()]
+            except (OSError, ValueError):
+                continue
+            found += kids
+            parents += kids
+    return found
+
+
+def client_socket_inode(local_port: int, remote_port: int) -> int | None:
+    """The inode of the IPv4 TCP socket from 127.0.0.1:``local_port`` to ``remote_port``."""
+    try:
+        with open("/proc/net/tcp", encoding="ascii") as table:
+            rows = table.read().splitlines()[1:]
+    except OSError:
+        return None
+    for row in rows:
+        fields = row.split()
+        try:
+            local = int(fields[1].rsplit(":", 1)[1], 16)
+            remote = int(fields[2].rsplit(":", 1)[1], 16)
+            inode = int(fields[9])
+        except (IndexError, ValueError):
+            continue
+        if local == local_port and remote == remote_port and inode:
+            return inode
+    return None
+
+
+def socket_owner(inode: int, candidates: list[int]) -> int | None:
+    """The first of ``candidates`` holding socket ``inode`` open, if any."""
+    target = f"socket:[{inode}]"
+    for pid in candidates:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                    return pid
+    return None

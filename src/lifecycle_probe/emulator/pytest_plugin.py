@@ -1,7 +1,7 @@
 """A pytest fixture for the local Lambda: ``local_lambda``.
 
-Use it from a ``conftest.py`` (``from lifecycle_probe.emulator.pytest_plugin import
-local_lambda``) or as a plugin (``pytest -p lifecycle_probe.emulator.pytest_plugin``)::
+Installing ``lifecycle-probe`` registers this module with pytest (the ``pytest11`` entry
+point), so the fixture is there in every test, with no import in a ``conftest.py``::
 
     def test_warm_reuse(local_lambda):
         emulator = local_lambda("app.handler", "src", timeout_s=2)
@@ -11,21 +11,34 @@ local_lambda``) or as a plugin (``pytest -p lifecycle_probe.emulator.pytest_plug
 Every local Lambda the factory made is closed at teardown, also when the test fails,
 so no runtime process outlives the test. ``max_concurrency=N`` (a ``FunctionConfig``
 field) gives Lambda Managed Instances: N worker processes per environment.
+
+pytest loads this module at start-up in every project that has the package installed,
+most of which never ask for the fixture: it imports nothing but pytest there. The
+emulator is imported when a test first asks for a local Lambda, and the runtime
+processes need ``awslambdaric`` (the ``emulator`` extra): without it, only the tests
+that use the fixture fail, with the command that installs it.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from lifecycle_probe.emulator.function import FunctionConfig
-from lifecycle_probe.emulator.local_lambda import LocalLambda
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from lifecycle_probe.emulator.function import FunctionConfig
+    from lifecycle_probe.emulator.local_lambda import LocalLambda
 
 __all__ = ["LocalLambdaFactory", "local_lambda"]
+
+MISSING_RUNTIME_CLIENT = (
+    "the local_lambda fixture runs handlers with AWS's Runtime Interface Client, which is "
+    "not installed: pip install 'lifecycle-probe[emulator]'"
+)
 
 _LOCAL_LAMBDA_OPTIONS = frozenset(
     {
@@ -60,6 +73,17 @@ class LocalLambdaFactory(Protocol):
 @pytest.fixture
 def local_lambda() -> Iterator[LocalLambdaFactory]:
     """A factory of started :class:`LocalLambda` instances, all closed at teardown."""
+    from importlib.util import find_spec
+
+    # Every runtime process would die at once on "No module named awslambdaric", and the
+    # test fail on an INIT timeout far from the cause: say it here, once.
+    if find_spec("awslambdaric") is None:
+        pytest.fail(MISSING_RUNTIME_CLIENT, pytrace=False)
+    from pathlib import Path
+
+    from lifecycle_probe.emulator.function import FunctionConfig
+    from lifecycle_probe.emulator.local_lambda import LocalLambda
+
     made: list[LocalLambda] = []
 
     def factory(

@@ -1,4 +1,4 @@
-"""The Lambda Runtime API and Extensions API of one execution environment, over HTTP/1.1.
+"""The Lambda Runtime, Extensions and Telemetry APIs of one environment, over HTTP/1.1.
 
 Each environment has its own endpoint on 127.0.0.1 (``AWS_LAMBDA_RUNTIME_API``), as on
 Lambda. This module only speaks HTTP and routes; the lifecycle decisions (when to
@@ -18,8 +18,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+__all__ = ["ACCEPTED", "Peer", "Reply", "RuntimeApiBackend", "RuntimeApiServer"]
+
 RUNTIME_PREFIX = "/2018-06-01/runtime"
 EXTENSION_PREFIX = "/2020-01-01/extension"
+TELEMETRY_PATH = "/2022-07-01/telemetry"
 ERROR_TYPE_HEADER = "Lambda-Runtime-Function-Error-Type"
 EXTENSION_NAME_HEADER = "Lambda-Extension-Name"
 EXTENSION_ID_HEADER = "Lambda-Extension-Identifier"
@@ -90,6 +93,9 @@ class RuntimeApiBackend(Protocol):
     ) -> Reply:
         """``POST /extension/init/error`` or ``/extension/exit/error`` (``phase``)."""
 
+    def telemetry_subscribe(self, extension_id: str | None, body: bytes) -> Reply:
+        """``PUT /2022-07-01/telemetry``: subscribe an extension to telemetry events."""
+
 
 def _route(
     backend: RuntimeApiBackend,
@@ -127,6 +133,8 @@ def _route(
                 headers.get(EXTENSION_ERROR_TYPE_HEADER),
                 body,
             )
+    elif method == "PUT" and path.rstrip("/") == TELEMETRY_PATH:
+        return backend.telemetry_subscribe(headers.get(EXTENSION_ID_HEADER), body)
     return Reply.error(404, "InvalidRequest", f"no such endpoint: {method} {path}")
 
 
@@ -144,6 +152,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":

@@ -9,6 +9,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+__all__ = [
+    "COLD",
+    "ERROR",
+    "OK",
+    "PROACTIVE_START",
+    "PROVISIONED",
+    "RESTORED",
+    "START_TYPE_OF_FIRST_INVOKE",
+    "TIMEOUT",
+    "WARM",
+    "EnvironmentInfo",
+    "InvocationResult",
+]
+
 OK: Final = "ok"
 """The handler returned a response."""
 ERROR: Final = "error"
@@ -124,6 +138,7 @@ class EnvironmentInfo:
     process start; ``first_next_ns`` when the runtime first asked for work
     (``invocation/next``, or ``restore/next`` under snap-start); ``init_done_ns`` when
     the runtime and every extension had asked (INIT complete); for snap-start,
+    ``restore_start_ns`` when the restore began (the snapshot thawed),
     ``restore_done_ns`` when ``restore/next`` was answered and ``restored_next_ns`` the
     first ``invocation/next`` after it; ``last_freeze_ns`` / ``last_thaw_ns`` the latest
     SIGSTOP / SIGCONT; ``ended_ns`` when it died. ``end_reason`` says why: ``reaped``,
@@ -163,6 +178,7 @@ class EnvironmentInfo:
     ended_ns: int | None
     max_concurrency: int | None = None
     workers: tuple[int, ...] = ()
+    restore_start_ns: int | None = None  # snap-start: when the restore began (the thaw)
 
     @property
     def alive(self) -> bool:
@@ -175,3 +191,10 @@ class EnvironmentInfo:
         if self.init_done_ns is None:
             return None
         return (self.init_done_ns - self.spawn_start_ns) / 1e6
+
+    @property
+    def restore_duration_ms(self) -> float | None:
+        """Snap-start: from the restore's start to the runtime's first ``invocation/next``."""
+        if self.restore_start_ns is None or self.restored_next_ns is None:
+            return None
+        return (self.restored_next_ns - self.restore_start_ns) / 1e6

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from lifecycle_probe.report.summary import StaleGroup, Summary
 
+__all__ = ["Advice", "advise"]
+
 # An import is worth deferring when its own time (p50 over environments) is at least this
 # long, or this share of INIT's p50 and at least DEFER_FLOOR_S ...
 DEFER_MIN_S = 0.05

@@ -1,4 +1,9 @@
-"""Reading a function's log group from CloudWatch Logs (boto3, imported here only)."""
+"""Reading a function's log group from CloudWatch Logs (boto3, imported here only).
+
+boto3 is the ``cloudwatch`` extra (``pip install 'lifecycle-probe[cloudwatch]'``), not a
+dependency of the probe: a function never needs it from the probe (the Lambda runtime has
+its own), and a layer must not ship it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,14 @@ import re
 import time
 from collections.abc import Iterator
 
+__all__ = ["MissingBoto3", "log_lines", "since_seconds"]
+
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+class MissingBoto3(ImportError):
+    """The ``cloudwatch`` extra is not installed."""
 
 
 def since_seconds(text: str) -> float:
@@ -30,8 +41,14 @@ def log_lines(
     """The messages of ``log_group``'s events of the last ``since_s`` seconds, oldest first
     per stream, page after page (``filter_log_events``; botocore retries throttling, and
     credentials and region are found as the AWS CLI finds them)."""
-    import boto3
-    from botocore.config import Config
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:
+        raise MissingBoto3(
+            "--cloudwatch needs boto3, which is not installed here: "
+            "pip install 'lifecycle-probe[cloudwatch]'"
+        ) from exc
 
     client = boto3.client(
         "logs",

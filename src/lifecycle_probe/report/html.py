@@ -23,6 +23,8 @@ from lifecycle_probe.report.summary import (
 )
 from lifecycle_probe.report.text import read_note
 
+__all__ = ["render"]
+
 MAX_ROWS = 1000
 WIDTH = 1000  # viewBox units across the time axis
 INIT_IMPORTS = 5

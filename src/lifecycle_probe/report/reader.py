@@ -7,6 +7,13 @@ exporter's lines, alone or inside a log export (a timestamp or a Lambda log pref
 the JSON is skipped). Lines that are none of these (START/END/REPORT lines, the
 function's own logs) are ignored; lines that are the probe's but cannot be read (cut off,
 not JSON, a field of the wrong type) are counted as malformed, never raised.
+
+A SnapStart environment's INIT is its restore (``lambda.restore``, EMF
+``RestoreDuration``, the INIT report's ``restore_duration_ms``): that is what its start
+cost. The INIT before the snapshot, which the probe exports with every environment
+restored from it (``lambda.init`` with ``lifecycle.restored``), ran once, when the version
+was published: it is no restored environment's INIT, and read as one it would count once
+per restore. It is skipped, with the import spans under it.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from lifecycle_probe.report.records import (
     Invocation,
     Record,
 )
+
+__all__ = ["Malformed", "ReadStats", "Reader"]
 
 # Keys that mark a JSON object as something the probe (or a collector) wrote.
 _OTLP_SPANS = '"resourceSpans"'
@@ -201,6 +210,8 @@ class Reader:
     def _otlp(self, resource_spans: list[dict[str, Any]]) -> list[Record]:
         records: list[Record] = []
         imports: list[dict[str, Any]] = []
+        # Span ids of the INIT before a snapshot and of the imports under it (see above).
+        snapshot_spans: set[Any] = set()
         for resource in resource_spans:
             function = otlp_attributes(resource.get("resource") or {}).get("faas.name")
             for scope in resource.get("scopeSpans", ()):
@@ -210,7 +221,10 @@ class Reader:
                         imports.append(span)
                         continue
                     attributes = otlp_attributes(span)
-                    if name == "lambda.init":
+                    if name == "lambda.init" and attributes.get("lifecycle.restored"):
+                        snapshot_spans.add(span.get("spanId"))
+                        continue
+                    if name in ("lambda.init", "lambda.restore"):
                         records.append(_otlp_init(span, attributes, function))
                     elif "lifecycle.start" in attributes:
                         records.append(_otlp_invocation(span, attributes, function))
@@ -218,6 +232,10 @@ class Reader:
                         continue
                     imports.extend(self._remember_trace(span.get("traceId"), attributes))
         for span in imports:
+            # (an import's span comes after its parent's: they are written by start time)
+            if snapshot_spans and span.get("parentSpanId") in snapshot_spans:
+                snapshot_spans.add(span.get("spanId"))
+                continue
             self._attribute_import(span, records)
         return records
 
@@ -255,9 +273,10 @@ def _otlp_init(span: dict[str, Any], attributes: dict[str, Any], function: Any) 
     if start_ns is None or end_ns is None:
         raise Malformed("lambda.init without start or end")
     failed = bool(attributes.get("lifecycle.init.failed"))
+    restore = span.get("name") == "lambda.restore"
     return Init(
         environment=str(attributes["lifecycle.environment.id"]),
-        init_type=_str(attributes.get("lifecycle.init_type")),
+        init_type="snap-start" if restore else _str(attributes.get("lifecycle.init_type")),
         duration_s=max(0.0, (end_ns - start_ns) / 1e9),
         start_ns=start_ns,
         end_ns=end_ns,
@@ -354,7 +373,10 @@ def _emf(document: dict[str, Any]) -> list[Record]:
         function=function,
     )
     records: list[Record] = []
-    init_ms = _emf_value(document, "InitDuration")
+    # A restored environment's start is its restore (see above).
+    init_ms = _emf_value(document, "RestoreDuration")
+    if init_ms is None:
+        init_ms = _emf_value(document, "InitDuration")
     if init_ms is not None:
         # EMF has INIT's duration only: its end is placed at the invocation's start.
         records.append(
@@ -400,7 +422,9 @@ def _seq(line: dict[str, Any]) -> int | None:
 
 def _init_report(line: dict[str, Any]) -> list[Record]:
     environment = _line_environment(line)
-    duration_ms = _float(line["init_duration_ms"])
+    # A restored environment's start is its restore (see above).
+    restore_ms = _float(line.get("restore_duration_ms"))
+    duration_ms = _float(line["init_duration_ms"]) if restore_ms is None else restore_ms
     assert duration_ms is not None
     end_ns = _timestamp_ns(line.get("timestamp"))
     records: list[Record] = [
@@ -413,7 +437,8 @@ def _init_report(line: dict[str, Any]) -> list[Record]:
             function=_str(line.get("function_name")),
         )
     ]
-    for item in line.get("slowest_imports") or ():
+    # (after a restore, the slowest imports are the snapshot's INIT's: not this environment's)
+    for item in () if restore_ms is not None else line.get("slowest_imports") or ():
         self_ms = _float(item["self_ms"])
         assert self_ms is not None
         records.append(Import(environment, str(item["module"]), self_ms / 1000))
@@ -504,6 +529,8 @@ def _timeout_line(line: dict[str, Any]) -> list[Record]:
 
 
 def _console_init(line: dict[str, Any]) -> list[Record]:
+    if line.get("restored"):
+        return []  # the INIT before a snapshot (see above); the console has no restore line
     start_ns, end_ns = _ns(line.get("start_ns")), _ns(line.get("end_ns"))
     duration = _float(line.get("duration_s"))
     if duration is None:

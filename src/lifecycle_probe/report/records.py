@@ -9,9 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-STALE_EVENT = "lifecycle.connection.stale"
-LEAK_EVENT = "lifecycle.global.leak"
-HAZARD_EVENT = "lifecycle.snapstart.hazard"
+# The event names are the probe's model's: the report reads what the sinks wrote.
+from lifecycle_probe.records import HAZARD_EVENT, LEAK_EVENT, STALE_EVENT
+
+__all__ = [
+    "HAZARD_EVENT",
+    "LEAK_EVENT",
+    "STALE_EVENT",
+    "Event",
+    "Import",
+    "Init",
+    "Invocation",
+    "Record",
+]
 
 
 @dataclass(slots=True)

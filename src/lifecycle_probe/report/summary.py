@@ -26,6 +26,17 @@ from lifecycle_probe.report.records import (
     Record,
 )
 
+__all__ = [
+    "COLD_START_TYPES",
+    "START_TYPES",
+    "Distribution",
+    "EnvironmentState",
+    "Marker",
+    "Segment",
+    "StaleGroup",
+    "Summary",
+]
+
 START_TYPES = ("cold", "warm", "provisioned", "proactive", "restored")
 COLD_START_TYPES = ("cold", "restored")
 EXACT_VALUES = 20_000

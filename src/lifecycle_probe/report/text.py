@@ -6,6 +6,8 @@ from typing import Any
 
 from lifecycle_probe.report.reader import ReadStats
 
+__all__ = ["read_note", "render"]
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f} ms"

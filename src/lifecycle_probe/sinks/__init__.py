@@ -11,8 +11,26 @@ from lifecycle_probe._safe import report_failure
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from lifecycle_probe.config import Config
+    from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+
+    # Hands the sinks the internal extension that flushes after the response (None where
+    # there can be none): capture knows the environment, sinks only use what they are given.
+    ExtensionSource = Callable[[], InternalExtension | None]
+
+__all__ = [
+    "Sink",
+    "add_process_sink",
+    "build_sinks",
+    "export_init_failure_to",
+    "export_to",
+    "forget_built_sinks",
+    "process_sinks",
+    "remove_process_sink",
+]
 
 
 class Sink:
@@ -68,20 +86,27 @@ def forget_built_sinks() -> None:
     _built.clear()
 
 
-def build_sinks(config: Config) -> tuple[Sink, ...]:
+def build_sinks(config: Config, extension: ExtensionSource | None = None) -> tuple[Sink, ...]:
     """The sinks named by ``config.exporter``, in order, and the probe's log lines; the
-    same objects for the same configuration."""
+    same objects for the same configuration.
+
+    With ``flush="after-response"``, ``extension()`` is asked (once, if any sink is built)
+    for the internal extension that flushes them; without one they flush synchronously.
+    """
     if "none" in config.exporter:
         return ()
     built = _built.get(config)
     if built is None:
-        built = _built[config] = _new_sinks(config)
+        built = _built[config] = _new_sinks(config, extension)
     return built
 
 
-def _new_sinks(config: Config) -> tuple[Sink, ...]:
+def _new_sinks(config: Config, extension_source: ExtensionSource | None) -> tuple[Sink, ...]:
     from lifecycle_probe.sinks.flush import attach_flushing
 
+    extension = None
+    if config.flush == "after-response" and extension_source is not None:
+        extension = extension_source()
     sinks: list[Sink] = []
     otlp = [name for name in config.exporter if name in ("otlp", "otlp-file")]
     for name in config.exporter:
@@ -92,11 +117,11 @@ def _new_sinks(config: Config) -> tuple[Sink, ...]:
         elif name == "emf":
             from lifecycle_probe.sinks.emf import EmfSink
 
-            sinks.append(attach_flushing(EmfSink(config), config))
+            sinks.append(attach_flushing(EmfSink(config), extension))
         elif name == otlp[0]:  # one OpenTelemetry pipeline serves both OTLP exporters
             from lifecycle_probe.sinks.otel import OtelSink
 
-            sinks.append(attach_flushing(OtelSink(config, otlp), config))
+            sinks.append(attach_flushing(OtelSink(config, otlp), extension))
     # The INIT report and timeout lines go with every exporter (README "Log lines"), after
     # the response when another sink has the internal extension: never an extension (a
     # thread Lambda waits for at every invocation) for a few lines of their own.
@@ -104,7 +129,7 @@ def _new_sinks(config: Config) -> tuple[Sink, ...]:
 
     log = LogSink(config)
     if any(getattr(sink, "extension", None) is not None for sink in sinks):
-        log = attach_flushing(log, config)
+        log = attach_flushing(log, extension)
     sinks.append(log)
     return tuple(sinks)
 

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.records import InitRecord, InvocationRecord, LifecycleEvent
 
+__all__ = ["ConsoleSink", "read_lines"]
+
 # Every line starts with this key, so the probe's lines are easy to pick out of a log.
 RECORD_KEY = "lifecycle_probe"
 

@@ -25,11 +25,20 @@ import sys
 from lifecycle_probe.coldstart import count_once
 from lifecycle_probe.records import (
     COLD,
+    CONNECTION_OUTCOME,
+    DETECTED,
     ERROR,
+    FAILED,
+    HAZARD_EVENT,
+    LEAK_EVENT,
+    MEMORY_EVENT,
     PROACTIVE,
     PROVISIONED,
     RESTORED,
+    RISK,
+    STALE_EVENT,
     TIMEOUT,
+    TMP_EVENT,
     WARM,
 )
 from lifecycle_probe.sinks.flush import BufferedSink
@@ -42,9 +51,12 @@ if TYPE_CHECKING:
     from lifecycle_probe.config import Config
     from lifecycle_probe.records import FunctionFacts, InitFailureRecord, InvocationRecord
 
+__all__ = ["METRICS", "EmfSink"]
+
 COUNT = "Count"
 MILLISECONDS = "Milliseconds"
 BYTES = "Bytes"
+MEGABYTES = "Megabytes"
 
 # Metric name -> (unit, when it is emitted). Every metric carries the dimensions
 # ``function_name`` and, when a service is configured, ``service``.
@@ -60,7 +72,16 @@ METRICS: dict[str, tuple[str, str]] = {
     "StartProvisioned": (COUNT, "1 on a provisioned-concurrency start"),
     "StartProactive": (COUNT, "1 on a proactive start"),
     "StartRestored": (COUNT, "1 on a SnapStart restore"),
-    "InitDuration": (MILLISECONDS, "INIT duration, on the first invocation of an environment"),
+    "InitDuration": (
+        MILLISECONDS,
+        "INIT duration, on the first invocation of an environment (after a SnapStart "
+        "restore: the INIT before the snapshot)",
+    ),
+    "RestoreDuration": (
+        MILLISECONDS,
+        "SnapStart restore duration as the probe measured it, on the first invocation after "
+        "a restore",
+    ),
     "InvocationSeq": (COUNT, "the invocation's sequence number in its environment"),
     "IdleDuration": (MILLISECONDS, "time frozen since the previous invocation (warm only)"),
     "InvokeDuration": (MILLISECONDS, "handler duration as the probe saw it"),
@@ -92,6 +113,22 @@ METRICS: dict[str, tuple[str, str]] = {
         "credentials), on the first invocation after a restore",
     ),
     "InitErrors": (COUNT, "1 for a failed INIT (written before the runtime exits)"),
+    # Lambda's own figures (Telemetry API), in the export they reach: usually the next
+    # invocation's, one value per request reported.
+    "BilledDuration": (MILLISECONDS, "Lambda's billed duration of a reported request"),
+    "MaxMemoryUsed": (MEGABYTES, "Lambda's peak memory of a reported request"),
+    "PlatformInitDuration": (
+        MILLISECONDS,
+        "Lambda's INIT duration, reported with the first request after an INIT",
+    ),
+    "PlatformRestoreDuration": (
+        MILLISECONDS,
+        "Lambda's SnapStart restore duration, reported with the first request after a restore",
+    ),
+    "InitDisagreements": (
+        COUNT,
+        "1 when Lambda's INIT duration and the probe's differ by more than the tolerance",
+    ),
     "TelemetryDropped": (
         COUNT,
         "records the probe gave up before writing them, counted in the next document",
@@ -106,17 +143,15 @@ START_METRICS = {
     RESTORED: "StartRestored",
 }
 STALE_METRICS = {
-    "failed": "StaleConnectionFailed",
-    "detected": "StaleConnectionDetected",
-    "risk": "StaleConnectionRisk",
+    FAILED: "StaleConnectionFailed",
+    DETECTED: "StaleConnectionDetected",
+    RISK: "StaleConnectionRisk",
 }
-STALE_EVENT = "lifecycle.connection.stale"
-LEAK_EVENT = "lifecycle.global.leak"
 # Events counted, one each, in a metric of their own.
 EVENT_METRICS = {
-    "lifecycle.snapstart.hazard": "SnapStartHazards",
-    "lifecycle.tmp.threshold": "TmpWarnings",
-    "lifecycle.memory.growth": "MemoryGrowthWarnings",
+    HAZARD_EVENT: "SnapStartHazards",
+    TMP_EVENT: "TmpWarnings",
+    MEMORY_EVENT: "MemoryGrowthWarnings",
 }
 
 # Where the function name is unknown (outside Lambda): a dimension value may not be empty.
@@ -198,6 +233,12 @@ class EmfSink(BufferedSink):
 
         def add(name: str, value: float) -> None:
             unit = METRICS[name][0]
+            entry = metric_set.get(name)
+            if entry is not None:
+                # A second value of one metric in one document (two requests' reports):
+                # EMF takes a list of values, as Powertools' own add_metric makes it.
+                entry["Value"].append(float(value))
+                return
             metric_set[name] = {
                 "Unit": unit,
                 "StorageResolution": resolution,
@@ -249,7 +290,7 @@ class EmfSink(BufferedSink):
         leaks = 0
         for event in record.events:
             if event.name == STALE_EVENT:
-                outcome = dict(event.attributes).get("lifecycle.connection.outcome")
+                outcome = dict(event.attributes).get(CONNECTION_OUTCOME)
                 metric = STALE_METRICS.get(str(outcome))
                 if metric is not None:
                     stale[metric] = stale.get(metric, 0) + 1
@@ -268,6 +309,20 @@ class EmfSink(BufferedSink):
             add("TmpGrowth", record.tmp_growth_bytes)
         if record.rss_bytes is not None:
             add("MemoryRss", record.rss_bytes)
+        if record.restore is not None:
+            add("RestoreDuration", record.restore.duration_s * 1000)
+        for figures in record.platform:
+            reported: tuple[tuple[str, float | None], ...] = (
+                ("BilledDuration", figures.billed_duration_ms),
+                ("MaxMemoryUsed", figures.max_memory_used_mb),
+                ("PlatformInitDuration", figures.init_duration_ms),
+                ("PlatformRestoreDuration", figures.restore_duration_ms),
+            )
+            for metric, figure in reported:
+                if figure is not None:
+                    add(metric, figure)
+        if record.init_disagreements:
+            add("InitDisagreements", len(record.init_disagreements))
         # Searchable in Logs Insights beside the metrics; never a payload or a secret.
         metadata = {
             "lifecycle_probe": "metrics",

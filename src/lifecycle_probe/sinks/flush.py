@@ -2,7 +2,9 @@
 
 ``LIFECYCLE_PROBE_FLUSH=after-response`` asks for the extension; where it cannot be had
 (outside Lambda, or the probe set up after INIT) the sink flushes before the handler
-returns, bounded by ``LIFECYCLE_PROBE_FLUSH_TIMEOUT_MS`` and the remaining time.
+returns, bounded by ``LIFECYCLE_PROBE_FLUSH_TIMEOUT_MS`` and the remaining time. Whether
+it can be had is the capture side's to say (it knows the environment): the sinks are
+handed the extension, or None.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import os
 from _queue import Empty, SimpleQueue
 
 from lifecycle_probe._safe import report_failure, warn_once
-from lifecycle_probe.environment import current_environment
-from lifecycle_probe.records import SOURCE_RUNTIME
 from lifecycle_probe.sinks import Sink
 
 TYPE_CHECKING = False
@@ -21,12 +21,13 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, TypeVar
 
-    from lifecycle_probe.config import Config
     from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.records import InvocationRecord
     from lifecycle_probe.sinks.otel import OtelSink
 
     Flushed = TypeVar("Flushed", bound="OtelSink | BufferedSink")
+
+__all__ = ["MAX_BUFFERED", "BufferedSink", "attach_flushing", "before_drains"]
 
 # Records a buffered sink keeps while nothing drains it (an extension that stopped).
 MAX_BUFFERED = 1000
@@ -58,15 +59,8 @@ def _run_before_drains(timeout_s: float) -> None:
             report_failure("after-response record", exc)
 
 
-def attach_flushing(sink: Flushed, config: Config) -> Flushed:
-    """Give ``sink`` its flush: the extension's after the response, or its own sync one."""
-    if config.flush != "after-response":
-        return sink
-    from lifecycle_probe.extension import after_response_extension
-
-    environment = current_environment()
-    init_over = environment.seq > 0 or environment.init_end_source == SOURCE_RUNTIME
-    extension = after_response_extension(config.flush_timeout_ms / 1000, init_over)
+def attach_flushing(sink: Flushed, extension: InternalExtension | None) -> Flushed:
+    """Give ``sink`` its flush: ``extension``'s after the response, or (None) its own sync one."""
     if extension is not None:
         if extension not in _extensions_hooked:
             _extensions_hooked.append(extension)

@@ -1,7 +1,9 @@
-"""The ``log`` lines that accompany every exporter: the INIT report and timeouts.
+"""The ``log`` lines that accompany every exporter: the INIT report, timeouts, disagreements.
 
 On the first invocation of an environment, one INIT report (duration, init type, the
-three slowest imports); one line per timeout; one line for a failed INIT. Stale
+three slowest imports; after a SnapStart restore, the restore's duration too); one line
+per timeout; one line for a failed INIT; one warning when Lambda's INIT figure and the
+probe's disagree (Lambda reports an environment's INIT once: one line at most). Stale
 connections and leaks are reported by their own capture code as they happen, through
 the same :mod:`lifecycle_probe.loglines`. Written after the response where the internal
 extension runs.
@@ -17,10 +19,13 @@ if TYPE_CHECKING:
     from typing import Any
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.imports import ImportRecord
-    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+    from lifecycle_probe.records import ImportRecord, InitFailureRecord, InvocationRecord
+
+__all__ = ["LogSink"]
 
 SLOWEST_IMPORTS = 3
+# The kind of the warning line written when Lambda's INIT figure and the probe's disagree.
+INIT_DISAGREEMENT = "init_disagreement"
 
 
 def slowest_imports(imports: tuple[ImportRecord, ...], count: int = SLOWEST_IMPORTS) -> list[Any]:
@@ -49,7 +54,7 @@ class LogSink(BufferedSink):
 
     def export(self, record: InvocationRecord) -> None:
         # Most invocations have nothing to say: skip the queue for them.
-        if record.init is not None or record.outcome == TIMED_OUT:
+        if record.init is not None or record.outcome == TIMED_OUT or record.init_disagreements:
             super().export(record)
 
     def write(self, item: Any) -> None:
@@ -70,19 +75,43 @@ class LogSink(BufferedSink):
             slowest = slowest_imports(init.imports)
             duration_ms = round(init.duration_s * 1000, 3)
             estimated = " (estimated)" if init.estimated else ""
+            fields: dict[str, Any] = {
+                "init_duration_ms": duration_ms,
+                "init_type": init.init_type,
+                "init_estimated": init.estimated,
+                "slowest_imports": slowest,
+            }
+            restore = record.restore
+            restored = ""
+            if restore is not None:
+                fields["restore_duration_ms"] = round(restore.duration_s * 1000, 3)
+                restored = f" before the snapshot, restore {fields['restore_duration_ms']:.1f} ms"
             write_line(
                 INIT_REPORT,
                 INFO,
-                f"lifecycle_probe: INIT report: {duration_ms:.1f} ms{estimated}, "
+                f"lifecycle_probe: INIT report: {duration_ms:.1f} ms{estimated}{restored}, "
                 f"{init.init_type}, start {facts.start}; slowest imports: "
                 f"{_imports_text(slowest)}",
+                fields,
+                time_ns=init.end_ns if restore is None else restore.end_ns,
+                **common,
+            )
+        for disagreement in record.init_disagreements:
+            write_line(
+                INIT_DISAGREEMENT,
+                WARNING,
+                "lifecycle_probe: Lambda's INIT duration and the probe's disagree: Lambda "
+                f"reported {disagreement.lambda_init_duration_ms:.1f} ms (request "
+                f"{disagreement.request_id}), the probe measured "
+                f"{disagreement.probe_init_duration_ms:.1f} ms from the runtime process's "
+                "start to its first request for work. Lambda's figure also covers external "
+                "extensions' INIT and whatever ran before the runtime process",
                 {
-                    "init_duration_ms": duration_ms,
-                    "init_type": init.init_type,
-                    "init_estimated": init.estimated,
-                    "slowest_imports": slowest,
+                    "lambda_init_duration_ms": disagreement.lambda_init_duration_ms,
+                    "probe_init_duration_ms": disagreement.probe_init_duration_ms,
+                    "reported_request_id": disagreement.request_id,
                 },
-                time_ns=init.end_ns,
+                time_ns=record.end_ns,
                 **common,
             )
         if record.outcome == TIMED_OUT:

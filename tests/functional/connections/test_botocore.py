@@ -18,7 +18,8 @@ import pytest
 
 from lifecycle_probe.connections import _botocore, _urllib3
 from lifecycle_probe.emulator.keepalive import Server
-from tests.functional.connections.conftest import freezes_since_init, unavailable
+from tests.functional.connections.support import freezes_since_init
+from tests.services import unavailable
 
 # Just enough of DynamoDB's JSON protocol for ListTables.
 EMPTY_TABLE_LIST = b'{"TableNames": []}'

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.functional.connections.conftest import (
+from tests.functional.connections.support import (
     assert_failed_at_init_connection,
     assert_no_secrets,
     freezes_since_init,

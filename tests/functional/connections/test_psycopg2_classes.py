@@ -9,9 +9,12 @@ from unittest import mock
 
 import pytest
 
-from tests.functional.connections.conftest import POSTGRES_DSN
+from tests.services import POSTGRES_DSN, require_module
 
-psycopg2_extras = pytest.importorskip("psycopg2.extras")
+
+@pytest.fixture
+def psycopg2_extras(psycopg2):
+    return require_module("psycopg2.extras")
 
 
 def _uses(connection):
@@ -26,7 +29,9 @@ def _uses(connection):
         ("NamedTupleConnection", lambda row: row.n == 1),
     ],
 )
-def test_extras_connections_keep_their_own_cursors_and_are_tracked(postgres, connection_class, row):
+def test_extras_connections_keep_their_own_cursors_and_are_tracked(
+    postgres, psycopg2_extras, connection_class, row
+):
     # GIVEN a connection of one of psycopg2.extras' classes, whose cursor() picks its rows
     connection = postgres(connection_factory=getattr(psycopg2_extras, connection_class))
     before = _uses(connection)
@@ -40,7 +45,7 @@ def test_extras_connections_keep_their_own_cursors_and_are_tracked(postgres, con
     assert _uses(connection) == before + 1
 
 
-def test_a_logging_connection_still_logs(postgres, caplog):
+def test_a_logging_connection_still_logs(postgres, psycopg2_extras, caplog):
     connection = postgres(connection_factory=psycopg2_extras.LoggingConnection)
     logger = logging.getLogger("test.psycopg2.logging")
     connection.initialize(logger)
@@ -55,7 +60,9 @@ def test_a_logging_connection_still_logs(postgres, caplog):
     assert _uses(connection) >= 1
 
 
-def test_a_connection_class_whose_cursor_takes_no_factory_works(postgres, psycopg2):
+def test_a_connection_class_whose_cursor_takes_no_factory_works(
+    postgres, psycopg2_extras, psycopg2
+):
     # GIVEN a user's connection class with a cursor() of its own that takes no factory
     plain = psycopg2.extensions.connection
 
@@ -87,7 +94,7 @@ def test_an_unhashable_cursor_factory_works(postgres, psycopg2):
         assert cursor.fetchone() == (1,)
 
 
-def test_a_cursor_class_patched_later_is_honoured(postgres):
+def test_a_cursor_class_patched_later_is_honoured(postgres, psycopg2_extras):
     connection = postgres(connection_factory=psycopg2_extras.DictConnection)
     with (
         mock.patch.object(psycopg2_extras.DictCursor, "execute", return_value="patched"),

@@ -7,8 +7,7 @@ import time
 import pytest
 
 from lifecycle_probe.connections import _psycopg
-from tests.functional.connections.conftest import (
-    POSTGRES_DSN,
+from tests.functional.connections.support import (
     assert_failed_at_init_connection,
     assert_no_secrets,
     freezes_since_init,
@@ -16,6 +15,7 @@ from tests.functional.connections.conftest import (
     one_stale_warning,
     run_sql,
 )
+from tests.services import POSTGRES_DSN
 
 
 def _drop_by_idle_session_timeout(postgres3, connection):

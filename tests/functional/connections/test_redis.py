@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.functional.connections.conftest import assert_no_secrets, one_stale_warning
+from tests.functional.connections.support import assert_no_secrets, one_stale_warning
 
 
 def test_a_killed_pooled_connection_is_detected_and_replaced_transparently(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from lifecycle_probe.connections.reuse import is_alive, reusable
-from tests.functional.connections.conftest import assert_no_secrets
+from tests.functional.connections.support import assert_no_secrets
 
 
 def query(connection, sql):

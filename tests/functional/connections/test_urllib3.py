@@ -17,7 +17,7 @@ import urllib3
 
 from lifecycle_probe.connections import _urllib3
 from lifecycle_probe.emulator.keepalive import Server
-from tests.functional.connections.conftest import freezes_since_init
+from tests.functional.connections.support import freezes_since_init
 
 SECRET = "s3cret-token"
 
@@ -282,7 +282,7 @@ def test_a_connection_to_another_server_is_not_taken_for_a_replacement(servers):
     a, b = servers(), servers()
     waiting = ConnectionState("urllib3", None, "127.0.0.1", a.port)
     fresh_environment()  # a boundary since its last use
-    begin_reuse(waiting, None, _urllib3._closing)
+    begin_reuse(waiting, None)
     _urllib3._pending().append((waiting, time.perf_counter_ns()))
     assert waiting.reuse is not None
     try:
@@ -298,3 +298,35 @@ def test_a_connection_to_another_server_is_not_taken_for_a_replacement(servers):
         assert waiting.reuse.reconnect_ns > 0
     finally:
         _urllib3._pending().clear()
+
+
+@pytest.mark.parametrize(("exporter", "lines"), [("none", 0), ("console", 1)])
+def test_exporter_none_writes_no_stale_connection_line(
+    servers, tracked, warnings_logged, capsys, exporter, lines
+):
+    # GIVEN every reuse after a boundary a risk, and a handler exporting to ``exporter``
+    # (no capture_records: no process sink takes its records either)
+    from lifecycle_probe import current, probe
+    from lifecycle_probe.environment import current_environment
+    from lifecycle_probe.testing import FakeContext
+
+    tracked(0)
+    server = servers()
+    pool = open_pool(servers, server)
+
+    @probe(exporter=exporter)
+    def handler(event, context):
+        return pool.request("GET", "/").status, current().invocation_seq
+
+    # WHEN the connection made in the first invocation is reused, and works, in the second
+    results = [handler({}, FakeContext()) for _ in range(2)]
+
+    # THEN ``none`` writes nothing at all and leaves no event behind; an exporter gets its
+    # line (the yardstick)
+    assert results == [(200, 1), (200, 2)]
+    assert len(lifecycle_lines(warnings_logged)) == lines
+    if exporter == "none":
+        assert current_environment().events == []
+    else:
+        assert "was reused and worked" in lifecycle_lines(warnings_logged)[0]
+    capsys.readouterr()  # (the console sink's JSON lines)

@@ -144,10 +144,10 @@ def test_layer_holds_the_runtime_path_only(sam_build, arch, machine):
         "aws-lambda-powertools",
         "opentelemetry-api",
         "opentelemetry-sdk",
-        "opentelemetry-exporter-otlp-json-http",
-        "opentelemetry-exporter-otlp-json-file",
         "wrapt",
     } <= installed
+    # the probe encodes and sends OTLP itself: no exporter package (issue 12)
+    assert not {name for name in installed if name.startswith("opentelemetry-exporter")}
     # nothing the Lambda Python runtime provides (boto3 and its dependencies): the runtime's
     # precompiled copies serve
     assert not installed & (RUNTIME_PROVIDED | {"awslambdaric", "pytest"})
@@ -187,9 +187,7 @@ import lifecycle_probe.handler  # noqa: the zero-code entry point's own imports
 from lifecycle_probe.config import Config
 from lifecycle_probe.sinks import build_sinks
 from lifecycle_probe.sinks import emf
-from lifecycle_probe.sinks.otel import pipeline
-from opentelemetry.exporter.otlp.json.http import OTLPSpanExporter, OTLPMetricExporter
-from opentelemetry.exporter.otlp.json.file import FileSpanExporter
+from lifecycle_probe.sinks.otel import exporters, pipeline, transport
 from aws_lambda_powertools.metrics.provider import cloudwatch_emf
 sinks = build_sinks(Config.resolve({}, exporter="emf,otlp,otlp-file", otlp_file=sys.argv[1]))
 import boto3
@@ -242,7 +240,7 @@ def test_the_layers_dependencies_import_with_the_runtimes_packages(sam_build, tm
             assert path.startswith(str(runtime)), (name, path)
         elif top in {"lifecycle_probe", "opentelemetry", "aws_lambda_powertools", "wrapt"}:
             assert path.startswith(str(layer_python)), (name, path)
-    assert {"urllib3", "opentelemetry.exporter.otlp.json.http", "wrapt"} <= modules.keys()
+    assert {"urllib3", "lifecycle_probe.sinks.otel.transport", "wrapt"} <= modules.keys()
 
 
 # -- the built zero-code function in the local Lambda -----------------------------------------

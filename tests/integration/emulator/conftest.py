@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_probe.emulator.pytest_plugin import local_lambda
 from tests.integration.emulator.emulator_support import runtime_processes
-
-__all__ = ["local_lambda"]
 
 HANDLERS = Path(__file__).resolve().parents[1] / "fixtures" / "emulator_handlers"
 

@@ -6,10 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_probe.testing import local_lambda
 from tests.integration.faults.servers import FaultCollector
-
-__all__ = ["local_lambda"]
 
 HANDLERS = Path(__file__).resolve().parents[1] / "fixtures" / "fault_handlers"
 

@@ -57,6 +57,14 @@ class FaultCollector:
         self._stopped.set()
         listener, self._listener = self._listener, None
         if listener is not None:
+            # close() alone leaves the port listening while the accept thread is blocked
+            # in accept() (it holds the socket until a connection wakes it): a client that
+            # backs off would find the port still taken when the test starts it again.
+            # shutdown() wakes that accept at once.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             connections, self._connections = self._connections, set()

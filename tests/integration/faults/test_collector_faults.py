@@ -51,8 +51,9 @@ FAULTS = {
     "refused": ("ConnectionRefusedError", False),
     "status:500": ("HTTP 500", False),
     "status:429": ("HTTP 429", False),
-    "slow": ("ReadTimeoutError", True),
-    "hang": ("ReadTimeoutError", True),
+    # The answer did not come within the flush's time (the socket's own timeout).
+    "slow": ("TimeoutError", True),
+    "hang": ("TimeoutError", True),
     "reset": ("ECONNRESET", False),
 }
 

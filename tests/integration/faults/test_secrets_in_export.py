@@ -1,10 +1,12 @@
 """Secrets around the OpenTelemetry export: source lines in stack traces, the collector's
-API key in the SDK's log lines; and a user's own OpenTelemetry logging left alone."""
+API key in the probe's warnings; and a function's own OpenTelemetry left alone."""
 
 from __future__ import annotations
 
 import logging
-import threading
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -37,26 +39,45 @@ def test_the_exception_event_carries_no_source_line(local_lambda, fault_handlers
     assert SECRET not in path.read_text()
 
 
-def test_the_probes_export_failures_leave_a_users_own_exporter_logging_alone(caplog):
-    # GIVEN the probe's pipeline (which quiets the SDK's exporter loggers for its own
-    # threads) and a user's own OTLP exporter pointed at a collector that answers 500
-    from opentelemetry.exporter.otlp.json.http import OTLPSpanExporter
-
-    from lifecycle_probe.sinks.otel.failures import quiet_sdk_loggers
-
+def test_the_probes_export_imports_no_opentelemetry_and_touches_no_logger_of_it(tmp_path):
+    # GIVEN a fresh process whose probe exports otlp (to a collector that answers 500)
+    # and otlp-file, with no sampler named
     collector = FaultCollector("status:500").start()
+    script = f"""
+import logging, sys
+from lifecycle_probe import probe
+handler = probe(exporter="otlp,otlp-file", otlp_file={str(tmp_path / "x.jsonl")!r},
+                flush="sync", flush_timeout_ms=2000)(lambda event, context: "ok")
+assert handler({{}}, None) == "ok"
+loaded = sorted(name for name in sys.modules if name.startswith("opentelemetry"))
+touched = sorted(
+    name for name, logger in logging.root.manager.loggerDict.items()
+    if name.startswith("opentelemetry") and getattr(logger, "filters", None)
+)
+print(loaded, touched)
+"""
     try:
-        quiet_sdk_loggers()
-        exporter = OTLPSpanExporter(endpoint=collector.endpoint("traces", "user-key"), timeout=1)
-        # WHEN the user's exporter fails on a thread of the user's
-        with caplog.at_level(logging.WARNING):
-            worker = threading.Thread(target=exporter.export, args=([],))
-            worker.start()
-            worker.join(10)
+        completed = subprocess.run(
+            [sys.executable, "-c", script],
+            env={
+                **os.environ,
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint("traces").rsplit("/v1", 1)[0],
+                "OTEL_TRACES_SAMPLER": "",
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     finally:
         collector.stop()
-    # THEN its own lines are there, as the user configured them
-    assert any("Failed to export" in r.getMessage() for r in caplog.records)
+    # THEN the export went out (and failed: said once) without any OpenTelemetry module,
+    # so a function's own OpenTelemetry and its logging are left as they are
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip().splitlines()[-1] == "[] []"
+    assert completed.stderr.count("export to http://127.0.0.1") == 2  # spans, metrics
+    assert "HTTP 500" in completed.stderr
+    assert (tmp_path / "x.jsonl").read_text().count("\n") == 2
 
 
 def test_redaction_and_failure_kinds():
@@ -78,44 +99,37 @@ def test_redaction_and_failure_kinds():
 
 
 def test_one_warning_per_place_with_a_failing_probe_export(caplog):
-    # The probe's own exporter, exporting from a probe thread: the SDK's lines vanish,
-    # the probe's warning says it once
-    from opentelemetry.exporter.otlp.json.http import OTLPSpanExporter
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext
-
+    # The probe's own exporter, failing three flushes in a row against a collector that
+    # answers 500, its API key in the endpoint's query: the probe says it once, without
+    # the key
     from lifecycle_probe._safe import forget_warnings
-    from lifecycle_probe.environment import mark_probe_thread, probe_threads
-    from lifecycle_probe.sinks.otel.failures import quiet_sdk_loggers
-    from lifecycle_probe.sinks.otel.pipeline import _Channel
+    from lifecycle_probe.sinks.otel.channels import Channel
+    from lifecycle_probe.sinks.otel.exporters import OtlpHttpExporter
+    from lifecycle_probe.sinks.otel.metrics import Metrics
+    from lifecycle_probe.sinks.otel.spans import Span
 
     forget_warnings()
-    quiet_sdk_loggers()
     collector = FaultCollector("status:500").start()
-    exporter = OTLPSpanExporter(endpoint=collector.endpoint("traces", "probe-key"), timeout=1)
-    channel = _Channel(exporter, None, None)  # type: ignore[arg-type]  # spans only
-    span = ReadableSpan("s", context=SpanContext(1, 2, False))
-
-    def export_three_times():
-        mark_probe_thread()
-        try:
-            for _ in range(3):
-                channel.keep([span])
-                channel.export_spans()
-        finally:
-            probe_threads.discard(threading.get_ident())
-
+    environ = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": collector.endpoint("traces", "probe-key")}
+    exporter = OtlpHttpExporter({"service.name": "t"}, ("t", "1"), environ)
+    channel = Channel(exporter, Metrics(start_ns=1))
+    span = Span("s", 1, 2, None, {}, 1, 2)
     try:
         with caplog.at_level(logging.WARNING):
-            worker = threading.Thread(target=export_three_times)
-            worker.start()
-            worker.join(20)
+            results = []
+            for _ in range(3):
+                channel.keep([span])
+                results.append(channel.export_spans(timeout_s=5.0))
     finally:
+        exporter.shutdown()
         collector.stop()
+    assert results == [False, False, False]
     messages = [r.getMessage() for r in caplog.records]
-    assert not [m for m in messages if "Failed to export" in m]
     failed = [m for m in messages if "export to" in m]
     assert len(failed) == 1, messages
     assert "HTTP 500" in failed[0]
+    assert "/v1/traces?<redacted>" in failed[0]
     assert "probe-key" not in " ".join(messages)
     assert_one_warning_each("\n".join(messages), "probe-key")
+    # and the spans refused MAX_ATTEMPTS times were given up, counted
+    assert channel.dropped_spans == 3

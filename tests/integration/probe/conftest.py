@@ -7,11 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lifecycle_probe.testing import local_lambda
-from tests.functional.connections.conftest import MYSQL, POSTGRES_DSN, REDIS, unavailable
-from tests.integration.probe.stale import driver
-
-__all__ = ["local_lambda"]
+from tests.services import MYSQL, POSTGRES_DSN, REDIS, require_module, unavailable
 
 HANDLERS = Path(__file__).resolve().parents[1] / "fixtures" / "probe_handlers"
 
@@ -23,22 +19,23 @@ def probe_handlers() -> Path:
 
 
 # The servers of the stale-connection tests (stale.py): a missing driver or server skips,
-# or fails under LIFECYCLE_PROBE_REQUIRE_SERVICES=1. Each gives the function's variables.
+# or fails under LIFECYCLE_PROBE_REQUIRE_SERVICES=1 (tests/services.py, which also marks
+# the tests that ask for them ``services``). Each gives the function's variables.
 
 
 @pytest.fixture
 def postgres_env():
-    psycopg2 = driver("psycopg2")
+    psycopg2 = require_module("psycopg2")
     try:
         psycopg2.connect(POSTGRES_DSN, connect_timeout=2).close()
     except psycopg2.OperationalError as exc:
         unavailable(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    return {"STALE_PG_DSN": POSTGRES_DSN}
+    return {"STALE_PG_DSN": POSTGRES_DSN, "STALE_PG_DRIVER": "psycopg2"}
 
 
 @pytest.fixture
 def mariadb_env():
-    pymysql = driver("pymysql")
+    pymysql = require_module("pymysql")
     try:
         pymysql.connect(connect_timeout=2, **MYSQL).close()
     except pymysql.err.OperationalError as exc:
@@ -54,7 +51,7 @@ def mariadb_env():
 @pytest.fixture
 def redis_admin():
     """A client of the test process, to kill the function's connection with."""
-    redis = driver("redis")
+    redis = require_module("redis")
     admin = redis.Redis(socket_connect_timeout=2, **REDIS)
     try:
         admin.ping()
@@ -77,9 +74,9 @@ def redis_env(redis_admin):
 
 @pytest.fixture
 def psycopg_env():
-    psycopg = driver("psycopg")
+    psycopg = require_module("psycopg")
     try:
         psycopg.connect(POSTGRES_DSN, connect_timeout=2).close()
     except psycopg.OperationalError as exc:
         unavailable(f"PostgreSQL on 127.0.0.1:5432 is not reachable: {exc}")
-    return {"STALE_PG_DSN": POSTGRES_DSN}
+    return {"STALE_PG_DSN": POSTGRES_DSN, "STALE_PG_DRIVER": "psycopg"}

@@ -1,7 +1,9 @@
 """A seeded random workload for the local Lambda: bursts, pauses, reaps, kills, failures.
 
-Shared by the scenario test (300+ invocations in CI) and the soak script in
-``benchmarks/soak.py`` (5,000+).
+Used by the scenario test (``test_random_scenario.py``, 300+ invocations in CI). The long
+run, thousands of invocations with every record accounted for, is the soak
+(``python -m tests.soak.run_soak``), which drives a workload of its own
+(``tests/soak/workload.py``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Stale connections in the local Lambda: the function's settings and reading its reports.
 
-Shared by the stale-connection tests in the runtime (test_stale_connections_*.py). The
+Shared by the stale-connection tests in the runtime (test_stale_*_in_runtime.py). The
 handler fixtures (tests/integration/fixtures/probe_handlers/stale_*.py) connect at INIT
 and read their settings from the variables :func:`function_env` sets; the reports are read
 back from the OTLP file the runtime process wrote.
@@ -8,25 +8,15 @@ back from the OTLP file the runtime process wrote.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from lifecycle_probe.connections.tracking import STALE_EVENT
-from tests.functional.connections.conftest import unavailable
+from lifecycle_probe.records import STALE_EVENT
 from tests.integration.probe.otlp import attributes, read_otlp
 
 SERVER_IDLE_TIMEOUT_S = 1
 FREEZE_S = 2.0  # longer than the server's idle timeout
 # How the fixtures put the hooks in place before importing the driver: install().
 WORKING_HOOKS = "install"
-
-
-def driver(name: str) -> Any:
-    """The client library, imported here; skips (or fails) the test if it is missing."""
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        unavailable(f"driver {name} is not installed")
 
 
 def function_env(path, extra, *, server_idle_timeout_s=SERVER_IDLE_TIMEOUT_S, hooks=WORKING_HOOKS):

@@ -27,12 +27,13 @@ from tests.integration.probe.stale import (
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.services  # (its server's fixture is asked for by name, unseen at collection)
 @pytest.mark.parametrize(
     ("handler", "env_fixture", "error_type"),
     [
-        ("stale_pg.handler", "postgres_env", "OperationalError"),
+        ("stale_postgres.handler", "postgres_env", "OperationalError"),
         # psycopg 3 raises the server's own error class, an OperationalError subclass
-        ("stale_psycopg.handler", "psycopg_env", "IdleSessionTimeout"),
+        ("stale_postgres.handler", "psycopg_env", "IdleSessionTimeout"),
     ],
     ids=["psycopg2", "psycopg"],
 )
@@ -72,7 +73,7 @@ def test_an_init_connection_is_tracked_with_install_or_with_probe_imported_first
     # before psycopg2
     path = tmp_path / "otlp.jsonl"
     env = function_env(path, postgres_env, hooks=hooks)
-    emulator = local_lambda("stale_pg.handler", probe_handlers, env=env)
+    emulator = local_lambda("stale_postgres.handler", probe_handlers, env=env)
     # WHEN its INIT connection is reused after the server dropped it
     _, second = freeze_and_reuse(emulator)
     assert (second.outcome, second.error_type) == ("error", "OperationalError")
@@ -142,10 +143,11 @@ def test_redis_connection_killed_while_frozen_is_detected_and_replaced(
     assert_one_stale_metric(points, db_system="redis", outcome="detected")
 
 
+@pytest.mark.services  # (its server's fixture is asked for by name, unseen at collection)
 @pytest.mark.parametrize(
     ("handler", "env_fixture"),
     [
-        ("stale_pg.handler", "postgres_env"),
+        ("stale_postgres.handler", "postgres_env"),
         ("stale_mysql.handler", "mariadb_env"),
         ("stale_redis.handler", "redis_env"),
     ],

@@ -10,16 +10,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle_probe.emulator import LocalLambda
-from lifecycle_probe.testing import local_lambda
-
-__all__ = ["local_lambda"]
-
-ROOT = Path(__file__).resolve().parents[3]
-WRAPPER = ROOT / "layer" / "lifecycle-probe"
-HERE = Path(__file__).resolve().parent
-MANAGED_RUNTIME = HERE / "managed_runtime" / "bootstrap"
-OTEL_INSTRUMENT = HERE / "otel_layer" / "otel-instrument"
-FIXTURES = ROOT / "tests" / "integration" / "fixtures" / "zero_code_handlers"
+from tests.integration.zero_code.paths import FIXTURES, MANAGED_RUNTIME
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import pytest
 
 from lifecycle_probe.environment import clock_tick_ns
 from tests.integration.probe.otlp import read_otlp, total
-from tests.integration.zero_code.conftest import OTEL_INSTRUMENT, WRAPPER
+from tests.integration.zero_code.paths import OTEL_INSTRUMENT, WRAPPER
 
 pytestmark = pytest.mark.integration
 

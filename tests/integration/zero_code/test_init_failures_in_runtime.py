@@ -9,7 +9,7 @@ import pytest
 
 from tests.emf_spec import emf_problems, json_lines, metric_values
 from tests.integration.probe.otlp import read_otlp, total
-from tests.integration.zero_code.conftest import OTEL_INSTRUMENT, WRAPPER
+from tests.integration.zero_code.paths import OTEL_INSTRUMENT, WRAPPER
 
 pytestmark = pytest.mark.integration
 

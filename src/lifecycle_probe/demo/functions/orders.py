@@ -16,6 +16,8 @@ from typing import Any
 
 from lifecycle_probe import current, probe
 
+__all__ = ["handler"]
+
 # INIT work, as a real function does it: configuration, clients, a warm cache.
 time.sleep(float(os.environ.get("ORDERS_INIT_WORK_S", "0.12")))
 PRICES = {"apple": 3, "pear": 4, "fig": 9}

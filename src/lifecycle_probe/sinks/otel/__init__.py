@@ -1,9 +1,12 @@
-"""The OpenTelemetry sink: records become spans and FaaS metrics (only this package imports OTel).
+"""The OpenTelemetry sink: records become OTLP spans and FaaS metrics.
 
-Nothing here runs at INIT. The sink queues each finished invocation record; the SDK is
-imported and the spans are built from the recorded timestamps when the queue is drained:
-after the response (from the internal extension's thread) or, in ``sync`` mode, before
-the handler returns, bounded by the flush timeout and the invocation's remaining time.
+Nothing here runs at INIT. The sink queues each finished invocation record; the spans
+and points are built from the recorded timestamps, encoded as OTLP JSON and sent when the
+queue is drained: after the response (from the internal extension's thread) or, in
+``sync`` mode, before the handler returns, bounded by the flush timeout and the
+invocation's remaining time. The export path imports no OpenTelemetry package (a
+function's own OpenTelemetry, of whatever version, is left alone): only a sampler named
+by ``OTEL_TRACES_SAMPLER`` and exporters handed in by the caller use the SDK.
 
 Per DESIGN.md §2: ``lambda.init`` (INIT start from the OS to INIT end) with a
 ``lambda.import`` child per import at or above the import threshold, both in the trace of
@@ -21,13 +24,12 @@ import time
 from _queue import SimpleQueue
 
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
-from lifecycle_probe.environment import mark_probe_thread
-from lifecycle_probe.imports import probe_work
+from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
 from lifecycle_probe.sinks import Sink
 
 # This module is imported at INIT (when @probe builds its sinks): only what a bare
-# interpreter has loaded may be imported at its top. The SDK, and pipeline.py which
-# translates records into it, come in at the first drain.
+# interpreter has loaded may be imported at its top. pipeline.py, which translates
+# records into telemetry, comes in at the first drain.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,22 +40,29 @@ if TYPE_CHECKING:
     from lifecycle_probe.config import Config
     from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+    from lifecycle_probe.sinks.otel.exporters import Exporter
     from lifecycle_probe.sinks.otel.pipeline import Pipeline
+
+__all__ = ["OtelSink"]
 
 
 # Records kept while exports cannot keep up (a collector down for a long while).
 MAX_QUEUED = 1000
+# How far past its deadline the sink's thread may still be in a drain before a sync caller
+# stops waiting for it: a drain may run over by an export's minimum time (0.1 s) legitimately.
+HUNG_AFTER_S = 0.25
 
 
 class OtelSink(Sink):
     """Turns invocation records into OTLP spans and metrics for one or more exporters.
 
     ``exporters`` are ``otlp`` and/or ``otlp-file``. Tests pass ``span_exporter`` and
-    ``metric_exporter`` (e.g. the SDK's ``InMemorySpanExporter`` and
-    ``lifecycle_probe.sinks.otel.memory.InMemoryMetricExporter``) instead. ``isolate_exports`` runs
-    each drain on the sink's own thread so that the caller's wait is bounded even when an
-    exporter hangs (a collector that never answers, a file on a stuck network share); by
-    default every named exporter gets that, injected in-memory ones do not.
+    ``metric_exporter`` (OpenTelemetry SDK exporters, e.g. the SDK's ``InMemorySpanExporter``
+    and ``lifecycle_probe.sinks.otel.memory.InMemoryMetricExporter``) or ``exporter`` (a
+    destination of the probe's own, e.g. ``exporters.InMemoryExporter``) instead.
+    ``isolate_exports`` runs each drain on the sink's own thread so that the caller's wait
+    is bounded even when an exporter hangs (a collector that never answers, a file on a
+    stuck network share); by default every named exporter gets that, injected ones do not.
     """
 
     name = "otel"
@@ -65,6 +74,7 @@ class OtelSink(Sink):
         *,
         span_exporter: SpanExporter | None = None,
         metric_exporter: MetricExporter | None = None,
+        exporter: Exporter | None = None,
         isolate_exports: bool | None = None,
     ) -> None:
         self._config = config
@@ -74,6 +84,7 @@ class OtelSink(Sink):
         self._exporters = tuple(exporters)
         self._span_exporter = span_exporter
         self._metric_exporter = metric_exporter
+        self._exporter = exporter
         self._queue: list[InvocationRecord] = []
         # A failed INIT waiting for its export (at most one per process, in practice).
         self._failures: list[InitFailureRecord] = []
@@ -86,6 +97,8 @@ class OtelSink(Sink):
         self._unreported_drops = 0
         self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
         self._worker_pid: int | None = None
+        # The deadline of the drain the sink's thread is in (monotonic), None when idle.
+        self._busy_until: float | None = None
         # Set by the flush coordinator when an internal extension drains after the response.
         self.extension: InternalExtension | None = None
         # OpenTelemetry's own off switch, honoured as every OTel SDK user expects.
@@ -101,6 +114,7 @@ class OtelSink(Sink):
         self._queue_lock = _thread.allocate_lock()
         self._drain_lock = _thread.allocate_lock()
         self._worker_pid = None
+        self._busy_until = None  # the parent's thread, not here
         self._queue = []
         self._failures = []
         if self._pipeline is not None:
@@ -129,13 +143,26 @@ class OtelSink(Sink):
             self._queue.append(record)
         extension = self.extension
         if extension is None or not extension.registered:
-            self.drain(self.sync_budget_s(record))
+            self.drain(0.0 if self._hung() else self.sync_budget_s(record))
+
+    def _hung(self) -> bool:
+        """True while the sink's thread is still in a drain well past that drain's deadline:
+        an exporter that does not keep to its bound (a DNS lookup that hangs: getaddrinfo
+        takes no timeout; an SDK exporter that ignores its own). Each caller waiting for
+        it would pay its whole budget at every invocation; the channels' backoff cannot
+        help until the export returns. The record stays queued for the drain after it."""
+        busy_until = self._busy_until
+        return (
+            busy_until is not None
+            and self._worker_pid == os.getpid()
+            and time.monotonic() > busy_until + HUNG_AFTER_S
+        )
 
     def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
         """Export a failed INIT now: its ``lambda.init`` span, its imports and
         ``faas.init_errors``, waiting at most ``timeout_s`` (the process exits next).
 
-        Whatever else is queued goes along. The SDK is imported on the sink's own thread,
+        Whatever else is queued goes along. The export is set up on the sink's own thread,
         inside the bound: an export that has not finished by then is abandoned with the
         process.
         """
@@ -190,12 +217,8 @@ class OtelSink(Sink):
 
     def _work(self) -> None:
         try:
-            from lifecycle_probe.imports import active_tracer
-
-            tracer = active_tracer()
-            if tracer is not None:
-                tracer.ignore_this_thread()  # the SDK's imports are the probe's
-            mark_probe_thread()  # and so are its connections to the collector
+            # The export's imports are the probe's, and so are its connections to the collector.
+            mark_probe_thread()
         except Exception as exc:
             report_failure("OpenTelemetry export thread", exc)
         while True:
@@ -207,10 +230,13 @@ class OtelSink(Sink):
             ok = False
             try:
                 if waiting:
-                    ok = self._drain_now(max(request.deadline for request in waiting))
+                    deadline = max(request.deadline for request in waiting)
+                    self._busy_until = deadline
+                    ok = self._drain_now(deadline)
             except BaseException as exc:  # this thread must outlive any exporter's error
                 report_failure("OpenTelemetry export", exc)
             finally:
+                self._busy_until = None
                 for request in waiting:
                     request.finish(ok)
             if None in requests:
@@ -233,6 +259,7 @@ class OtelSink(Sink):
                     self._exporters,
                     self._span_exporter,
                     self._metric_exporter,
+                    self._exporter,
                 )
             pipeline = self._pipeline
             from lifecycle_probe.sinks.otel.failures import BUILD_FAILED, QUEUE_FULL

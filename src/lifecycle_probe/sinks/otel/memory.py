@@ -11,6 +11,8 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 
+__all__ = ["InMemoryMetricExporter"]
+
 
 class InMemoryMetricExporter(MetricExporter):
     """Keeps exported metrics in a list; ``failing = True`` makes it refuse them instead."""

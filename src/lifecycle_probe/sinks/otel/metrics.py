@@ -1,11 +1,12 @@
-"""The FaaS and lifecycle metrics (DESIGN.md §2), aggregated here and handed to OTel exporters.
+"""The FaaS and lifecycle metrics (DESIGN.md §2), aggregated here, exported as OTLP points.
 
 Why not the SDK's MeterProvider: every sync flush would run its collection machinery
 (views, reservoirs, attribute hashing, one reader pass per instrument), which cost more
-than the rest of the export put together. The probe's instruments are fixed (counters and
-explicit-bucket histograms with a handful of attribute sets), so it keeps the sums and
-bucket counts itself and builds the SDK's ``MetricsData`` only at export time, for the
-OTLP exporters to encode.
+than the rest of the export put together, and its import alone weighs megabytes. The
+probe's instruments are fixed (counters and explicit-bucket histograms with a handful of
+attribute sets), so it keeps the sums and bucket counts itself, pre-aggregated as each
+invocation is recorded, and a collection only snapshots the points measured since the
+last export (:class:`MetricData`, what OTLP carries of a metric).
 
 Temporality is delta unless ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` says
 ``cumulative``. Delta points cover the time since the last *successful* export: a failed
@@ -18,31 +19,112 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
-
-from opentelemetry.sdk.metrics import Exemplar as _Exemplar
-from opentelemetry.sdk.metrics.export import (
-    AggregationTemporality,
-    Histogram,
-    HistogramDataPoint,
-    Metric,
-    MetricsData,
-    NumberDataPoint,
-    ResourceMetrics,
-    ScopeMetrics,
-    Sum,
-)
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from lifecycle_probe._safe import warn_once
-from lifecycle_probe.records import COLD_START_TYPES, ERROR, TIMEOUT
+from lifecycle_probe.records import (
+    COLD_START_TYPES,
+    CONNECTION_OUTCOME,
+    ERROR,
+    HAZARD_EVENT,
+    HAZARD_KIND,
+    LEAK_EVENT,
+    MEMORY_EVENT,
+    STALE_EVENT,
+    TIMEOUT,
+    TMP_EVENT,
+)
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from collections.abc import Sequence
 
     from lifecycle_probe.records import InitFailureRecord, InvocationRecord
 
+__all__ = [
+    "CUMULATIVE",
+    "DELTA",
+    "INSTRUMENTS",
+    "SECONDS",
+    "Exemplar",
+    "MetricData",
+    "Metrics",
+    "Point",
+    "exemplar_filter",
+    "preferred_temporality",
+]
+
 Attributes = tuple[tuple[str, Any], ...]
+
+# OTLP's AggregationTemporality, as the wire carries it.
+DELTA = 1
+CUMULATIVE = 2
+
+
+class Exemplar(NamedTuple):
+    """The measurement of one invocation, pointing at its span."""
+
+    value: float
+    time_ns: int
+    span_id: int
+    trace_id: int
+
+
+class Point:
+    """One attribute set of one instrument in one interval: a sum (``total``), or a
+    histogram's count, sum, min, max and bucket counts.
+
+    A delta point is done with at the end of its interval (the next measurement starts a
+    new one), so a collection hands out the points themselves, not copies.
+    """
+
+    __slots__ = ("bounds", "buckets", "count", "exemplars", "key", "max", "min", "total")
+
+    def __init__(self, key: Attributes, bounds: tuple[float, ...] | None) -> None:
+        # (Metrics._add_all makes a point with its first measurement in place, setting
+        # these same slots: a slot added here must be set there too.)
+        # The attributes as measured: a hashable tuple, which the encoder's cache keys on.
+        self.key = key
+        # The instrument's bucket bounds (None for a counter): what a measurement is sorted
+        # by, at hand without looking the instrument up again.
+        self.bounds = bounds
+        self.total: int | float = 0
+        self.count = 0
+        self.min = _INF
+        self.max = -_INF
+        self.buckets = None if bounds is None else [0] * (len(bounds) + 1)
+        # bucket index (0 for a counter) -> the last exemplar that landed there; made at
+        # the first exemplar (they are off by default)
+        self.exemplars: dict[int, Exemplar] | None = None
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        return dict(self.key)
+
+    def copy(self) -> Point:
+        twin = Point.__new__(Point)
+        twin.key = self.key
+        twin.bounds = self.bounds
+        twin.total = self.total
+        twin.count = self.count
+        twin.min = self.min
+        twin.max = self.max
+        twin.buckets = None if self.buckets is None else list(self.buckets)
+        twin.exemplars = None if self.exemplars is None else dict(self.exemplars)
+        return twin
+
+
+class MetricData(NamedTuple):
+    """One instrument's points of one collection, over ``start_ns`` to ``time_ns``: a
+    monotonic sum (``bounds`` None) or an explicit-bucket histogram."""
+
+    name: str
+    unit: str
+    temporality: int
+    start_ns: int
+    time_ns: int
+    points: tuple[Point, ...]
+    bounds: tuple[float, ...] | None
+
 
 # Histogram buckets in each instrument's own unit (the SDK's defaults are for milliseconds).
 # Durations: 1 ms to 15 min, Lambda's longest timeout.
@@ -59,6 +141,10 @@ TMP_BYTES = tuple(
 )
 # Reuse: how many invocations an environment has served.
 SEQUENCE = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, 10000)
+# Lambda's billed duration, in its own unit (whole milliseconds): the durations' buckets.
+BILLED_MILLISECONDS = tuple(round(bound * 1000, 3) for bound in SECONDS)
+# Lambda's peak memory, in its own unit (MB, which are MiB): 16 MB to 10 GB, its range.
+MEGABYTES = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 10240)
 
 # (name, unit, bucket bounds or None for a monotonic counter), in export order.
 INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
@@ -88,14 +174,40 @@ INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     ("lifecycle.memory.growth_warnings", "{warning}", None),
     # SnapStart hazards, by lifecycle.snapstart.hazard.kind, once per restore.
     ("lifecycle.snapstart.hazards", "{event}", None),
+    # The SnapStart restore as the probe measured it (lambda.restore).
+    ("lifecycle.restore_duration", "s", SECONDS),
+    # Lambda's own figures (Telemetry API), in Lambda's units where they are its own.
+    ("lifecycle.platform.billed_duration", "ms", BILLED_MILLISECONDS),
+    ("lifecycle.platform.max_memory_used", "MiBy", MEGABYTES),
+    ("lifecycle.platform.init_duration", "s", SECONDS),
+    ("lifecycle.platform.restore_duration", "s", SECONDS),
+    # Lambda's INIT figure and the probe's apart by more than the agreement tolerance.
+    ("lifecycle.init.disagreements", "{disagreement}", None),
 )
 
-_STALE_KEYS = ("db.system", "lifecycle.connection.outcome")
+_STALE_KEYS = ("db.system", CONNECTION_OUTCOME)
 _INF = float("inf")
-_NONE: tuple[Any, ...] = ()
+# The few attribute sets measured on every invocation, made once per value (a handful of
+# triggers, start and init types) rather than per measurement: equal tuples, the same
+# points and the same export.
+_TRIGGER_SETS: dict[str, Attributes] = {}
+_START_SETS: dict[str, Attributes] = {}
+_INIT_TYPE_SETS: dict[str, Attributes] = {}
+_MAX_CACHED_SETS = 64  # (a value nobody expected, by the thousand, makes no cache grow)
 
 
-def preferred_temporality(environ: dict[str, str] | None = None) -> AggregationTemporality:
+def _attribute_set(cache: dict[str, Attributes], name: str, value: Any) -> Attributes:
+    if type(value) is not str:
+        return ((name, value),)  # (never expected: made each time, as before)
+    attributes = cache.get(value)
+    if attributes is None:
+        attributes = ((name, value),)
+        if len(cache) < _MAX_CACHED_SETS:
+            cache[value] = attributes
+    return attributes
+
+
+def preferred_temporality(environ: dict[str, str] | None = None) -> int:
     """Delta (the default, and for ``delta``/``lowmemory``) or cumulative, per the standard
     ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``."""
     value = (environ if environ is not None else os.environ).get(
@@ -103,7 +215,7 @@ def preferred_temporality(environ: dict[str, str] | None = None) -> AggregationT
     )
     choice = value.strip().lower()
     if choice == "cumulative":
-        return AggregationTemporality.CUMULATIVE
+        return CUMULATIVE
     if choice not in ("", "delta", "lowmemory"):
         warn_once(
             "otel:temporality",
@@ -112,7 +224,7 @@ def preferred_temporality(environ: dict[str, str] | None = None) -> AggregationT
             value,
         )
     # Only counters and histograms here: lowmemory means delta for both.
-    return AggregationTemporality.DELTA
+    return DELTA
 
 
 def exemplar_filter(environ: dict[str, str] | None = None) -> str:
@@ -129,32 +241,6 @@ def exemplar_filter(environ: dict[str, str] | None = None) -> str:
         )
         return "always_off"
     return choice
-
-
-class _Point:
-    """One attribute set of one instrument: a sum, or a histogram's count, sum and buckets.
-
-    A point outlives its delta interval and is reset in place (a delta export sends only
-    the points with a measurement since): the attribute dict is built once.
-    """
-
-    __slots__ = ("attributes", "bounds", "buckets", "count", "exemplars", "max", "min", "total")
-
-    def __init__(self, attributes: Attributes, bounds: tuple[float, ...] | None) -> None:
-        self.attributes = dict(attributes)
-        self.bounds = bounds
-        self.reset()
-
-    def reset(self) -> None:
-        self.total: int | float = 0
-        self.count = 0
-        self.min = _INF
-        self.max = -_INF
-        # A new list, not zeroed in place: the last export's data point still holds the old.
-        self.buckets = None if self.bounds is None else [0] * (len(self.bounds) + 1)
-        # bucket index (0 for a counter) -> the last exemplar that landed there; made at
-        # the first exemplar (they are off by default)
-        self.exemplars: dict[int, _Exemplar] | None = None
 
 
 class _Span:
@@ -174,20 +260,16 @@ class Metrics:
 
     def __init__(
         self,
-        resource: Resource,
-        scope: InstrumentationScope,
         start_ns: int,
-        temporality: AggregationTemporality | None = None,
+        temporality: int | None = None,
         exemplars: str | None = None,
     ) -> None:
-        self._resource = resource
-        self._scope = scope
         self.temporality = temporality if temporality is not None else preferred_temporality()
         self._exemplars = exemplars if exemplars is not None else exemplar_filter()
         self._instruments = {name: (unit, bounds) for name, unit, bounds in INSTRUMENTS}
-        self._points: dict[tuple[str, Attributes], _Point] = {}
-        # Points with a measurement to export, per instrument, in the order first measured.
-        self._measured: dict[str, list[_Point]] = {}
+        # Points with a measurement to export, per instrument and attribute set, both in the
+        # order first measured (one lookup by attributes, not by instrument and attributes).
+        self._measured: dict[str, dict[Attributes, Point]] = {}
         # Start of the current delta interval, or of the whole cumulative series.
         self._start_ns = start_ns
         self._span: _Span | None = None
@@ -210,42 +292,67 @@ class Metrics:
         if span is not None and self._exemplars != "always_off":
             self._span = _Span(span[0], span[1], span[2], record.end_ns)
         facts = record.facts
-        trigger = (("faas.trigger", record.trigger),)
-        add = self._add
-        add("faas.invocations", trigger, 1)
+        trigger = _attribute_set(_TRIGGER_SETS, "faas.trigger", record.trigger)
+        # The measurements in order (the order points are first measured is the export's),
+        # then aggregated in one pass: one call, not one per measurement.
+        measurements: list[tuple[str, Attributes, float]] = []
+        add = measurements.append
+        add(("faas.invocations", trigger, 1))
         if facts.start in COLD_START_TYPES:
-            add("faas.coldstarts", trigger, 1)
+            add(("faas.coldstarts", trigger, 1))
         if record.outcome == ERROR:
-            add("faas.errors", trigger, 1)
+            add(("faas.errors", trigger, 1))
         elif record.outcome == TIMEOUT:
-            add("faas.timeouts", trigger, 1)
+            add(("faas.timeouts", trigger, 1))
         if record.init is not None:
-            init_type = (("lifecycle.init_type", record.init.init_type),)
-            add("faas.init_duration", init_type, record.init.duration_s)
-        add("faas.invoke_duration", trigger, record.duration_s)
+            init_type = _attribute_set(
+                _INIT_TYPE_SETS, "lifecycle.init_type", record.init.init_type
+            )
+            add(("faas.init_duration", init_type, record.init.duration_s))
+        add(("faas.invoke_duration", trigger, record.duration_s))
         if rss_bytes is not None:
-            add("faas.mem_usage", (), rss_bytes)
-        add("lifecycle.starts", (("lifecycle.start", str(facts.start)),), 1)
+            add(("faas.mem_usage", (), rss_bytes))
+        add(
+            (
+                "lifecycle.starts",
+                _attribute_set(_START_SETS, "lifecycle.start", str(facts.start)),
+                1,
+            )
+        )
         if facts.idle_s is not None:
-            add("lifecycle.idle_duration", (), facts.idle_s)
-        add("lifecycle.invocation_seq", (), facts.invocation_seq)
+            add(("lifecycle.idle_duration", (), facts.idle_s))
+        add(("lifecycle.invocation_seq", (), facts.invocation_seq))
         for event in record.events:
-            if event.name == "lifecycle.connection.stale":
+            if event.name == STALE_EVENT:
                 kept = tuple((k, v) for k, v in event.attributes if k in _STALE_KEYS)
-                add("lifecycle.connection.stale", tuple(sorted(kept)), 1)
-            elif event.name == "lifecycle.global.leak":
-                add("lifecycle.global.leaks", (), 1)
-            elif event.name == "lifecycle.snapstart.hazard":
-                kind = dict(event.attributes).get("lifecycle.snapstart.hazard.kind")
-                add("lifecycle.snapstart.hazards", (("lifecycle.snapstart.hazard.kind", kind),), 1)
-            elif event.name == "lifecycle.tmp.threshold":
-                add("lifecycle.tmp.warnings", (), 1)
-            elif event.name == "lifecycle.memory.growth":
-                add("lifecycle.memory.growth_warnings", (), 1)
+                add(("lifecycle.connection.stale", tuple(sorted(kept)), 1))
+            elif event.name == LEAK_EVENT:
+                add(("lifecycle.global.leaks", (), 1))
+            elif event.name == HAZARD_EVENT:
+                kind = dict(event.attributes).get(HAZARD_KIND)
+                add(("lifecycle.snapstart.hazards", ((HAZARD_KIND, kind),), 1))
+            elif event.name == TMP_EVENT:
+                add(("lifecycle.tmp.warnings", (), 1))
+            elif event.name == MEMORY_EVENT:
+                add(("lifecycle.memory.growth_warnings", (), 1))
         if record.tmp_used_bytes is not None:
-            add("lifecycle.tmp.used", (), record.tmp_used_bytes)
+            add(("lifecycle.tmp.used", (), record.tmp_used_bytes))
         if record.rss_bytes is not None:
-            add("lifecycle.memory.rss", (), record.rss_bytes)
+            add(("lifecycle.memory.rss", (), record.rss_bytes))
+        if record.restore is not None:
+            add(("lifecycle.restore_duration", (), record.restore.duration_s))
+        for figures in record.platform:
+            if figures.billed_duration_ms is not None:
+                add(("lifecycle.platform.billed_duration", (), figures.billed_duration_ms))
+            if figures.max_memory_used_mb is not None:
+                add(("lifecycle.platform.max_memory_used", (), figures.max_memory_used_mb))
+            if figures.init_duration_ms is not None:
+                add(("lifecycle.platform.init_duration", (), figures.init_duration_ms / 1000))
+            if figures.restore_duration_ms is not None:
+                add(("lifecycle.platform.restore_duration", (), figures.restore_duration_ms / 1000))
+        if record.init_disagreements:
+            add(("lifecycle.init.disagreements", (), len(record.init_disagreements)))
+        self._add_all(measurements)
 
     def record_init_failure(self, failure: InitFailureRecord) -> None:
         """A failed INIT: one ``faas.init_errors`` by error type and init type."""
@@ -265,98 +372,108 @@ class Metrics:
         self._add("lifecycle.telemetry.dropped", (("reason", reason), ("signal", signal)), count)
 
     def _add(self, name: str, attributes: Attributes, value: float) -> None:
-        if value < 0:
-            # A wall clock stepped back mid-invocation: a histogram takes no negative values
-            # (the SDK drops them too), and a zero would be a made-up figure.
-            warn_once(
-                "otel:negative",
-                "lifecycle_probe: dropped a negative %s measurement (the clock moved back?)",
-                name,
-            )
-            return
-        key = (name, attributes)
-        point = self._points.get(key)
-        if point is None:
-            point = self._points[key] = _Point(attributes, self._instruments[name][1])
-        if not point.count:
-            self._measured.setdefault(name, []).append(point)
-        point.total += value
-        point.count += 1
-        index = 0
-        buckets = point.buckets
-        if buckets is not None:
-            # OTel's explicit buckets include their upper bound: (b[i-1], b[i]].
-            index = bisect_left(point.bounds or (), value)
-            buckets[index] += 1
-            if value < point.min:
-                point.min = value
-            if value > point.max:
-                point.max = value
+        self._add_all(((name, attributes, value),))
+
+    def _add_all(self, measurements: Sequence[tuple[str, Attributes, float]]) -> None:
+        """Aggregate (instrument name, attributes, value) measurements into their points."""
+        measured_points = self._measured
+        instruments = self._instruments
+        new_point = Point.__new__
         span = self._span
-        if span is not None and (span.sampled or self._exemplars == "always_on"):
-            if point.exemplars is None:
-                point.exemplars = {}
-            point.exemplars[index] = _Exemplar({}, value, span.time_ns, span.span_id, span.trace_id)
+        if span is not None and not (span.sampled or self._exemplars == "always_on"):
+            span = None  # (trace_based, and the span was not sampled: no exemplar)
+        for name, attributes, value in measurements:
+            if value < 0:
+                # A wall clock stepped back mid-invocation: a histogram takes no negative
+                # values (the SDK drops them too), and a zero would be a made-up figure.
+                warn_once(
+                    "otel:negative",
+                    "lifecycle_probe: dropped a negative %s measurement (the clock moved back?)",
+                    name,
+                )
+                continue
+            by_attributes = measured_points.get(name)
+            point = None if by_attributes is None else by_attributes.get(attributes)
+            if point is None:
+                # The point's first measurement (in a sync flush, every point's): made with
+                # its value in place, rather than made empty and then added to.
+                bounds = instruments[name][1]
+                point = new_point(Point)
+                point.key = attributes
+                point.bounds = bounds
+                point.total = value
+                point.count = 1
+                point.exemplars = None
+                if bounds is None:
+                    index = 0
+                    point.buckets = None
+                    point.min = _INF
+                    point.max = -_INF
+                else:
+                    # OTel's explicit buckets include their upper bound: (b[i-1], b[i]].
+                    index = bisect_left(bounds, value)
+                    point.buckets = first = [0] * (len(bounds) + 1)
+                    first[index] = 1
+                    point.min = point.max = value
+                if by_attributes is None:
+                    measured_points[name] = {attributes: point}
+                else:
+                    by_attributes[attributes] = point
+            else:
+                point.total += value
+                point.count += 1
+                index = 0
+                buckets = point.buckets
+                if buckets is not None:
+                    index = bisect_left(point.bounds or (), value)
+                    buckets[index] += 1
+                    if value < point.min:
+                        point.min = value
+                    if value > point.max:
+                        point.max = value
+            if span is not None:
+                if point.exemplars is None:
+                    point.exemplars = {}
+                point.exemplars[index] = Exemplar(value, span.time_ns, span.span_id, span.trace_id)
 
     # -- exporting ------------------------------------------------------------------------------
 
-    def collect(self, now_ns: int) -> MetricsData | None:
-        """The points measured in the interval (delta) or ever (cumulative) as the SDK's
-        MetricsData, or None when there are none. Nothing is reset here: call
-        :meth:`exported` once the exporter took it."""
+    def collect(self, now_ns: int) -> list[MetricData] | None:
+        """The points measured in the interval (delta) or ever (cumulative), or None when
+        there are none. Nothing is reset here: call :meth:`exported` once the exporter
+        took it."""
         if not self._measured:
             return None
-        metrics = []
         temporality = self.temporality
         start_ns = self._start_ns
+        instruments = self._instruments
+        cumulative = temporality == CUMULATIVE
+        # tuple.__new__: the same MetricData without the Python-level constructor a
+        # NamedTuple's own call goes through (one per instrument and export).
+        make = tuple.__new__
+        collected = []
         for name, measured in self._measured.items():
-            unit, bounds = self._instruments[name]
-            data: Sum | Histogram
-            if bounds is None:
-                numbers = [
-                    NumberDataPoint(
-                        point.attributes,
-                        start_ns,
-                        now_ns,
-                        point.total,
-                        list(point.exemplars.values()) if point.exemplars else _NONE,
-                    )
-                    for point in measured
-                ]
-                data = Sum(numbers, temporality, True)
-            else:
-                histograms = [
-                    HistogramDataPoint(
-                        point.attributes,
-                        start_ns,
-                        now_ns,
-                        point.count,
-                        point.total,
-                        # A copy: a cumulative point keeps counting into its own list.
-                        list(point.buckets or _NONE),
-                        bounds,
-                        point.min,
-                        point.max,
-                        list(point.exemplars.values()) if point.exemplars else _NONE,
-                    )
-                    for point in measured
-                ]
-                data = Histogram(histograms, temporality)
-            metrics.append(Metric(name, "", unit, data))
-        scope_metrics = ScopeMetrics(self._scope, metrics, "")
-        return MetricsData([ResourceMetrics(self._resource, [scope_metrics], "")])
+            unit, bounds = instruments[name]
+            # A cumulative point keeps counting: what goes out is a copy.
+            points = (
+                tuple([p.copy() for p in measured.values()])
+                if cumulative
+                else tuple(measured.values())
+            )
+            collected.append(
+                make(MetricData, (name, unit, temporality, start_ns, now_ns, points, bounds))
+            )
+        return collected
 
     def exported(self, now_ns: int) -> None:
-        """The data of :meth:`collect` is on its way: a delta interval starts anew, and a
-        cumulative point's exemplars, like the SDK's reservoirs, start over."""
-        if self.temporality is AggregationTemporality.DELTA:
-            for measured in self._measured.values():
-                for point in measured:
-                    point.reset()
+        """The data of :meth:`collect` is on its way: a delta interval starts anew (with
+        new points: the collected ones are the export's now), and a cumulative point's
+        exemplars, like the SDK's reservoirs, start over."""
+        if self.temporality == DELTA:
             self._measured = {}
             self._start_ns = now_ns
             self.recorded = 0
         else:
             for measured in self._measured.values():
-                for point in measured:
+                for point in measured.values():
                     point.exemplars = None

@@ -1,10 +1,12 @@
 """Incoming trace context: W3C ``traceparent`` and X-Ray trace headers, parsed.
 
-Pure string handling, no OpenTelemetry import: the pipeline turns the result into a
-remote parent span context.
+Pure string handling, no OpenTelemetry import: the spans of an invocation continue the
+result (its trace id, its parent span id, its trace state).
 """
 
 from __future__ import annotations
+
+__all__ = ["parse_traceparent", "parse_tracestate", "parse_xray"]
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -52,3 +54,35 @@ def parse_xray(value: str | None) -> tuple[int, int, bool] | None:
     if not trace_id or not span_id:
         return None
     return trace_id, span_id, fields.get("Sampled") == "1"
+
+
+# W3C Trace Context, tracestate list members: a simple key or a multi-tenant one
+# (tenant@system), and a value of printable characters without "," and "=".
+_TRACESTATE_MEMBER = (
+    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_MAX_TRACESTATE_MEMBERS = 32
+
+
+def parse_tracestate(value: str | None) -> str:
+    """A W3C ``tracestate`` header, normalised (``key=value`` members joined by ","), or ""
+    when it is absent or invalid: as OpenTelemetry's TraceState does, one bad or repeated
+    member drops the whole header, never the trace."""
+    if not value:
+        return ""
+    import re
+
+    members = [member.strip() for member in value.split(",")]
+    members = [member for member in members if member]  # empty members are allowed
+    if len(members) > _MAX_TRACESTATE_MEMBERS:
+        return ""
+    keys = set()
+    for member in members:
+        if re.fullmatch(_TRACESTATE_MEMBER, member) is None:
+            return ""
+        key = member.partition("=")[0]
+        if key in keys:
+            return ""
+        keys.add(key)
+    return ",".join(members)

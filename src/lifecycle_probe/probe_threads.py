@@ -1,0 +1,44 @@
+"""The probe's own threads and work: what they import or connect to is not the function's.
+
+The internal extension's thread and the OpenTelemetry sink's export thread are the
+probe's own: their connections (to the collector) are never reported as stale, their
+imports (the SDK) never appear in the function's import tree, their log lines never in
+the function's logs. Work the probe does on the function's threads (building sinks,
+running a post-import hook) is marked for its duration with :class:`probe_work`.
+
+Capture (the import tracer, connection tracking) and sinks both read this registry; it
+imports nothing of either, so that neither depends on the other through it.
+"""
+
+from __future__ import annotations
+
+import _thread
+
+__all__ = ["in_probe_work", "mark_probe_thread", "probe_threads", "probe_work"]
+
+# Idents of the threads doing the probe's own work for their whole life.
+probe_threads: set[int] = set()
+
+# How deep the calling thread is in ``probe_work`` blocks (a thread-local count).
+_work = _thread._local()
+
+
+def mark_probe_thread() -> None:
+    """Declare the calling thread the probe's own, for the rest of its life."""
+    probe_threads.add(_thread.get_ident())
+
+
+def in_probe_work() -> bool:
+    """Whether the calling thread is doing the probe's work (its own thread, or a block)."""
+    return _thread.get_ident() in probe_threads or getattr(_work, "depth", 0) > 0
+
+
+class probe_work:
+    """Imports inside this block are the probe's own and are not recorded."""
+
+    def __enter__(self) -> None:
+        _work.depth = getattr(_work, "depth", 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        # (never below 0: an exit without its enter must not hide the next block's end)
+        _work.depth = max(0, getattr(_work, "depth", 0) - 1)
