@@ -809,10 +809,12 @@ PROFILE_STEPS = (
     ("lifecycle_probe/decorator.py", "_record", "  invocation record (_record)"),
     ("lifecycle_probe/resources.py", "measure", "    /tmp and RSS reading (measure)"),
     ("lifecycle_probe/sinks/otel/__init__.py", "_drain_now", "  sink drain (_drain_now)"),
+    ("lifecycle_probe/sinks/otel/__init__.py", "_export_inline", "  sink export (_export_inline)"),
     ("lifecycle_probe/sinks/otel/pipeline.py", "emit", "    build: spans + metric points (emit)"),
     ("lifecycle_probe/sinks/otel/spans.py", "of", "      spans (Spans.of)"),
     ("lifecycle_probe/sinks/otel/metrics.py", "record", "      metric measurements (record)"),
     ("lifecycle_probe/sinks/otel/pipeline.py", "flush", "    export: Pipeline.flush"),
+    ("lifecycle_probe/sinks/otel/pipeline.py", "flush_by", "    export: Pipeline.flush_by"),
     ("lifecycle_probe/sinks/otel/metrics.py", "collect", "      metric collection (collect)"),
     ("lifecycle_probe/sinks/otel/encoding.py", "dumps", "      JSON text (json.dumps)"),
     ("lifecycle_probe/sinks/otel/otlp_file.py", "write_line", "      file append (write_line)"),
@@ -822,14 +824,16 @@ PROFILE_STEPS = (
 def profile_probe(sink: Any, probed: Handler, context: Any, reset: Callable[[], None]) -> None:
     """Where the probe's time goes: the drain's thread hand-off, then a cProfile of the path.
 
-    The sink drains on a thread of its own, which cProfile (one thread only) does not see;
-    for the profile the drain is run on the calling thread (a diagnostic: the sink's
-    private ``_drain_now``, when it has one).
+    A sink that drains on a thread of its own (an isolated destination) is not seen by
+    cProfile (one thread only): for the profile its drain is run on the calling thread (a
+    diagnostic: the sink's private ``_drain_now``, when it has one). The in-memory sink of
+    (c) exports on the calling thread already, and is profiled as it runs.
     """
     print()
     print(f"where the probe's time goes ({PROFILE_CALLS} calls):")
     inline = getattr(sink, "_drain_now", None)
-    if callable(inline):
+    # (a sink whose destination cannot hang exports inline already: no hand-off to time)
+    if callable(inline) and getattr(sink, "_isolate", True):
         threaded_ns = time_calls(probed, EVENT, context, PROFILE_CALLS, reset) / PROFILE_CALLS
         sink.drain = lambda timeout_s: inline(time.monotonic() + timeout_s)
         try:
@@ -843,7 +847,7 @@ def profile_probe(sink: Any, probed: Handler, context: Any, reset: Callable[[], 
         finally:
             del sink.drain
     else:
-        print("  (the drain's own thread is not visible to cProfile)")
+        print("  (the sink exports on the calling thread: nothing is handed to a thread)")
         profiler = run_profiled(probed, context, reset)
     stats = pstats.Stats(profiler, stream=io.StringIO())
     entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]

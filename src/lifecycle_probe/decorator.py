@@ -28,7 +28,6 @@ from lifecycle_probe.installation import (
     installed_options,
     probe_disabled,
 )
-from lifecycle_probe.lambda_figures import disagreements, take_figures
 from lifecycle_probe.leaks import LeakWatch, task_root_of
 from lifecycle_probe.probe_threads import probe_work
 from lifecycle_probe.records import (
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.environment import Environment, Invocation
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import LifecycleFacts
+    from lifecycle_probe.records import InitDisagreement, LifecycleFacts, PlatformFigures
     from lifecycle_probe.sinks import Sink
 
     Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -277,7 +276,10 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
                 # no sink, or reported as a timeout just before the deadline: it finished
                 # after all, and its record has gone out
                 return
-            capture.ended(end_ns, exc)
+            if exc is None:
+                capture.end_ns = end_ns  # (Capture.ended's common case, without its call)
+            else:
+                capture.ended(end_ns, exc)
             if extension is not None and extension.registered and not process_sinks:
                 _ended.put(capture)  # built and exported after the response
             else:
@@ -371,8 +373,11 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     is_async = code is not None and bool(getattr(code, "co_flags", 0) & _CO_COROUTINE)
     if _takes_owner(handler):
         wrapper: Any = invoke_method_async if is_async else invoke_method
+    elif is_async:
+        wrapper = invoke_async
     else:
-        wrapper = invoke_async if is_async else invoke
+        # With sinks, invoke would always hand over to invoke_with_sinks: one call less.
+        wrapper = invoke_with_sinks if sinks else invoke
     wrapper.__name__ = getattr(handler, "__name__", "handler")
     wrapper.__qualname__ = getattr(handler, "__qualname__", wrapper.__name__)
     wrapper.__doc__ = getattr(handler, "__doc__", None)
@@ -576,7 +581,7 @@ def _record(
         tmp_growth_bytes=None if reading is None else reading.tmp_growth,
         restore=restore,
         platform=figures,
-        init_disagreements=disagreements(figures, environment) if figures else (),
+        init_disagreements=_init_disagreements(figures, environment) if figures else (),
     )
 
 
@@ -597,3 +602,18 @@ def report_timeout(deadline_ns: int) -> None:
 # imports and connections that follow); ``install()`` called earlier sees more, and its
 # options, ``disabled`` included, are kept.
 install_at_probe_import()
+
+
+def take_figures(extension: InternalExtension | None) -> tuple[PlatformFigures, ...]:
+    """Lambda's figures that arrived since the last export, oldest first (none without a
+    subscription: outside Lambda, or ``LIFECYCLE_PROBE_TELEMETRY_API=off``)."""
+    return () if extension is None else extension.take_platform_figures()
+
+
+def _init_disagreements(
+    figures: tuple[PlatformFigures, ...], environment: Environment
+) -> tuple[InitDisagreement, ...]:
+    # Imported once Lambda's figures have come, after the response: never at INIT.
+    from lifecycle_probe.lambda_figures import disagreements
+
+    return disagreements(figures, environment)

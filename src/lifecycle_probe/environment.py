@@ -492,17 +492,31 @@ class Environment:
         # SnapStart restore, which renews them, comes before any invocation).
         now_ns = invocation.start_ns
         last_end_ns = invocation.previous_end_ns
+        # (_init_duration_s, _born_ns and the request id inline: built once per invocation
+        # on the record's path, where each Python call shows)
+        init_end_ns = self.init_end_ns
+        restore_start_ns = self.restore_start_ns
+        born_ns = self.init_start_ns if restore_start_ns is None else restore_start_ns
+        idle_s: float | None = None
+        if last_end_ns is not None:
+            # (a clock step backwards must not make idle negative)
+            idle_s = (now_ns - last_end_ns) / 1e9 if now_ns > last_end_ns else 0.0
+        try:
+            request_id = getattr(invocation.context, "aws_request_id", None)
+        except Exception:  # a context whose attributes raise has none (_context_string)
+            request_id = None
         return LifecycleFacts(
             start=invocation.start,
             invocation_seq=invocation.seq,
             environment_id=self.environment_id,
             init_type=self.init_type,
-            init_duration_s=self._init_duration_s(),
+            init_duration_s=(
+                None if init_end_ns is None else (init_end_ns - self.init_start_ns) / 1e9
+            ),
             init_estimated=SOURCE_ESTIMATED in (self.init_start_source, self.init_end_source),
-            # (a clock step backwards must not make idle negative)
-            idle_s=None if last_end_ns is None else max(0, now_ns - last_end_ns) / 1e9,
-            environment_age_s=(now_ns - self._born_ns()) / 1e9,
-            request_id=invocation.request_id(),
+            idle_s=idle_s,
+            environment_age_s=(now_ns - born_ns) / 1e9,
+            request_id=request_id if type(request_id) is str else None,
             invoke_start_ns=now_ns,
         )
 

@@ -28,21 +28,12 @@ from lifecycle_probe.records import SOURCE_ESTIMATED, InitDisagreement
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lifecycle_probe.environment import Environment
-    from lifecycle_probe.extension import InternalExtension
     from lifecycle_probe.records import PlatformFigures
 
-__all__ = ["INIT_AGREEMENT_MS", "disagreements", "take_figures"]
+__all__ = ["INIT_AGREEMENT_MS", "disagreements"]
 
 # Lambda's INIT duration and the probe's agree within this (see the module's docstring).
 INIT_AGREEMENT_MS = 50.0
-
-
-def take_figures(extension: InternalExtension | None) -> tuple[PlatformFigures, ...]:
-    """The figures that arrived since the last call, oldest first (none without a
-    subscription: outside Lambda, or ``LIFECYCLE_PROBE_TELEMETRY_API=off``)."""
-    if extension is None:
-        return ()
-    return extension.take_platform_figures()
 
 
 def disagreements(

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["OtelSink"]
 
 
+# (no state of its own: one block object serves every drain)
+_PROBE_WORK = probe_work()
+
 # Records kept while exports cannot keep up (a collector down for a long while).
 MAX_QUEUED = 1000
 # How far past its deadline the sink's thread may still be in a drain before a sync caller
@@ -78,6 +81,8 @@ class OtelSink(Sink):
         isolate_exports: bool | None = None,
     ) -> None:
         self._config = config
+        # (read at every sync flush: worked out once)
+        self._flush_timeout_s = config.flush_timeout_ms / 1000
         # An in-memory exporter cannot hang: handing its drain to a thread would only add
         # a thread switch (~0.1 ms here) to every sync flush.
         self._isolate = bool(exporters) if isolate_exports is None else isolate_exports
@@ -126,24 +131,42 @@ class OtelSink(Sink):
             return
         if self._pid != os.getpid():
             self._forked()
-        with self._queue_lock:
-            if len(self._queue) >= MAX_QUEUED:
-                # Exports keep hanging: keep memory bounded, newest first; counted in
-                # lifecycle.telemetry.dropped at the next drain that gets through.
-                del self._queue[0]
-                self.dropped += 1
-                self._unreported_drops += 1
-                warn_once(
-                    "otel:queue-full",
-                    "lifecycle_probe: %d invocation records wait for the OpenTelemetry "
-                    "export (it hangs?); dropping the oldest, counted in "
-                    "lifecycle.telemetry.dropped (this warning is shown once)",
-                    MAX_QUEUED,
-                )
-            self._queue.append(record)
         extension = self.extension
-        if extension is None or not extension.registered:
-            self.drain(0.0 if self._hung() else self.sync_budget_s(record))
+        if extension is not None and extension.registered:
+            self._enqueue(record)  # drained after the response, by the extension's thread
+            return
+        if not self._isolate:
+            # A destination that cannot hang (in memory, a local file not isolated): the
+            # drain runs here, on the caller's thread, with no hand-off and none of the
+            # checks the thread needs (a drain of ours that hangs: there is none to wait
+            # for). One clock read bounds it, as drain() would.
+            try:
+                self._export_inline(record, time.monotonic() + self.sync_budget_s(record))
+            except Exception as exc:
+                report_failure("OpenTelemetry export", exc)
+            return
+        self._enqueue(record)
+        self.drain(0.0 if self._hung() else self.sync_budget_s(record))
+
+    def _enqueue(self, record: InvocationRecord) -> None:
+        with self._queue_lock:
+            self._append_locked(record)
+
+    def _append_locked(self, record: InvocationRecord) -> None:
+        if len(self._queue) >= MAX_QUEUED:
+            # Exports keep hanging: keep memory bounded, newest first; counted in
+            # lifecycle.telemetry.dropped at the next drain that gets through.
+            del self._queue[0]
+            self.dropped += 1
+            self._unreported_drops += 1
+            warn_once(
+                "otel:queue-full",
+                "lifecycle_probe: %d invocation records wait for the OpenTelemetry "
+                "export (it hangs?); dropping the oldest, counted in "
+                "lifecycle.telemetry.dropped (this warning is shown once)",
+                MAX_QUEUED,
+            )
+        self._queue.append(record)
 
     def _hung(self) -> bool:
         """True while the sink's thread is still in a drain well past that drain's deadline:
@@ -177,10 +200,12 @@ class OtelSink(Sink):
     def sync_budget_s(self, record: InvocationRecord) -> float:
         """How long a flush before the response may take: the flush timeout, and never
         more than the invocation's remaining time (less a margin for the response)."""
-        budget = self._config.flush_timeout_ms / 1000
-        if record.deadline_ns is not None:
-            remaining = (record.deadline_ns - time.time_ns()) / 1e9 - 0.05
-            budget = min(budget, max(0.0, remaining))
+        budget = self._flush_timeout_s
+        deadline_ns = record.deadline_ns
+        if deadline_ns is not None:
+            remaining = (deadline_ns - time.time_ns()) / 1e9 - 0.05
+            if remaining < budget:
+                budget = remaining if remaining > 0.0 else 0.0
         return budget
 
     def drain(self, timeout_s: float) -> bool:
@@ -242,42 +267,49 @@ class OtelSink(Sink):
             if None in requests:
                 return
 
-    def _drain_now(self, deadline: float) -> bool:
-        with self._drain_lock, probe_work():
-            with self._queue_lock:
-                records, self._queue = self._queue, []
-                failures, self._failures = self._failures, []
-                drops, self._unreported_drops = self._unreported_drops, 0
-            if self._pipeline is None:
-                if not records and not failures:
-                    return True  # (a drop implies a full queue: none here)
-                from lifecycle_probe.sinks.otel.pipeline import Pipeline
-
-                self._pipeline = Pipeline(
-                    self._config,
-                    records[0].function if records else failures[0].function,
-                    self._exporters,
-                    self._span_exporter,
-                    self._metric_exporter,
-                    self._exporter,
-                )
+    def _export_inline(self, record: InvocationRecord, deadline: float) -> bool:
+        """Build and export ``record`` on the calling thread, by ``deadline``: with nothing
+        else waiting (every sync invocation but the first), straight to the pipeline,
+        without the queue, its lock and the swaps of a drain."""
+        with self._drain_lock, _PROBE_WORK:
             pipeline = self._pipeline
-            from lifecycle_probe.sinks.otel.failures import BUILD_FAILED, QUEUE_FULL
+            # (read without the queue's lock: what is added meanwhile goes with the next)
+            if pipeline is None or self._queue or self._failures or self._unreported_drops:
+                return self._drain_locked(deadline, record)
+            pipeline.take((record,))
+            return pipeline.flush_by(deadline)
 
-            if drops:
-                pipeline.count_dropped(drops, QUEUE_FULL)
-            for record in records:
-                try:
-                    pipeline.emit(record)
-                except Exception as exc:
-                    report_failure("OpenTelemetry span/metric building", exc)
-                    pipeline.count_dropped(1, BUILD_FAILED)
-            for failure in failures:
-                try:
-                    pipeline.emit_init_failure(failure)
-                except Exception as exc:
-                    report_failure("OpenTelemetry span/metric building", exc)
-            return pipeline.flush(max(0.0, deadline - time.monotonic()))
+    def _drain_now(self, deadline: float) -> bool:
+        """Build and export what is queued, by ``deadline`` (monotonic)."""
+        with self._drain_lock, _PROBE_WORK:
+            return self._drain_locked(deadline, None)
+
+    def _drain_locked(self, deadline: float, record: InvocationRecord | None) -> bool:
+        """:meth:`_drain_now` with the drain's lock held; ``record`` (an inline sync
+        export's) joins what is queued, after it."""
+        with self._queue_lock:
+            if record is not None:
+                self._append_locked(record)
+            records, self._queue = self._queue, []
+            failures, self._failures = self._failures, []
+            drops, self._unreported_drops = self._unreported_drops, 0
+        pipeline = self._pipeline
+        if pipeline is None:
+            if not records and not failures:
+                return True  # (a drop implies a full queue: none here)
+            from lifecycle_probe.sinks.otel.pipeline import Pipeline
+
+            pipeline = self._pipeline = Pipeline(
+                self._config,
+                records[0].function if records else failures[0].function,
+                self._exporters,
+                self._span_exporter,
+                self._metric_exporter,
+                self._exporter,
+            )
+        # The building, each record behind its own guard, and the export.
+        pipeline.take(records, failures, drops)
+        return pipeline.flush_by(deadline)
 
     def flush(self, timeout_s: float) -> None:
         self.drain(timeout_s)

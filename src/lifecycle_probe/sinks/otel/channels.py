@@ -176,14 +176,18 @@ class Channel:
         attempt. A timeout in the spans' export skips the metrics' in the same flush: the
         destination that did not answer one would take the rest of the budget again.
         """
-        if self.backoff.resting():
+        backoff = self.backoff
+        if backoff.interval_s > 0 and backoff.resting():
             return False
         self._timed_out = False
-        ok = self.export_spans(max(deadline - time.monotonic(), min_s))
-        if not self._timed_out:
+        # (the clock is read only for a signal that has something to send)
+        ok = True
+        if self.takes_spans and self.waiting:
+            ok = self.export_spans(max(deadline - time.monotonic(), min_s))
+        if not self._timed_out and self.takes_metrics:
             ok = self.export_metrics(max(deadline - time.monotonic(), min_s)) and ok
         if self._timed_out:
-            self.backoff.timed_out()
+            backoff.timed_out()
             warn_once(
                 f"otel:backoff:{self.exporter.destinations['spans']}",
                 "lifecycle_probe: OpenTelemetry export to %s timed out; it is tried again "
@@ -193,14 +197,16 @@ class Channel:
                 BACKOFF_FIRST_S,
                 BACKOFF_MAX_S,
             )
-        else:
-            self.backoff.answered()
+        elif backoff.interval_s > 0 or backoff.timeouts:
+            backoff.answered()  # (a destination that never timed out has nothing to reset)
         return ok
 
     def export_spans(self, timeout_s: float) -> bool:
         if not self.takes_spans or not self.waiting:
             return True
-        batch = [span for spans in self.waiting for span in spans]
+        waiting = self.waiting
+        # One invocation's spans (every sync flush): its own list, not copied again.
+        batch = waiting[0] if len(waiting) == 1 else [span for spans in waiting for span in spans]
         try:
             self.exporter.export_spans(batch, timeout_s)
         except Exception as exc:
@@ -222,25 +228,29 @@ class Channel:
     def export_metrics(self, timeout_s: float) -> bool:
         if not self.takes_metrics:
             return True
+        metrics = self.metrics
         now_ns = time.time_ns()
-        data = self.metrics.collect(now_ns)
+        data = metrics.collect(now_ns)
+        waiting = self.waiting_metrics
         if data is not None:
-            measured = self.metrics.recorded
+            measured = metrics.recorded
             # The interval is closed whatever the export does: a failed one is resent as is.
-            self.metrics.exported(now_ns)
-            if self.metrics.temporality == CUMULATIVE:
+            metrics.exported(now_ns)
+            if metrics.temporality == CUMULATIVE:
                 # The newest totals carry everything before
-                self.waiting_metrics = [(data, measured)]
+                waiting = self.waiting_metrics = [(data, measured)]
             else:
-                self.waiting_metrics.append((data, measured))
-                self._bound_waiting_metrics()
-        while self.waiting_metrics:
+                waiting.append((data, measured))
+                if len(waiting) > MAX_WAITING_METRIC_EXPORTS:
+                    self._bound_waiting_metrics()
+        export = self.exporter.export_metrics
+        while waiting:
             try:
-                self.exporter.export_metrics(self.waiting_metrics[0][0], timeout_s)
+                export(waiting[0][0], timeout_s)
             except Exception as exc:
                 self._failed("metrics", exc)
                 return False
-            del self.waiting_metrics[0]
+            del waiting[0]
         return True
 
     def _bound_waiting_metrics(self) -> None:

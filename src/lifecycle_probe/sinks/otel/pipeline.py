@@ -9,13 +9,13 @@ keeps what it has not taken yet.
 
 from __future__ import annotations
 
-import resource
 import time
+from resource import RUSAGE_SELF, getrusage
 from typing import TYPE_CHECKING
 
 from lifecycle_probe._safe import report_failure, warn_once
 from lifecycle_probe.sinks.otel.channels import Channel
-from lifecycle_probe.sinks.otel.failures import BUILD_FAILED
+from lifecycle_probe.sinks.otel.failures import BUILD_FAILED, QUEUE_FULL
 from lifecycle_probe.sinks.otel.metrics import Metrics
 from lifecycle_probe.sinks.otel.resource import function_resource, scope
 from lifecycle_probe.sinks.otel.spans import Span, Spans, env_sampler
@@ -82,8 +82,35 @@ class Pipeline:
 
     # -- records to telemetry --------------------------------------------------------------
 
-    def emit(self, record: InvocationRecord) -> None:
-        """Spans and metric points of one finished invocation, kept for the next flush.
+    def take(
+        self,
+        records: Sequence[InvocationRecord],
+        failures: Sequence[InitFailureRecord] = (),
+        drops: int = 0,
+    ) -> None:
+        """What a drain of the sink hands over: ``drops`` records it gave up (its queue
+        was full), then the spans and points of ``records`` and ``failures``, each built
+        behind its own guard (one that cannot be built is counted, the rest go on)."""
+        if drops:
+            self.count_dropped(drops, QUEUE_FULL)
+        # The process's peak RSS (faas.mem_usage), read once for all the records of a
+        # drain: a high-water mark, which the microseconds between them do not move.
+        peak = _peak_rss_bytes() if records else None
+        for record in records:
+            try:
+                self.emit(record, peak)
+            except Exception as exc:
+                report_failure("OpenTelemetry span/metric building", exc)
+                self.count_dropped(1, BUILD_FAILED)
+        for failure in failures:
+            try:
+                self.emit_init_failure(failure)
+            except Exception as exc:
+                report_failure("OpenTelemetry span/metric building", exc)
+
+    def emit(self, record: InvocationRecord, peak_rss: int | None = None) -> None:
+        """Spans and metric points of one finished invocation, kept for the next flush;
+        ``peak_rss`` is the process's peak RSS when the caller read it already.
 
         What cannot be built (a bug, a record that breaks an assumption) is counted as
         dropped (``build_failed``) for that signal; the other still goes out.
@@ -94,7 +121,7 @@ class Pipeline:
             spans, invocation_span = self._spans.of(record)
         except Exception as exc:
             report_failure("OpenTelemetry span building", exc)
-        rss = _max_rss_bytes()
+        rss = _peak_rss_bytes() if peak_rss is None else peak_rss
         for channel in self._channels:
             if spans is None:
                 channel.count_dropped(1, BUILD_FAILED, ("spans",))
@@ -144,6 +171,16 @@ class Pipeline:
             ok = channel.export(deadline, MIN_EXPORT_S) and ok
         return ok
 
+    def flush_by(self, deadline: float) -> bool:
+        """:meth:`flush` with the time given as a deadline (monotonic), as a drain of the
+        sink has it: one clock read, where the timeout's conversion back took two."""
+        if deadline <= time.monotonic():
+            return False
+        ok = True
+        for channel in self._channels:
+            ok = channel.export(deadline, MIN_EXPORT_S) and ok
+        return ok
+
     def shutdown(self) -> None:
         for channel in self._channels:
             channel.shutdown()
@@ -179,8 +216,8 @@ def _exporter(
     return OtlpHttpExporter(attributes, names)
 
 
-def _max_rss_bytes() -> int | None:
+def _peak_rss_bytes() -> int | None:
     try:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        return getrusage(RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     except Exception:
         return None

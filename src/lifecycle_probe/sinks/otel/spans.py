@@ -560,6 +560,8 @@ def _account_of(arn: str | None) -> str | None:
 
 def remote_parent(record: InvocationRecord) -> RemoteParent | None:
     """The incoming trace context: W3C headers of an HTTP event first, then X-Ray's."""
+    if record.traceparent is None and record.xray_trace_header is None:
+        return None  # (no context came in: nothing to parse, two calls saved)
     parsed = parse_traceparent(record.traceparent)
     from_w3c = parsed is not None
     if parsed is None:
