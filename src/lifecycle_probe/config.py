@@ -167,11 +167,12 @@ def _parse_or_default(source: str, raw: Any, parse: Callable[[Any], Any], defaul
             reason = reason[: 2 * _ECHO_CHARS] + "…"
         warn_once(
             f"config:{source}:{shown}",
-            "lifecycle_probe: %s=%s is not valid (%s); using the default %r",
+            "lifecycle_probe: %s=%s is not valid (%s); using the default %s",
             source,
             shown,
             reason,
-            default,
+            # A switch's default in the words the README gives it (on/off), not Python's.
+            ("on" if default else "off") if isinstance(default, bool) else repr(default),
         )
         return default
 

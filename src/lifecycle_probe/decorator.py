@@ -115,7 +115,9 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
         with probe_work():  # the sinks' modules are the probe's imports, not the function's
             sinks = build_sinks(
                 config,
-                lambda: extension_for_this_environment(flush_timeout_s, config.telemetry_api),
+                lambda: extension_for_this_environment(
+                    flush_timeout_s, config.telemetry_api, config.exporter
+                ),
             )
         extension = active_extension()
         if extension is not None and sinks:

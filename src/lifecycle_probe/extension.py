@@ -61,6 +61,10 @@ DEADLINE_MARGIN_S = 0.1
 TIMEOUT_MARGIN_S = 0.1
 # event/next failures in a row before the extension leaves (with exit/error).
 NEXT_EVENT_ATTEMPTS = 3
+# The exporters that write Lambda's own figures (README "Lambda's own figures").
+FIGURE_EXPORTERS = frozenset({"emf", "otlp", "otlp-file"})
+# AWS_LAMBDA_INITIALIZATION_TYPE of Lambda Managed Instances, where no extension registers.
+MANAGED_INSTANCES = "lambda-managed-instances"
 # Lambda's longest timeout: a deadline further away than this (a garbled deadlineMs) is
 # taken as this far, so that every wait of the extension stays bounded.
 MAX_INVOCATION_S = 900.0
@@ -440,10 +444,18 @@ def active_extension() -> InternalExtension | None:
 
 
 def extension_for_this_environment(
-    flush_timeout_s: float, telemetry_api: bool = True
+    flush_timeout_s: float,
+    telemetry_api: bool = True,
+    exporters: tuple[str, ...] | None = None,
 ) -> InternalExtension | None:
     """:func:`after_response_extension`, told whether this environment's INIT is over (the
-    sinks that flush through it cannot know: they see records, not the environment)."""
+    sinks that flush through it cannot know: they see records, not the environment).
+
+    ``exporters`` (the configured ones): no subscription unless one of them writes
+    Lambda's figures (the console's line has none: a listener thread and a subscription
+    for nothing)."""
+    if exporters is not None and FIGURE_EXPORTERS.isdisjoint(exporters):
+        telemetry_api = False
     from lifecycle_probe.environment import current_environment
     from lifecycle_probe.records import SOURCE_RUNTIME
 
@@ -465,6 +477,11 @@ def after_response_extension(
         if _extension is not None:
             return _extension
         runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
+        if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES:
+            # Lambda Managed Instances refuse every extension's registration (HTTP 403)
+            # and have no freeze to flush before: asking would only log a warning in each
+            # worker. The sinks flush before each response; no figures of Lambda's.
+            return None
         if not runtime_api or init_over:
             if runtime_api:
                 warn_once(

@@ -42,14 +42,25 @@ def disagreements(
     """The INIT figures among ``figures`` that differ from the probe's INIT of
     ``environment`` by more than :data:`INIT_AGREEMENT_MS`.
 
-    Lambda reports an INIT once, with the first request after it, so this finds at most
-    one per environment; a SnapStart environment compares the INIT before its snapshot,
-    which is the one both Lambda and the probe report for it.
+    Lambda reports an INIT once, with the first request after it, and only that one is
+    compared (see :meth:`~lifecycle_probe.telemetry_api.TelemetrySubscriber.
+    init_comparable`), so this finds at most one per environment; a SnapStart environment
+    compares the INIT before its snapshot, which is the one both Lambda and the probe
+    report for it.
     """
+    from lifecycle_probe.extension import active_extension
+
+    extension = active_extension()
+    telemetry = None if extension is None else extension.telemetry
     found = []
     for figure in figures:
         lambda_ms = figure.init_duration_ms
         if lambda_ms is None:
+            continue
+        # Only the INIT of the environment's first request, reported by Lambda as a
+        # success in its init phase, is the start the probe measured (a failed INIT run
+        # again inside an invocation is not).
+        if telemetry is not None and not telemetry.init_comparable(figure.request_id):
             continue
         probe_ms = _probe_init_ms(environment)
         if probe_ms is not None and abs(lambda_ms - probe_ms) > INIT_AGREEMENT_MS:

@@ -11,17 +11,29 @@ Lambda allows, and keeps, per request id, one immutable :class:`PlatformFigures`
   and, after an on-demand INIT, ``initDurationMs`` (after a restore,
   ``restoreDurationMs``);
 * ``platform.initReport`` and ``platform.restoreReport`` give the INIT's and the
-  restore's ``durationMs``; each is attached to the next request's figures when its
-  report does not carry it (a restored environment's INIT ran before the snapshot).
+  restore's ``durationMs``. They belong to the environment's first request after that
+  INIT or restore (a restored environment's INIT ran before the snapshot), and are
+  attached to its figures only, when its report does not carry them: an INIT report
+  only with ``phase: init`` and ``status: success`` (``phase: invoke`` is a failed INIT
+  run again inside an invocation, and an unsuccessful INIT measures no start).
 
 Lambda sends an invocation's report once it is over, often during the next invocation
 (events are not sent while the environment is frozen): :meth:`TelemetrySubscriber.
-take_pending` hands over whatever has arrived, for the next export.
+take_pending` hands over whatever has arrived, for the next export. Each request's
+figures are handed over once: a repeated report replaces the one still pending, and is
+ignored once its request's figures have been handed over.
+
+Every figure is bounded by what Lambda can report (:data:`MAX_DURATION_MS`,
+:data:`MAX_MEMORY_MB`); one beyond it, negative or not a number is taken as absent, and a
+report with no usable figure is dropped.
 
 Fail open: nothing here raises into the caller; the listener is one daemon thread, which
 never keeps the process from exiting and serves every connection itself (Lambda sends one
 batch at a time; the local Lambda opens a connection per batch: a thread per connection
-would be a thread per invocation); the store holds at most ``limit`` requests;
+would be a thread per invocation), each for at most ``_CONNECTION_S`` and a bounded body
+(a sender that drips or never ends cannot hold it), and answers 400 to a body it cannot
+decode (not JSON, or nested past the recursion limit); the store holds at most ``limit``
+requests (beyond that many waiting for an export, the oldest go: counted, said once);
 outside Lambda (no Runtime API address, no extension id) nothing is started. No payload
 reaches this module: platform events carry request ids, statuses and durations.
 
@@ -36,11 +48,11 @@ from __future__ import annotations
 
 import _socket
 import json
-import math
 import os
 import threading
+import time
 
-from lifecycle_probe._safe import report_failure, start_daemon_thread
+from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.probe_threads import mark_probe_thread
 
 # The model's record: sinks read the figures without importing this module.
@@ -52,7 +64,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["PlatformFigures", "TelemetrySubscriber", "start"]
+__all__ = ["MAX_DURATION_MS", "MAX_MEMORY_MB", "PlatformFigures", "TelemetrySubscriber", "start"]
+
+# The figures of a report (besides its request id).
+_FIGURES = (
+    "duration_ms",
+    "billed_duration_ms",
+    "max_memory_used_mb",
+    "init_duration_ms",
+    "restore_duration_ms",
+)
 
 SANDBOX_HOST = "sandbox.localdomain"
 TELEMETRY_PATH = "/2022-07-01/telemetry"
@@ -70,20 +91,35 @@ _BACKLOG = 4
 # between requests (a kept-alive connection): a connection opened meanwhile waits at most
 # this, and a freeze in between only makes the wait end at the thaw.
 _IDLE_S = 0.25
+# And for this long at most, whatever it sends: a peer dripping a byte at a time would
+# otherwise hold the single listener thread (and every batch behind it) for ever. Lambda
+# sends a batch of at most 256 KB over a local connection, in well under a millisecond.
+_CONNECTION_S = 1.0
 # The subscription is made during INIT: it must answer quickly or be given up.
 _SUBSCRIBE_TIMEOUT_S = 1.0
 _MAX_REQUEST_ID = 128
+# The largest figures Lambda can report. A duration: an invocation runs at most 15 min
+# (the longest timeout), and a failed INIT run again inside it adds at most 10 min (the
+# on-demand INIT limit); the INIT of provisioned concurrency and SnapStart, up to 15 min,
+# fits too. Memory: 10,240 MB, the largest a function can be given. Anything beyond is
+# not Lambda's figure (a garbled or hostile sender) and is taken as absent.
+MAX_DURATION_MS = (15 + 10) * 60_000
+MAX_MEMORY_MB = 10_240
 
 
-def _number(value: object) -> float | None:
-    """A finite, non-negative figure, else None (the sender is trusted for nothing)."""
+def _number(value: object, bound: float = MAX_DURATION_MS) -> float | None:
+    """A figure in [0, ``bound``], else None (the sender is trusted for nothing)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    # Compared before any conversion: float() of a 400-digit int raises OverflowError.
+    # NaN fails both comparisons.
+    if not 0 <= value <= bound:
+        return None
+    return float(value)
 
 
-def _whole(value: object) -> int | None:
-    number = _number(value)
+def _whole(value: object, bound: float = MAX_DURATION_MS) -> int | None:
+    number = _number(value, bound)
     return None if number is None else int(number)
 
 
@@ -93,11 +129,20 @@ class TelemetrySubscriber:
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self._limit = max(1, limit)
         self._cond = threading.Condition()
-        self._figures: dict[str, PlatformFigures] = {}  # oldest first
-        self._pending: list[PlatformFigures] = []
-        # INIT and restore durations reported on their own, for the next request.
+        # The last ``limit`` requests' figures, oldest first; those not handed over yet
+        # are also in ``_pending`` (insertion order: oldest first).
+        self._figures: dict[str, PlatformFigures] = {}
+        self._pending: dict[str, PlatformFigures] = {}
+        # INIT and restore durations reported on their own, for the first request after
+        # them; that request's id once its platform.start or report has come.
         self._init_ms: float | None = None
         self._restore_ms: float | None = None
+        self._first_request: str | None = None
+        self._awaiting_first = True  # no request seen since the INIT (or the restore)
+        # Whether the INIT report said phase "init", status "success" (None: none came).
+        self._init_ok: bool | None = None
+        # Reports given up because more than ``limit`` waited for an export.
+        self.evicted = 0
         self._listener: Any = None  # the listening _socket.socket, once started
         self.address: tuple[str, int] | None = None  # where the listener listens
 
@@ -111,8 +156,8 @@ class TelemetrySubscriber:
     def take_pending(self) -> tuple[PlatformFigures, ...]:
         """The figures that arrived since the last call, oldest first."""
         with self._cond:
-            pending = tuple(self._pending)
-            self._pending = []
+            pending = tuple(self._pending.values())
+            self._pending = {}
             return pending
 
     def wait_for(self, request_id: str, timeout_s: float) -> PlatformFigures | None:
@@ -121,51 +166,114 @@ class TelemetrySubscriber:
             self._cond.wait_for(lambda: request_id in self._figures, max(0.0, timeout_s))
             return self._figures.get(request_id)
 
+    def init_comparable(self, request_id: str) -> bool:
+        """Whether the INIT figure of ``request_id`` measures the start the probe saw: it
+        is the environment's first request, after an INIT Lambda reported as a success in
+        its init phase (a failed INIT, or one run again inside an invocation, is not what
+        the probe measured)."""
+        with self._cond:
+            return request_id == self._first_request and self._init_ok is not False
+
     # -- what Lambda sends ---------------------------------------------------------------
 
     def receive(self, events: object) -> None:
         """Take one batch of Telemetry API events (a JSON array, decoded). Never raises."""
-        try:
-            if not isinstance(events, list):
-                return
-            with self._cond:
-                for event in events:
+        if not isinstance(events, list):
+            return
+        with self._cond:
+            for event in events:
+                # One event the listener cannot take costs that event, not the batch.
+                try:
                     if isinstance(event, dict) and isinstance(event.get("record"), dict):
                         self._receive_locked(str(event.get("type")), event["record"])
-                self._cond.notify_all()
-        except Exception as exc:
-            report_failure("the Telemetry API listener", exc)
+                except Exception as exc:
+                    report_failure("the Telemetry API listener", exc)
+            self._cond.notify_all()
 
     def _receive_locked(self, event_type: str, record: dict[str, Any]) -> None:
+        if event_type == "platform.start":
+            self._note_request(record.get("requestId"))
+            return
         metrics = record.get("metrics")
         if not isinstance(metrics, dict):
             return
         if event_type == "platform.initReport":
-            self._init_ms = _number(metrics.get("durationMs"))
+            # What AWS documents as a start's INIT: phase "init" (not a failed INIT run
+            # again inside an invocation, "invoke"), ended with "success"; and only
+            # before the environment's first request (a later one is no start's).
+            if self._awaiting_first:
+                ok = record.get("phase") == "init" and record.get("status") == "success"
+                self._init_ok = ok
+                self._init_ms = _number(metrics.get("durationMs")) if ok else None
         elif event_type == "platform.restoreReport":
-            self._restore_ms = _number(metrics.get("durationMs"))
+            # A restore begins a new environment: its first request is still to come.
+            if record.get("status", "success") == "success":
+                self._restore_ms = _number(metrics.get("durationMs"))
+                self._awaiting_first = True
+                self._first_request = None
         elif event_type == "platform.report":
-            request_id = record.get("requestId")
-            if not isinstance(request_id, str) or not 0 < len(request_id) <= _MAX_REQUEST_ID:
-                return
-            init_ms = _number(metrics.get("initDurationMs"))
-            restore_ms = _number(metrics.get("restoreDurationMs"))
-            figures = PlatformFigures(
-                request_id=request_id,
-                duration_ms=_number(metrics.get("durationMs")),
-                billed_duration_ms=_whole(metrics.get("billedDurationMs")),
-                max_memory_used_mb=_whole(metrics.get("maxMemoryUsedMB")),
-                init_duration_ms=init_ms if init_ms is not None else self._init_ms,
-                restore_duration_ms=restore_ms if restore_ms is not None else self._restore_ms,
+            self._report_locked(record, metrics)
+
+    def _note_request(self, request_id: object) -> bool:
+        """Take note of a request (its platform.start or report); True for a valid id."""
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= _MAX_REQUEST_ID:
+            return False
+        if self._awaiting_first:
+            self._awaiting_first = False
+            self._first_request = request_id
+        return True
+
+    def _report_locked(self, record: dict[str, Any], metrics: dict[str, Any]) -> None:
+        request_id = record.get("requestId")
+        if not self._note_request(request_id):
+            return
+        assert isinstance(request_id, str)
+        if request_id in self._figures and request_id not in self._pending:
+            return  # handed over already: a repeat reaches no second export
+        figures = PlatformFigures(
+            request_id=request_id,
+            duration_ms=_number(metrics.get("durationMs")),
+            billed_duration_ms=_whole(metrics.get("billedDurationMs")),
+            max_memory_used_mb=_whole(metrics.get("maxMemoryUsedMB"), MAX_MEMORY_MB),
+            init_duration_ms=_number(metrics.get("initDurationMs")),
+            restore_duration_ms=_number(metrics.get("restoreDurationMs")),
+        )
+        if request_id == self._first_request:
+            # The INIT and restore reported on their own belong to this request only.
+            if figures.init_duration_ms is None and self._init_ms is not None:
+                figures = figures.replace(init_duration_ms=self._init_ms)
+            if figures.restore_duration_ms is None and self._restore_ms is not None:
+                figures = figures.replace(restore_duration_ms=self._restore_ms)
+        earlier = self._pending.get(request_id)
+        if earlier is not None:
+            # A repeat while still pending: its figures win, those it lacks are kept.
+            figures = figures.replace(
+                **{
+                    name: getattr(earlier, name)
+                    for name in _FIGURES
+                    if getattr(figures, name) is None
+                }
             )
-            # Each INIT and restore belongs to the first request after it only.
+        if all(getattr(figures, name) is None for name in _FIGURES):
+            return  # nothing Lambda could have reported: no export for it
+        if request_id == self._first_request:
             self._init_ms = self._restore_ms = None
-            self._figures.pop(request_id, None)  # a repeated report counts as the newest
-            self._figures[request_id] = figures
-            while len(self._figures) > self._limit:
-                del self._figures[next(iter(self._figures))]
-            self._pending.append(figures)
-            del self._pending[: -self._limit]
+        self._figures.pop(request_id, None)  # newest last
+        self._figures[request_id] = figures
+        while len(self._figures) > self._limit:
+            del self._figures[next(iter(self._figures))]
+        self._pending[request_id] = figures  # a repeat keeps its place in the queue
+        if len(self._pending) > self._limit:
+            # Nothing took them for ``limit`` reports (no export ran): the oldest go,
+            # counted, and said once.
+            del self._pending[next(iter(self._pending))]
+            self.evicted += 1
+            warn_once(
+                "telemetry:evicted",
+                "lifecycle_probe: more than %d of Lambda's reports waited for an export; "
+                "the oldest are dropped (this warning is shown once)",
+                self._limit,
+            )
 
     # -- the listener --------------------------------------------------------------------
 
@@ -212,20 +320,26 @@ class TelemetrySubscriber:
 
     def _serve(self, connection: Any) -> None:
         try:
-            connection.settimeout(_IDLE_S)
+            deadline = time.monotonic() + _CONNECTION_S
             buffered = b""
             while True:
-                request = _read_request(connection, buffered)
+                request = _read_request(connection, buffered, deadline)
                 if request is None:
                     return
                 body, buffered, keep_alive = request
                 try:
                     events = json.loads(body)
-                except ValueError:
-                    events = None
-                self.receive(events)
+                except (ValueError, RecursionError):
+                    # Not JSON, or nested past the parser's recursion limit: nothing of
+                    # it is taken, and the sender is told so.
+                    status = b"400 Bad Request"
+                else:
+                    self.receive(events)
+                    status = b"200 OK"
                 connection.sendall(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                    b"HTTP/1.1 "
+                    + status
+                    + b"\r\nContent-Length: 0\r\n"
                     + (b"" if keep_alive else b"Connection: close\r\n")
                     + b"\r\n"
                 )
@@ -239,17 +353,30 @@ class TelemetrySubscriber:
             connection.close()
 
 
-def _read_request(connection: Any, buffered: bytes) -> tuple[bytes, bytes, bool] | None:
+def _recv(connection: Any, size: int, deadline: float) -> bytes:
+    """At most ``size`` bytes, waiting no longer than the connection's idle time and its
+    deadline (TimeoutError past either)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("the connection outlived its deadline")
+    connection.settimeout(min(_IDLE_S, left))
+    return bytes(connection.recv(size))
+
+
+def _read_request(
+    connection: Any, buffered: bytes, deadline: float
+) -> tuple[bytes, bytes, bool] | None:
     """One HTTP/1.1 request's body, what followed it, and whether to keep the connection.
 
     None when the peer closed, or sent something this listener does not take (no
-    ``Content-Length``, too large): then the connection is dropped.
+    ``Content-Length``, too large): then the connection is dropped. Every read ends by
+    ``deadline`` (``time.monotonic()``): TimeoutError past it.
     """
     data = buffered
     while b"\r\n\r\n" not in data:
         if len(data) > _MAX_HEADER_BYTES:
             return None
-        chunk = connection.recv(65_536)
+        chunk = _recv(connection, 65_536, deadline)
         if not chunk:
             return None
         data += chunk
@@ -266,7 +393,7 @@ def _read_request(connection: Any, buffered: bytes) -> tuple[bytes, bytes, bool]
     if not 0 <= length <= _MAX_REQUEST_BYTES:
         return None
     while len(rest) < length:
-        chunk = connection.recv(min(65_536, length - len(rest)))
+        chunk = _recv(connection, min(65_536, length - len(rest)), deadline)
         if not chunk:
             return None
         rest += chunk

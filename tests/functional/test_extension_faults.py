@@ -225,3 +225,20 @@ def test_a_registration_reply_dripped_over_seconds_times_out_within_the_bound():
     # THEN it gives up at the bound (INIT is not held past it), not at the last byte
     assert 0.9 <= elapsed < 1.0 + 0.5
     assert REGISTRATION_WAIT_S <= 1.0
+
+
+def test_managed_instances_register_no_extension_and_log_nothing(
+    api, fresh_hooks, monkeypatch, caplog
+):
+    # GIVEN a worker of Lambda Managed Instances, whose Extensions API refuses every
+    # registration (HTTP 403), as README says
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", api.address)
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "lambda-managed-instances")
+    # WHEN the sinks ask for the after-response extension during INIT
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        extension = after_response_extension(1.0, init_over=False)
+    # THEN there is none (the sinks flush before each response), nothing was asked of
+    # Lambda, and no warning says what is expected there
+    assert extension is None
+    assert REGISTER not in api.requests
+    assert caplog.records == []

@@ -136,7 +136,7 @@ def test_a_bad_value_of_the_option_names_it_and_keeps_the_default(caplog):
     assert config.telemetry_api is True
     (message,) = [r.getMessage() for r in caplog.records]
     assert "LIFECYCLE_PROBE_TELEMETRY_API='sometimes' is not valid" in message
-    assert "using the default True" in message
+    assert message.endswith("using the default on")  # as README writes it, not True
 
 
 def test_outside_lambda_nothing_subscribes_and_no_thread_starts(monkeypatch):
@@ -206,3 +206,49 @@ def test_an_estimated_init_is_not_compared(monkeypatch):
     _, second = probed_records(monkeypatch, given, exact=False)
     assert second.platform == given
     assert second.init_disagreements == ()
+
+
+def test_only_the_first_requests_init_after_a_successful_init_is_compared(monkeypatch):
+    # GIVEN a subscription that saw a successful INIT, then requests r1 (the first) and r2
+    import types
+
+    from lifecycle_probe import extension as extension_module
+    from lifecycle_probe.telemetry_api import TelemetrySubscriber
+
+    telemetry = TelemetrySubscriber()
+    telemetry.receive(
+        [
+            {
+                "type": "platform.initReport",
+                "record": {"phase": "init", "status": "success", "metrics": {"durationMs": 1}},
+            },
+            {"type": "platform.start", "record": {"requestId": "r1"}},
+            {"type": "platform.start", "record": {"requestId": "r2"}},
+        ]
+    )
+    monkeypatch.setattr(extension_module, "_extension", types.SimpleNamespace(telemetry=telemetry))
+    # WHEN INIT figures far from the probe's reach the export for both requests
+    given = (figures("r2", init_ms=5000.0), figures("r1", init_ms=5000.0))
+    _, second = probed_records(monkeypatch, given, init_duration_s=0.25)
+    # THEN only the first request's is compared (r2's is no start the probe measured)
+    assert second.platform == given
+    assert [d.request_id for d in second.init_disagreements] == ["r1"]
+
+
+@pytest.mark.parametrize(
+    ("exporters", "subscribes"),
+    [(("console",), False), (("console", "emf"), True), (("otlp-file",), True)],
+)
+def test_no_subscription_when_no_exporter_writes_the_figures(monkeypatch, exporters, subscribes):
+    # GIVEN INIT on Lambda (a Runtime API), the console exporter alone or with another
+    from lifecycle_probe import extension as extension_module
+
+    monkeypatch.setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9")
+    monkeypatch.setattr(extension_module, "_extension", None)
+    monkeypatch.setattr(extension_module, "when_runtime_client_wrapped", lambda start: None)
+    fresh_environment(environ=FUNCTION_ENV, exact=False)  # INIT not over yet
+    # WHEN the sinks ask for the after-response extension
+    extension = extension_module.extension_for_this_environment(1.0, True, exporters)
+    # THEN it subscribes only if a configured exporter writes Lambda's figures
+    assert extension is not None
+    assert extension.telemetry_api is subscribes

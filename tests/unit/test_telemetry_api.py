@@ -23,11 +23,20 @@ def report(request_id: str, **metrics: object) -> dict[str, Any]:
     }
 
 
-def phase_report(kind: str, duration_ms: float) -> dict[str, Any]:
+def phase_report(
+    kind: str, duration_ms: float, status: str = "success", phase: str = "init"
+) -> dict[str, Any]:
+    record: dict[str, Any] = {"status": status, "metrics": {"durationMs": duration_ms}}
+    if kind == "init":  # only the INIT report has a phase (AWS's schema)
+        record |= {"initializationType": "on-demand", "phase": phase}
+    return {"time": "2026-11-30T17:00:00.000Z", "type": f"platform.{kind}Report", "record": record}
+
+
+def start_event(request_id: str) -> dict[str, Any]:
     return {
         "time": "2026-11-30T17:00:00.000Z",
-        "type": f"platform.{kind}Report",
-        "record": {"status": "success", "metrics": {"durationMs": duration_ms}},
+        "type": "platform.start",
+        "record": {"requestId": request_id},
     }
 
 
@@ -88,15 +97,67 @@ def test_malformed_input_is_ignored(events):
 def test_implausible_figures_are_dropped_not_trusted():
     subscriber = TelemetrySubscriber()
     subscriber.receive(
-        [report("r1", durationMs=True, billedDurationMs=-1, maxMemoryUsedMB=float("nan"))]
+        [
+            report("r1", durationMs=True, billedDurationMs=-1, maxMemoryUsedMB=float("nan")),
+            report("r2", durationMs=True, billedDurationMs=5),
+        ]
     )
-    figures = subscriber.figures_for("r1")
+    # A report with no usable figure is no report; the others keep what is usable.
+    assert subscriber.figures_for("r1") is None
+    figures = subscriber.figures_for("r2")
     assert figures is not None
     assert (figures.duration_ms, figures.billed_duration_ms, figures.max_memory_used_mb) == (
         None,
-        None,
-        None,
+        5,
+        70,
     )
+    assert [f.request_id for f in subscriber.take_pending()] == ["r2"]
+
+
+def test_figures_beyond_what_lambda_can_report_are_ignored_and_the_batch_goes_on():
+    subscriber = TelemetrySubscriber()
+    subscriber.receive(
+        [
+            report("before", billedDurationMs=5),
+            # float() of this int overflows: it must cost this figure, not the batch.
+            report("huge", billedDurationMs=10**400, durationMs=1e300, maxMemoryUsedMB=2**70),
+            report(
+                "edge",
+                durationMs=telemetry_api.MAX_DURATION_MS,
+                billedDurationMs=telemetry_api.MAX_DURATION_MS + 1,
+                maxMemoryUsedMB=telemetry_api.MAX_MEMORY_MB,
+                initDurationMs=1e300,
+            ),
+            report("over", durationMs=None, billedDurationMs=None, maxMemoryUsedMB=10_241),
+            report("after", billedDurationMs=7),
+        ]
+    )
+    taken = {f.request_id: f for f in subscriber.take_pending()}
+    assert list(taken) == ["before", "edge", "after"]
+    assert (taken["before"].billed_duration_ms, taken["after"].billed_duration_ms) == (5, 7)
+    assert taken["edge"].as_dict() == {
+        "request_id": "edge",
+        "duration_ms": 1_500_000.0,
+        "billed_duration_ms": None,
+        "max_memory_used_mb": 10_240,
+        "init_duration_ms": None,
+        "restore_duration_ms": None,
+    }
+
+
+def test_a_repeated_report_reaches_exactly_one_export():
+    subscriber = TelemetrySubscriber()
+    # Repeated while pending: one entry, the newest figures, in the first one's place.
+    subscriber.receive([report("r1", billedDurationMs=1), report("r2")])
+    subscriber.receive([report("r1", billedDurationMs=2, initDurationMs=None)])
+    taken = subscriber.take_pending()
+    assert [(f.request_id, f.billed_duration_ms) for f in taken] == [("r1", 2), ("r2", 13)]
+    # Repeated once handed over: ignored.
+    subscriber.receive([report("r1", billedDurationMs=3), report("r3")])
+    assert [f.request_id for f in subscriber.take_pending()] == ["r3"]
+    figures = subscriber.figures_for("r1")
+    assert figures is not None
+    assert figures.billed_duration_ms == 2
 
 
 def test_the_store_and_the_pending_queue_are_bounded():
@@ -112,6 +173,23 @@ def test_the_store_and_the_pending_queue_are_bounded():
     ]
     assert [f.request_id for f in subscriber.take_pending()] == ["r2", "r3", "r4"]
     assert subscriber.take_pending() == ()
+    assert subscriber.evicted == 2  # the reports nothing took were counted, not lost silently
+
+
+def test_evicted_reports_are_counted_with_one_warning(caplog):
+    from lifecycle_probe import _safe
+
+    _safe._warned.discard("telemetry:evicted")
+    subscriber = TelemetrySubscriber(limit=2)
+    with caplog.at_level("WARNING"):
+        subscriber.receive([report(f"r{n}") for n in range(3)])
+        subscriber.receive([report(f"s{n}") for n in range(3)])
+    assert subscriber.evicted == 4
+    warnings = [r.getMessage() for r in caplog.records if "waited for an export" in r.getMessage()]
+    assert warnings == [
+        "lifecycle_probe: more than 2 of Lambda's reports waited for an export; the oldest "
+        "are dropped (this warning is shown once)"
+    ]
 
 
 def test_figures_are_immutable():
@@ -153,7 +231,7 @@ def test_the_listener_takes_batches_over_one_kept_alive_connection():
             response = connection.getresponse()
             assert (response.status, response.read()) == (200, b"")
         connection.request("POST", "/", b"not json", {"Connection": "close"})
-        assert connection.getresponse().status == 200
+        assert connection.getresponse().status == 400
         connection.close()
     finally:
         subscriber.close()
@@ -272,7 +350,9 @@ def test_the_figures_are_the_models_record():
 def test_one_thread_serves_a_connection_per_batch():
     # GIVEN the listener, and a sender that opens a connection per batch (as the local
     # Lambda does), one of them left open and idle in between
-    before = {t.ident for t in threading.enumerate()}
+    # (The threads themselves, not their idents: a thread of another test ending meanwhile
+    # may hand its ident on to this one's.)
+    before = set(threading.enumerate())
     subscriber = TelemetrySubscriber()
     host, port = subscriber.listen("127.0.0.1")
     try:
@@ -290,7 +370,7 @@ def test_one_thread_serves_a_connection_per_batch():
         started = [
             t.name
             for t in threading.enumerate()
-            if t.ident not in before
+            if t not in before
             and getattr(getattr(t, "_target", None), "__self__", None) is subscriber
         ]
         assert started == ["lifecycle-probe-telemetry"]
@@ -298,3 +378,108 @@ def test_one_thread_serves_a_connection_per_batch():
     finally:
         subscriber.close()
     assert [f.request_id for f in subscriber.take_pending()] == [f"r{n}" for n in range(6)]
+
+
+def test_an_init_report_goes_to_the_first_request_after_its_init_only():
+    # A successful INIT's report, then the first request: attached, and comparable.
+    subscriber = TelemetrySubscriber()
+    subscriber.receive([phase_report("init", 900.0), start_event("r1")])
+    # An INIT report arriving once a request has started is no start's INIT.
+    subscriber.receive([phase_report("init", 99_999.0), report("r1"), report("r2")])
+    first, second = subscriber.figures_for("r1"), subscriber.figures_for("r2")
+    assert first is not None
+    assert second is not None
+    assert (first.init_duration_ms, second.init_duration_ms) == (900.0, None)
+    assert (subscriber.init_comparable("r1"), subscriber.init_comparable("r2")) == (True, False)
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"), [("error", "init"), ("timeout", "init"), ("success", "invoke")]
+)
+def test_an_unsuccessful_or_invoke_phase_init_is_neither_attached_nor_compared(status, phase):
+    subscriber = TelemetrySubscriber()
+    subscriber.receive(
+        [
+            phase_report("init", 900.0, status=status, phase=phase),
+            report("r1", initDurationMs=950.0),
+        ]
+    )
+    figures = subscriber.figures_for("r1")
+    assert figures is not None
+    # Lambda's own figure on the report is kept, but it measures no start the probe saw.
+    assert figures.init_duration_ms == 950.0
+    assert subscriber.init_comparable("r1") is False
+    subscriber.receive([phase_report("init", 900.0, status=status, phase=phase), report("r2")])
+    second = subscriber.figures_for("r2")
+    assert second is not None
+    assert second.init_duration_ms is None
+
+
+def test_a_restore_begins_a_new_first_request():
+    subscriber = TelemetrySubscriber()
+    subscriber.receive([phase_report("init", 900.0), start_event("before-snapshot")])
+    subscriber.receive([phase_report("restore", 120.5), report("r1"), report("r2")])
+    first, second = subscriber.figures_for("r1"), subscriber.figures_for("r2")
+    assert first is not None
+    assert second is not None
+    assert (first.restore_duration_ms, second.restore_duration_ms) == (120.5, None)
+    assert subscriber.init_comparable("r1") is True
+
+
+def _raw_exchange(port: int, request: bytes, timeout_s: float = 5.0) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as connection:
+        connection.sendall(request)
+        return connection.recv(200)
+
+
+def test_json_nested_past_the_recursion_limit_gets_400_and_the_listener_carries_on():
+    subscriber = TelemetrySubscriber()
+    _, port = subscriber.listen("127.0.0.1")
+    try:
+        deep = b"[" * 100_000 + b"]" * 100_000
+        head = b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+        assert _raw_exchange(port, head % len(deep) + deep).startswith(b"HTTP/1.1 400 ")
+        batch = json.dumps([report("r1")]).encode()
+        assert _raw_exchange(port, head % len(batch) + batch).startswith(b"HTTP/1.1 200 ")
+    finally:
+        subscriber.close()
+    assert [f.request_id for f in subscriber.take_pending()] == ["r1"]
+
+
+def test_a_slow_sender_holds_the_listener_no_longer_than_the_connection_deadline():
+    import socket
+    import time
+
+    subscriber = TelemetrySubscriber()
+    _, port = subscriber.listen("127.0.0.1")
+    stop = threading.Event()
+
+    def drip() -> None:
+        # A byte every 0.1 s: never idle for 0.25 s, never done.
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as slow:
+            slow.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n")
+            while not stop.wait(0.1):
+                try:
+                    slow.sendall(b" ")
+                except OSError:
+                    return
+
+    dripper = threading.Thread(target=drip)
+    dripper.start()
+    try:
+        time.sleep(0.2)  # the slow connection is being served
+        began = time.monotonic()
+        batch = json.dumps([report("r1")]).encode()
+        reply = _raw_exchange(
+            port, b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(batch) + batch
+        )
+        waited = time.monotonic() - began
+    finally:
+        stop.set()
+        dripper.join()
+        subscriber.close()
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert waited < telemetry_api._CONNECTION_S + 0.5
+    assert [f.request_id for f in subscriber.take_pending()] == ["r1"]

@@ -18,7 +18,8 @@ import functools
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
+from lifecycle_probe.connections._psycopg2 import postgres_library, postgres_server
+from lifecycle_probe.connections.library import is_socket_gone
 from lifecycle_probe.connections.tracking import new_connection, tracked_call
 
 TYPE_CHECKING = False
@@ -26,17 +27,12 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["STATE", "patch"]
+    from lifecycle_probe.connections.library import ClientLibrary
+
+__all__ = ["STATE", "library", "patch"]
 
 CLIENT = "psycopg"
-DB_SYSTEM = "postgresql"
 STATE = "_lifecycle_probe_connection"
-
-
-def _closing(data: bytes) -> bool:
-    # The same wire protocol as psycopg2 (see _psycopg2._closing): an idle session's only
-    # unasked message that ends it is a FATAL ErrorResponse ('E'); 0x15 is a TLS alert.
-    return data[:1] in (b"E", b"\x15")
 
 
 def _fileno(connection: Any) -> int:
@@ -44,7 +40,12 @@ def _fileno(connection: Any) -> int:
     return int(connection.pgconn.socket)
 
 
-def _library(module: ModuleType) -> ClientLibrary:
+def _closed(connection: Any) -> bool:
+    return bool(connection.closed or connection.broken)
+
+
+def library(module: ModuleType) -> ClientLibrary:
+    """psycopg 3's descriptor (``module`` is psycopg); the wire protocol is psycopg2's."""
     errors = (module.OperationalError, module.InterfaceError)
 
     def lost(connection: Any, exc: BaseException) -> bool:
@@ -54,13 +55,7 @@ def _library(module: ModuleType) -> ClientLibrary:
             return bool(connection.broken)
         return is_socket_gone(exc)
 
-    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fileno, closing=_closing, lost=lost)
-
-
-def _server_of(connection: Any) -> tuple[str | None, int | None]:
-    info = connection.info
-    port = info.port
-    return info.host or None, None if port is None else int(port)
+    return postgres_library(CLIENT, socket_of=_fileno, lost=lost, closed=_closed)
 
 
 def patch(module: ModuleType) -> None:
@@ -68,13 +63,13 @@ def patch(module: ModuleType) -> None:
     cls = module.Connection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    library = _library(module)
+    described = library(module)
 
     def init(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> None:
         wrapped(*args, **kwargs)
         try:
-            address, port = _server_of(instance)
-            instance.__dict__[STATE] = new_connection(library, address, port)
+            address, port = postgres_server(instance)
+            instance.__dict__[STATE] = new_connection(described, address, port)
         except Exception as exc:
             report_failure("psycopg connection tracking", exc)
 

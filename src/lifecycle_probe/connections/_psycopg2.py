@@ -15,33 +15,71 @@ from time import time_ns as _time_ns
 import wrapt  # type: ignore[import-untyped]  # wrapt 1.17 ships no type information
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone
+from lifecycle_probe.connections.library import ClientLibrary, is_socket_gone, tls_alert_waiting
 from lifecycle_probe.connections.tracking import first_use_call, new_connection
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import ModuleType
     from typing import Any
 
-__all__ = ["patch"]
+__all__ = ["library", "patch", "postgres_library", "postgres_server"]
 
 CLIENT = "psycopg2"
 DB_SYSTEM = "postgresql"
 
 
-def _closing(data: bytes) -> bool:
-    # The only message a server sends an idle session unasked that ends it is an
-    # ErrorResponse ('E', always FATAL there: idle_session_timeout, pg_terminate_backend,
-    # shutdown). NOTIFY ('A'), notices ('N') and parameter changes ('S') keep it alive.
-    # 0x15 is a TLS alert record (close_notify) on an encrypted connection.
-    return data[:1] in (b"E", b"\x15")
+def postgres_closing(data: bytes) -> bool:
+    """Whether bytes waiting on an idle PostgreSQL session are the server ending it.
+
+    The only message a server sends an idle session unasked that ends it is an
+    ErrorResponse ('E', always FATAL there: idle_session_timeout, pg_terminate_backend,
+    shutdown). NOTIFY ('A'), notices ('N') and parameter changes ('S') keep it alive. On
+    an encrypted session (TLS 1.2) the FATAL message is an application data record and the
+    server's close_notify an alert record (0x15) after it.
+    """
+    return data[:1] == b"E" or tls_alert_waiting(data)
+
+
+def postgres_server(connection: Any) -> tuple[str | None, int | None]:
+    """(host, port) of a psycopg2 or psycopg 3 connection, from its ``info``."""
+    info = connection.info
+    port = info.port
+    return info.host or None, None if port is None else int(port)
+
+
+def postgres_library(
+    client: str,
+    *,
+    socket_of: Callable[[Any], int | None],
+    lost: Callable[[Any, BaseException], bool],
+    closed: Callable[[Any], bool],
+) -> ClientLibrary:
+    """A PostgreSQL driver's descriptor: the protocol's parting words and the server its
+    ``info`` names (psycopg2's and psycopg 3's alike), with the driver's own socket, errors
+    and closed flags."""
+    return ClientLibrary(
+        client,
+        DB_SYSTEM,
+        socket_of=socket_of,
+        closing=postgres_closing,
+        lost=lost,
+        closed=closed,
+        server_of=postgres_server,
+    )
 
 
 def _fileno(connection: Any) -> int:
     return int(connection.fileno())
 
 
-def _library(module: ModuleType) -> ClientLibrary:
+def _closed(connection: Any) -> bool:
+    return bool(connection.closed)  # 1: closed, 2: broken
+
+
+def library(module: ModuleType) -> ClientLibrary:
+    """psycopg2's descriptor (``module`` is psycopg2)."""
     operational = module.OperationalError
     interface = module.InterfaceError
 
@@ -52,7 +90,7 @@ def _library(module: ModuleType) -> ClientLibrary:
             return bool(getattr(connection, "closed", 0) == 2)
         return is_socket_gone(exc)
 
-    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fileno, closing=_closing, lost=lost)
+    return postgres_library(CLIENT, socket_of=_fileno, lost=lost, closed=_closed)
 
 
 # Subclasses made per base class (the user's connection_factory / cursor_factory); each
@@ -159,12 +197,6 @@ def _tracked_connection_class(base: type, plain: type, cursor_base: type) -> typ
     return tracked_class
 
 
-def _server_of(connection: Any) -> tuple[str | None, int | None]:
-    info = connection.info
-    port = info.port
-    return info.host, None if port is None else int(port)
-
-
 def patch(module: ModuleType) -> None:
     """Make ``psycopg2.connect`` make tracked connections (once per module object).
 
@@ -177,7 +209,7 @@ def patch(module: ModuleType) -> None:
     """
     if getattr(module, "_lifecycle_probe_tracked", False):
         return
-    library = _library(module)
+    described = library(module)
     extensions = module.extensions
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -198,8 +230,8 @@ def patch(module: ModuleType) -> None:
             report_failure("psycopg2 connection tracking", exc)
         connection = wrapped(*args, **kwargs)
         try:
-            address, port = _server_of(connection)
-            connection._lifecycle_probe_state = new_connection(library, address, port)
+            address, port = postgres_server(connection)
+            connection._lifecycle_probe_state = new_connection(described, address, port)
         except Exception as exc:
             report_failure("psycopg2 connection tracking", exc)
         return connection

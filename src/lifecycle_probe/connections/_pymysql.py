@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["patch"]
+__all__ = ["library", "patch"]
 
 CLIENT = "pymysql"
 DB_SYSTEM = "mysql"
@@ -46,7 +46,18 @@ def _fd_of(connection: Any) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def _library(module: ModuleType) -> ClientLibrary:
+def _closed(connection: Any) -> bool:
+    return not connection.open
+
+
+def _server_of(connection: Any) -> tuple[str | None, int | None]:
+    path = connection.unix_socket
+    port = connection.port
+    return path or connection.host, None if path or port is None else int(port)
+
+
+def library(module: ModuleType) -> ClientLibrary:
+    """PyMySQL's descriptor (``module`` is pymysql)."""
     operational = module.err.OperationalError
     interface = module.err.InterfaceError
 
@@ -57,7 +68,15 @@ def _library(module: ModuleType) -> ClientLibrary:
             return bool(exc.args) and exc.args[0] in _GONE_CODES
         return is_socket_gone(exc)
 
-    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
+    return ClientLibrary(
+        CLIENT,
+        DB_SYSTEM,
+        socket_of=_fd_of,
+        closing=_closing,
+        lost=lost,
+        closed=_closed,
+        server_of=_server_of,
+    )
 
 
 def patch(module: ModuleType) -> None:
@@ -65,7 +84,7 @@ def patch(module: ModuleType) -> None:
     cls = module.connections.Connection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    library = _library(module)
+    described = library(module)
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         started_ns = time.perf_counter_ns()
@@ -74,12 +93,7 @@ def patch(module: ModuleType) -> None:
             cost_ns = time.perf_counter_ns() - started_ns
             state = instance.__dict__.get(STATE)
             if state is None:
-                port = instance.port
-                instance.__dict__[STATE] = new_connection(
-                    library,
-                    instance.unix_socket or instance.host,
-                    None if instance.unix_socket or port is None else int(port),
-                )
+                instance.__dict__[STATE] = new_connection(described, *_server_of(instance))
             else:
                 state.reconnected(cost_ns)
         except Exception as exc:

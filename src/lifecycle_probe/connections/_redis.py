@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["patch"]
+__all__ = ["library", "patch"]
 
 CLIENT = "redis-py"
 DB_SYSTEM = "redis"
@@ -52,7 +52,17 @@ def _fd_of(connection: Any) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def _library(module: ModuleType) -> ClientLibrary:
+def _server_of(connection: Any) -> tuple[str | None, int | None]:
+    # A Unix socket connection has a path and no host.
+    host = getattr(connection, "host", None)
+    port = getattr(connection, "port", None)
+    address = host if host is not None else getattr(connection, "path", None)
+    return address, None if host is None or port is None else int(port)
+
+
+def library(module: ModuleType) -> ClientLibrary:
+    """redis-py's descriptor (``module`` is redis). Its connections carry no closed flag:
+    a ``Redis`` client has no socket of its own, and its pool replaces dead ones."""
     exceptions = module.exceptions
     gone = (exceptions.ConnectionError, exceptions.TimeoutError)
     # Subclasses of ConnectionError that say nothing about a dropped connection.
@@ -67,7 +77,9 @@ def _library(module: ModuleType) -> ClientLibrary:
             return not isinstance(exc, not_gone)
         return is_socket_gone(exc)
 
-    return ClientLibrary(CLIENT, DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
+    return ClientLibrary(
+        CLIENT, DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost, server_of=_server_of
+    )
 
 
 def patch(module: ModuleType) -> None:
@@ -75,7 +87,7 @@ def patch(module: ModuleType) -> None:
     cls = module.connection.AbstractConnection
     if cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    library = _library(module)
+    described = library(module)
 
     def connect_check_health(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         state = instance.__dict__.get(STATE)
@@ -84,7 +96,7 @@ def patch(module: ModuleType) -> None:
             if state is not None:
                 try:
                     if state.reuse is None and not state.busy and state.crossed_boundary():
-                        begin_reuse(state, library.fd(instance))
+                        begin_reuse(state, described.fd(instance))
                 except Exception as exc:
                     report_failure("redis connection tracking", exc)
             return wrapped(*args, **kwargs)
@@ -101,13 +113,7 @@ def patch(module: ModuleType) -> None:
         try:
             cost_ns = time.perf_counter_ns() - started_ns
             if state is None:
-                host = getattr(instance, "host", None)
-                port = getattr(instance, "port", None)
-                instance.__dict__[STATE] = new_connection(
-                    library,
-                    host if host is not None else getattr(instance, "path", None),
-                    None if host is None or port is None else int(port),
-                )
+                instance.__dict__[STATE] = new_connection(described, *_server_of(instance))
             else:
                 state.reconnected(cost_ns)
         except Exception as exc:
@@ -116,7 +122,7 @@ def patch(module: ModuleType) -> None:
 
     def _deferred(state: ConnectionState, connection: Any, exc: BaseException) -> None:
         reuse = state.reuse
-        if library.is_lost(connection, exc) and reuse is not None:
+        if described.is_lost(connection, exc) and reuse is not None:
             # The client's Retry may still mend it: settled when the command is over.
             reuse.error = exc
             _retrying.state = state

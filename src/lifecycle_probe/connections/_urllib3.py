@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["patch", "retrying_call"]
+__all__ = ["library", "patch", "retrying_call"]
 
 CLIENT = "urllib3"
 # HTTP has no db.system: the event names the server by address and port.
@@ -74,7 +74,13 @@ def _fd_of(connection: Any) -> int | None:
     return None if sock is None else int(sock.fileno())
 
 
-def _library(module: ModuleType) -> ClientLibrary:
+def _server_of(connection: Any) -> tuple[str | None, int | None]:
+    port = getattr(connection, "port", None)
+    return getattr(connection, "host", None), None if port is None else int(port)
+
+
+def library(module: ModuleType) -> ClientLibrary:
+    """urllib3's descriptor (``module`` is urllib3). A pool has no socket of its own."""
     import http.client
 
     gone = (
@@ -86,7 +92,9 @@ def _library(module: ModuleType) -> ClientLibrary:
     def lost(connection: Any, exc: BaseException) -> bool:
         return isinstance(exc, gone) or is_socket_gone(exc)
 
-    return ClientLibrary(CLIENT, NO_DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost)
+    return ClientLibrary(
+        CLIENT, NO_DB_SYSTEM, socket_of=_fd_of, closing=_closing, lost=lost, server_of=_server_of
+    )
 
 
 def _pending() -> list[tuple[ConnectionState, int]]:
@@ -150,7 +158,7 @@ def patch(module: ModuleType) -> None:
     pool_cls = module.connectionpool.HTTPConnectionPool
     if pool_cls.__dict__.get("_lifecycle_probe_tracked", False):
         return
-    library = _library(module)
+    described = library(module)
 
     def connect(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         attrs = instance.__dict__
@@ -169,12 +177,7 @@ def patch(module: ModuleType) -> None:
                 # The pool found it dropped and closed it: this is its replacement.
                 state.reconnected(cost_ns)
                 return result
-            port = getattr(instance, "port", None)
-            new_state = new_connection(
-                library,
-                getattr(instance, "host", None),
-                None if port is None else int(port),
-            )
+            new_state = new_connection(described, *_server_of(instance))
             attrs[STATE] = new_state
             for pending_state, _ in _local.__dict__.get("pending", ()):
                 reuse = pending_state.reuse
@@ -204,7 +207,7 @@ def patch(module: ModuleType) -> None:
                 and conn.sock is not None
                 and state.crossed_boundary()
             ):
-                begin_reuse(state, library.fd(conn))
+                begin_reuse(state, described.fd(conn))
         except Exception as exc:
             report_failure("urllib3 connection tracking", exc)
         return wrapped(*args, **kwargs)
@@ -232,7 +235,7 @@ def patch(module: ModuleType) -> None:
         except BaseException as exc:
             try:
                 reuse = state.reuse
-                lost = library.is_lost(conn, exc)
+                lost = described.is_lost(conn, exc)
                 if reuse is not None and _local.__dict__.get("depth", 0) and lost:
                     # urlopen, or a retry layer above it, may retry it on another
                     # connection: settled when the outermost retrying call is over.

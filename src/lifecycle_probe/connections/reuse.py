@@ -3,7 +3,8 @@
 A function keeps a connection across invocations to save the connect on warm starts. After
 a freeze the server (or a NAT, or a load balancer) may have dropped it. ``reusable``
 validates the cached connection at its first use in each invocation, without sending a
-byte (the socket check of connection tracking, plus the client's own closed flags), and
+byte (the client's own closed flags, then the socket check of connection tracking, with
+the descriptor tracking gives the client library: ``library.py``), and
 reconnects when it is dead, reporting that as a ``detected`` stale connection with what
 reconnecting cost. Later uses in the same invocation cost one comparison.
 
@@ -19,17 +20,20 @@ from __future__ import annotations
 
 import _thread
 import os
+import sys
 import time
 from typing import Generic, TypeVar
 
 from lifecycle_probe._safe import report_failure
+from lifecycle_probe.connections.library import ClientLibrary
 from lifecycle_probe.connections.tracking import (
     CHECK_DEAD,
     DETECTED,
-    ConnectionState,
     Reuse,
     _note,
+    created_in,
     freezes_between,
+    new_connection,
     peer_closed,
 )
 from lifecycle_probe.environment import current_environment
@@ -39,6 +43,7 @@ from lifecycle_probe.environment import current_environment
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import ModuleType
     from typing import Any
 
     from lifecycle_probe.environment import Environment
@@ -47,62 +52,51 @@ __all__ = ["is_alive", "reusable"]
 
 C = TypeVar("C")
 
-
-def _never_closing(data: bytes) -> bool:
-    # Unknown protocol: bytes waiting on an idle socket say nothing about its death.
-    return False
-
-
-def _pg_closing(data: bytes) -> bool:
-    return data[:1] == b"E"  # PostgreSQL ErrorResponse: the server's FATAL parting words
+# The client libraries whose driver module (lifecycle_probe.connections._<name>, the one
+# connection tracking patches them with) describes them: ``reusable`` judges their
+# connections with the very descriptor tracking gives them.
+_DESCRIBED = frozenset({"psycopg2", "psycopg", "pymysql", "redis", "urllib3"})
+# name -> (the library's module, its descriptor); made again for a new module object.
+_libraries: dict[str, tuple[ModuleType, ClientLibrary]] = {}
 
 
-def _mysql_closing(data: bytes) -> bool:
-    return bool(data)  # MySQL sends nothing unsolicited but its error packet
+def _fileno(connection: Any) -> int:
+    return int(connection.fileno())
 
 
-def _describe(connection: Any) -> tuple[str, str, int | None, str | None, int | None]:
-    """(client, db.system, socket fd, address, port) of a known client's connection."""
-    raw = getattr(connection, "__wrapped__", connection)  # a tracked proxy's connection
-    module = type(raw).__module__.split(".")[0]
-    fd: int | None = None
-    address: str | None = None
-    port: int | None = None
-    if module in ("psycopg2", "psycopg"):
-        fd = raw.fileno() if not raw.closed else None
-        info = getattr(raw, "info", None)
-        address = getattr(info, "host", None)
-        port_text = getattr(info, "port", None)
-        port = int(port_text) if port_text else None
-        return module, "postgresql", fd, address, port
-    if module == "pymysql":
-        sock = getattr(raw, "_sock", None)
-        fd = sock.fileno() if sock is not None else None
-        return module, "mysql", fd, getattr(raw, "host", None), getattr(raw, "port", None)
-    fileno = getattr(raw, "fileno", None)
-    if callable(fileno):
-        try:
-            fd = int(fileno())
-        except Exception:
-            fd = None
-    return module, "other", fd, None, None
+def _library_of(raw: Any) -> ClientLibrary:
+    """The descriptor of ``raw``'s client library (that of the first class in its MRO from
+    a known library: a user's subclass of a driver's connection counts), else one that
+    looks at anything's ``fileno()`` and takes no bytes for parting words."""
+    for cls in type(raw).__mro__:
+        name = cls.__module__.split(".")[0]
+        module = sys.modules.get(name)
+        if name not in _DESCRIBED or module is None:
+            continue
+        known = _libraries.get(name)
+        if known is not None and known[0] is module:
+            return known[1]
+        driver = f"lifecycle_probe.connections._{name}"
+        __import__(driver)
+        library: ClientLibrary = sys.modules[driver].library(module)
+        _libraries[name] = (module, library)
+        return library
+    return ClientLibrary(type(raw).__module__.split(".")[0], "other", socket_of=_fileno)
 
 
 def is_alive(connection: Any) -> bool:
     """Whether a cached connection can be used: closed flags, then a zero-traffic peek."""
-    raw = getattr(connection, "__wrapped__", connection)
-    module = type(raw).__module__.split(".")[0]
-    if module == "redis":
-        return True  # redis-py's pool replaces dead sockets by itself
-    if module in ("psycopg2", "psycopg") and (raw.closed or getattr(raw, "broken", False)):
+    raw = getattr(connection, "__wrapped__", connection)  # a tracked proxy's connection
+    library = _library_of(raw)
+    if library.closed is not None and library.closed(raw):
         return False
-    if module == "pymysql" and not raw.open:
-        return False
-    _, db_system, fd, _, _ = _describe(connection)
-    if fd is None or fd < 0:
-        return module not in ("psycopg2", "psycopg", "pymysql")
-    closing = {"postgresql": _pg_closing, "mysql": _mysql_closing}.get(db_system, _never_closing)
-    return peer_closed(fd, closing) != CHECK_DEAD
+    fd = library.fd(raw)
+    if fd is None:
+        # A connection with closed flags (psycopg, PyMySQL) and no socket is gone; anything
+        # else without one (a redis-py client, a urllib3 pool: they replace their dead
+        # sockets themselves) cannot be looked at.
+        return library.closed is None
+    return peer_closed(fd, library.closing) != CHECK_DEAD
 
 
 class reusable(Generic[C]):
@@ -205,16 +199,11 @@ class reusable(Generic[C]):
         self._uses = 1
         self.reconnects += 1
         try:
-            client, db_system, _, address, port = _describe(connection)
-            state = ConnectionState(client, db_system, address, port)
+            raw = getattr(connection, "__wrapped__", connection)
+            library = _library_of(raw)
+            state = new_connection(library, *library.server(raw))
             state.uses = uses
-            reuse = Reuse(
-                idle_s,
-                age_s,
-                "init" if created_seq == 0 else f"invocation:{created_seq}",
-                freezes,
-                CHECK_DEAD,
-            )
+            reuse = Reuse(idle_s, age_s, created_in(created_seq), freezes, CHECK_DEAD)
             reuse.reconnect_ns = cost_ns
             _note(state, reuse, DETECTED, None)
         except Exception as exc:

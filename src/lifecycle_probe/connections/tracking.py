@@ -406,8 +406,14 @@ def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:
     or said something unsolicited; ``closing`` decides whether the bytes waiting are the
     server's parting words (PostgreSQL's FATAL ErrorResponse, MySQL's error packet).
     """
-    if not _readable(fd):
+    events = _waiting(fd)
+    if not events:
         return CHECK_ALIVE
+    if events & _PEER_SENT_FIN:
+        # The peer has closed its side: whatever waits before its FIN is its parting words,
+        # also where no byte tells them from data (TLS 1.3 sends its alert, like a FATAL,
+        # inside an application-data record).
+        return CHECK_DEAD
     # A socket object over the descriptor, detached before it can close it: the driver
     # owns the descriptor.
     sock = _socket.socket(fileno=fd)
@@ -424,14 +430,20 @@ def peer_closed(fd: int, closing: Callable[[bytes], bool]) -> str:
     return CHECK_ALIVE
 
 
-def _readable(fd: int) -> bool:
+# poll's "the peer sent its FIN" (Linux; 0 where the platform has no such flag).
+_PEER_SENT_FIN: int = getattr(select, "POLLRDHUP", 0)
+
+
+def _waiting(fd: int) -> int:
+    """What the socket has for us now, as poll's event bits (0: nothing)."""
     poll = getattr(select, "poll", None)
     if poll is not None:
         poller = poll()
-        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
-        return bool(poller.poll(0))
+        poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP | _PEER_SENT_FIN)
+        ready = poller.poll(0)
+        return ready[0][1] if ready else 0
     readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
+    return select.POLLIN if readable else 0
 
 
 def tracked_call(

@@ -189,7 +189,9 @@ class InvocationDelivery(EnvironmentLifecycle):
     def _report_locked(self, request_id: str, served: Served) -> None:
         """The END and REPORT lines of ``served`` (with the process's peak memory now),
         and the same figures as ``platform.runtimeDone`` and ``platform.report``."""
-        figures = report_figures(served, self.function.memory_mb, self.pid)
+        figures = report_figures(
+            served, self.function.memory_mb, self.pid, self.initialization_type
+        )
         self._log_file.end(request_id, figures)
         self._telemetry.publish(
             platform_events.RUNTIME_DONE,

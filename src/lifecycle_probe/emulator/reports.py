@@ -54,10 +54,23 @@ def max_memory_used_mb(pid: int | None) -> int:
     return 0
 
 
-def report_figures(served: Served, memory_size_mb: int, pid: int | None) -> ReportFigures:
+# AWS_LAMBDA_INITIALIZATION_TYPE of an environment initialised by provisioned concurrency.
+PROVISIONED_CONCURRENCY = "provisioned-concurrency"
+
+
+def report_figures(
+    served: Served,
+    memory_size_mb: int,
+    pid: int | None,
+    initialization_type: str | None = None,
+) -> ReportFigures:
     """The figures of ``served``, with the peak memory of process ``pid`` now."""
     duration_ms = (served.end_ns - served.delivered_ns) / 1e6
     restored = served.restore_duration_ms is not None
+    # Provisioned concurrency runs INIT ahead of any request, which does not wait for it:
+    # Lambda leaves Init Duration out of the first request's REPORT line and
+    # platform.report (initDurationMs); the INIT has its own platform.initReport.
+    ahead = initialization_type == PROVISIONED_CONCURRENCY
     return ReportFigures(
         duration_ms=duration_ms,
         billed_duration_ms=_billed_ms(duration_ms),
@@ -65,7 +78,7 @@ def report_figures(served: Served, memory_size_mb: int, pid: int | None) -> Repo
         max_memory_used_mb=max_memory_used_mb(pid),
         # A restored environment's INIT ran before the snapshot: Lambda reports the
         # restore on the invocation, and the INIT only in its own platform.initReport.
-        init_duration_ms=None if restored else served.init_duration_ms,
+        init_duration_ms=None if restored or ahead else served.init_duration_ms,
         restore_duration_ms=served.restore_duration_ms,
     )
 

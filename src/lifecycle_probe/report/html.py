@@ -20,6 +20,7 @@ from lifecycle_probe.report.summary import (
     EnvironmentState,
     Segment,
     Summary,
+    start_cost_title,
 )
 from lifecycle_probe.report.text import read_note
 
@@ -186,7 +187,11 @@ def _environment_tip(state: EnvironmentState) -> str:
         parts.append(f"function {state.function}")
     if state.failure is not None:
         parts.append(f"INIT failed: {state.failure.error_type or 'unknown error'}")
-    if state.init is not None:
+    if state.lambda_restore is not None:
+        parts.append(f"restore {_ms(state.lambda_restore.duration_s)} (Lambda's figure)")
+    elif state.init is not None and state.init.restore:
+        parts.append(f"restore {_ms(state.init.duration_s)} (the probe's figure)")
+    elif state.init is not None:
         parts.append(f"INIT {_ms(state.init.duration_s)} ({state.init.init_type or '?'})")
     parts.append(
         f"{state.invocations} invocations, first start {state.first_start or '?'}; "
@@ -323,7 +328,7 @@ def _tables(report: dict[str, Any]) -> str:
         _table(
             ["p50", "p90", "p99", "max"],
             [[_ms(init[k]) for k in ("p50", "p90", "p99", "max")]],
-            "INIT duration",
+            start_cost_title(report),
         )
     )
     if report["slowest_imports"]:

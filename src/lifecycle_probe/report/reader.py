@@ -13,7 +13,10 @@ A SnapStart environment's INIT is its restore (``lambda.restore``, EMF
 cost. The INIT before the snapshot, which the probe exports with every environment
 restored from it (``lambda.init`` with ``lifecycle.restored``), ran once, when the version
 was published: it is no restored environment's INIT, and read as one it would count once
-per restore. It is skipped, with the import spans under it.
+per restore. It is skipped, with the import spans under it. Lambda's own restore figure
+(the ``lifecycle.platform.report`` span event's ``lifecycle.platform.restore_duration_ms``,
+EMF ``PlatformRestoreDuration``), when the export has it, is the restore's whole cost (the
+probe's restore starts only once the snapshot is loaded), and the summary prefers it.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import IO, Any
 from lifecycle_probe.report.records import (
     HAZARD_EVENT,
     LEAK_EVENT,
+    PLATFORM_REPORT_EVENT,
     STALE_EVENT,
     Event,
     Import,
@@ -227,7 +231,9 @@ class Reader:
                     if name in ("lambda.init", "lambda.restore"):
                         records.append(_otlp_init(span, attributes, function))
                     elif "lifecycle.start" in attributes:
-                        records.append(_otlp_invocation(span, attributes, function))
+                        invocation = _otlp_invocation(span, attributes, function)
+                        records.append(invocation)
+                        records.extend(_otlp_platform_restores(span, invocation))
                     else:
                         continue
                     imports.extend(self._remember_trace(span.get("traceId"), attributes))
@@ -283,6 +289,7 @@ def _otlp_init(span: dict[str, Any], attributes: dict[str, Any], function: Any) 
         failed=failed,
         error_type=_str(attributes.get("error.type")) if failed else None,
         function=_str(function),
+        restore=restore,
     )
 
 
@@ -314,6 +321,32 @@ def _otlp_invocation(span: dict[str, Any], attributes: dict[str, Any], function:
         function=_str(attributes.get("faas.name") or function),
         error_type=error_type,
         events=events,
+    )
+
+
+def _otlp_platform_restores(span: dict[str, Any], invocation: Invocation) -> list[Record]:
+    """Lambda's restore figures among the span's ``lifecycle.platform.report`` events.
+
+    They reach an export of the same process, so of the same (restored) environment: the
+    first request after its restore is this one or an earlier one of it."""
+    found: list[Record] = []
+    for item in span.get("events", ()):
+        if item.get("name") != PLATFORM_REPORT_EVENT:
+            continue
+        restore_ms = _float(otlp_attributes(item).get("lifecycle.platform.restore_duration_ms"))
+        if restore_ms is not None and restore_ms >= 0:
+            found.append(_lambda_restore(invocation.environment, restore_ms, invocation.function))
+    return found
+
+
+def _lambda_restore(environment: str, restore_ms: float, function: str | None) -> Init:
+    return Init(
+        environment,
+        "snap-start",
+        restore_ms / 1000,
+        function=function,
+        restore=True,
+        source="lambda",
     )
 
 
@@ -375,13 +408,24 @@ def _emf(document: dict[str, Any]) -> list[Record]:
     records: list[Record] = []
     # A restored environment's start is its restore (see above).
     init_ms = _emf_value(document, "RestoreDuration")
+    restore = init_ms is not None
     if init_ms is None:
         init_ms = _emf_value(document, "InitDuration")
     if init_ms is not None:
         # EMF has INIT's duration only: its end is placed at the invocation's start.
         records.append(
-            Init(environment, init_type, init_ms / 1000, end_ns=start_ns, function=function)
+            Init(
+                environment,
+                init_type,
+                init_ms / 1000,
+                end_ns=start_ns,
+                function=function,
+                restore=restore,
+            )
         )
+    lambda_restore_ms = _emf_value(document, "PlatformRestoreDuration")
+    if lambda_restore_ms is not None and lambda_restore_ms >= 0:
+        records.append(_lambda_restore(environment, lambda_restore_ms, function))
     # The stale-connection and leak counts are kept for sources with no line of their own.
     counts = {
         outcome: int(_emf_value(document, metric) or 0)
@@ -435,6 +479,7 @@ def _init_report(line: dict[str, Any]) -> list[Record]:
             start_ns=None if end_ns is None else end_ns - int(duration_ms * 1e6),
             end_ns=end_ns,
             function=_str(line.get("function_name")),
+            restore=restore_ms is not None,
         )
     ]
     # (after a restore, the slowest imports are the snapshot's INIT's: not this environment's)

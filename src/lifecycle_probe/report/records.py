@@ -10,11 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The event names are the probe's model's: the report reads what the sinks wrote.
-from lifecycle_probe.records import HAZARD_EVENT, LEAK_EVENT, STALE_EVENT
+from lifecycle_probe.records import (
+    HAZARD_EVENT,
+    LEAK_EVENT,
+    PLATFORM_REPORT_EVENT,
+    STALE_EVENT,
+)
 
 __all__ = [
     "HAZARD_EVENT",
     "LEAK_EVENT",
+    "PLATFORM_REPORT_EVENT",
     "STALE_EVENT",
     "Event",
     "Import",
@@ -36,6 +42,11 @@ class Init:
     failed: bool = False
     error_type: str | None = None
     function: str | None = None
+    # A SnapStart restore (the restored environment's start), not an INIT; measured by
+    # ``lambda`` (its Telemetry API figure) or by the ``probe`` (its after-restore hook,
+    # which runs once Lambda has loaded the snapshot: shorter than Lambda's).
+    restore: bool = False
+    source: str = "probe"
 
 
 @dataclass(slots=True)

@@ -127,6 +127,8 @@ class EnvironmentState:
     function: str | None = None
     init: Init | None = None
     failure: Init | None = None
+    # Lambda's own restore duration, when the export had it (see start_cost).
+    lambda_restore: Init | None = None
     invocations: int = 0
     first_start: str | None = None
     first_ns: int | None = None
@@ -334,6 +336,9 @@ class Summary:
             if state.failure is None or (state.failure.error_type is None and init.error_type):
                 state.failure = init
             return
+        if init.source == "lambda":
+            state.lambda_restore = init
+            return
         # Keep the most complete record of the INIT (an OTLP span has its start; EMF not).
         if state.init is None or (state.init.start_ns is None and init.start_ns is not None):
             state.init = init
@@ -459,12 +464,31 @@ class Summary:
             return None
         return sum(self.starts[s] for s in COLD_START_TYPES) / self.invocations
 
-    def init_durations(self) -> Distribution:
-        durations = Distribution()
+    def start_costs(self) -> list[Init]:
+        """Each environment's start: its INIT, or after a SnapStart restore the restore,
+        Lambda's figure when the export had it (the probe's restore starts only once the
+        snapshot is loaded), else the probe's."""
+        costs = []
         for state in self.environments.values():
-            if state.init is not None:
-                durations.add(state.init.duration_s)
+            if state.lambda_restore is not None and (state.init is None or state.init.restore):
+                costs.append(state.lambda_restore)
+            elif state.init is not None:
+                costs.append(state.init)
+        return costs
+
+    def init_durations(self) -> Distribution:
+        """The start costs' durations (an INIT's, or a restore's: see start_costs)."""
+        durations = Distribution()
+        for cost in self.start_costs():
+            durations.add(cost.duration_s)
         return durations
+
+    def start_cost_kinds(self) -> dict[str, int]:
+        """How many environments' start is which figure (README "The report")."""
+        kinds = Counter(
+            "init" if not cost.restore else f"restore_{cost.source}" for cost in self.start_costs()
+        )
+        return {kind: kinds[kind] for kind in ("init", "restore_lambda", "restore_probe")}
 
     def slowest_imports(self, count: int = SLOWEST_IMPORTS) -> list[dict[str, Any]]:
         ranked: list[dict[str, Any]] = []
@@ -530,6 +554,7 @@ class Summary:
                 "p99": _round(init.percentile(99)),
                 "max": _round(init.maximum),
             },
+            "start_cost": self.start_cost_kinds(),
             "slowest_imports": self.slowest_imports(),
             "reuse": self.reuse(),
             "idle_s": {
@@ -552,3 +577,22 @@ def _ordered_starts(starts: Counter[str]) -> list[str]:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
+
+
+def start_cost_title(report: dict[str, Any]) -> str:
+    """What ``init_duration_s`` measures, in words: INIT, restore (whose figure), or both."""
+    kinds = report.get("start_cost") or {}
+    inits = kinds.get("init", 0)
+    by_lambda, by_probe = kinds.get("restore_lambda", 0), kinds.get("restore_probe", 0)
+    if not by_lambda and not by_probe:
+        return "INIT duration"
+    whose = (
+        "Lambda's figure"
+        if not by_probe
+        else "the probe's figure, from its after-restore hook: Lambda's is longer"
+        if not by_lambda
+        else f"Lambda's figure for {by_lambda}, the probe's for {by_probe}"
+    )
+    if not inits:
+        return f"SnapStart restore duration ({whose})"
+    return f"start duration ({inits} INIT, {by_lambda + by_probe} SnapStart restores: {whose})"

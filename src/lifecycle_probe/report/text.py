@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lifecycle_probe.report.reader import ReadStats
+from lifecycle_probe.report.summary import start_cost_title
 
 __all__ = ["read_note", "render"]
 
@@ -29,7 +30,7 @@ def render(report: dict[str, Any], stats: ReadStats | None = None) -> str:
         add(f"cold-start ratio (cold + restored): {ratio:.1%}")
     init = report["init_duration_s"]
     add(
-        f"INIT duration: p50 {_ms(init['p50'])}, p90 {_ms(init['p90'])}, "
+        f"{start_cost_title(report)}: p50 {_ms(init['p50'])}, p90 {_ms(init['p90'])}, "
         f"p99 {_ms(init['p99'])}, max {_ms(init['max'])}"
     )
     if report["slowest_imports"]:

@@ -8,6 +8,7 @@ LIFECYCLE_PROBE_REQUIRE_SERVICES=1 (CI, where the servers must be there) it fail
 from __future__ import annotations
 
 import logging
+import socket
 
 import pytest
 
@@ -130,6 +131,15 @@ def redis_server(redis):
     opened = Opened(connect)
     yield opened
     opened.close_all()
+
+
+@pytest.fixture
+def pair():
+    """(ours, theirs): a connected socket pair, ours standing for a client's socket."""
+    ours, theirs = socket.socketpair()
+    yield ours, theirs
+    ours.close()
+    theirs.close()
 
 
 @pytest.fixture

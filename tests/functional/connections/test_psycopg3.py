@@ -117,7 +117,7 @@ def test_a_tracking_failure_leaves_the_connection_working_untracked(
     def broken(connection):
         raise RuntimeError("tracking bug")
 
-    monkeypatch.setattr(_psycopg, "_server_of", broken)
+    monkeypatch.setattr(_psycopg, "postgres_server", broken)
 
     # WHEN a connection is made
     connection = postgres3()

@@ -38,6 +38,7 @@ def test_a_postgres_connection_dropped_while_frozen_is_replaced_transparently(
     assert event["lifecycle.connection.created_in"] == "init"
     assert event["lifecycle.connection.check"] == "dead"
     assert event["db.system"] == "postgresql"
+    assert (event["server.address"], event["server.port"]) == ("127.0.0.1", 5432)
     assert 0 < event["lifecycle.connection.reconnect_s"] < 5
     assert event["lifecycle.connection.idle_s"] >= 0.3
     assert_no_secrets(events, warnings_logged)
@@ -101,4 +102,18 @@ def test_is_alive_on_a_closed_postgres_connection(postgres):
     connection = postgres()
     assert is_alive(connection)
     connection.close()
+    assert not is_alive(connection)
+
+
+def test_a_terminated_connection_of_a_users_connection_class_is_dead(postgres, psycopg2):
+    # GIVEN a connection of the user's own subclass of psycopg2's connection class
+    app_connection = type("AppConnection", (psycopg2.extensions.connection,), {})
+
+    connection = postgres(connection_factory=app_connection)
+    assert is_alive(connection)
+    # WHEN the server ends its session (a FATAL ErrorResponse, then FIN)
+    killer = postgres()
+    assert query(killer, f"SELECT pg_terminate_backend({connection.get_backend_pid()})")
+    time.sleep(0.3)
+    # THEN it is judged by psycopg2's descriptor (its class's module is not psycopg2's)
     assert not is_alive(connection)

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
-import pytest
-
 from lifecycle_probe.connections.tracking import CHECK_ALIVE, CHECK_DEAD, peer_closed
 
 
 def _never(data):
     return False
-
-
-@pytest.fixture
-def pair():
-    ours, theirs = socket.socketpair()
-    yield ours, theirs
-    ours.close()
-    theirs.close()
 
 
 def test_an_idle_live_socket_is_alive_and_nothing_is_consumed(pair):

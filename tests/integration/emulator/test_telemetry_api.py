@@ -180,6 +180,28 @@ def test_snap_start_reports_the_restore_and_the_original_init(local_lambda, hand
     assert "Init Duration" not in line["rest"]
 
 
+def test_provisioned_concurrency_reports_its_init_on_its_own_only(local_lambda, handlers_dir):
+    # GIVEN an environment initialised by provisioned concurrency, ahead of any request
+    emulator = local_lambda("emu_telemetry.handler", handlers_dir, provisioned_concurrency=1)
+    [held] = emulator.environments
+    # WHEN its first request is served, and its report read in the next one
+    first = emulator.invoke({"wait_for": [["platform.initReport", None]]})
+    later = emulator.invoke({"wait_for": [["platform.report", first.request_id]]})
+    assert first.environment == later.environment == held.id
+    assert first.start_type_truth == "provisioned"
+    received = later.response["received"]
+    env = emulator.environment(held.id)
+    # THEN the INIT is in its own initReport, and neither the first request's REPORT line
+    # nor its platform.report carries an Init Duration (the request never waited for it)
+    [init_report] = events_of(received, "platform.initReport")
+    assert init_report["initializationType"] == "provisioned-concurrency"
+    assert init_report["metrics"]["durationMs"] == pytest.approx(env.init_duration_ms, abs=1e-3)
+    [report] = events_of(received, "platform.report", first.request_id)
+    assert "initDurationMs" not in report["metrics"]
+    assert report["metrics"]["billedDurationMs"] > 0
+    assert "Init Duration" not in report_line(emulator.logs(env.id), first.request_id)["rest"]
+
+
 def test_a_timed_out_invocation_is_reported_before_the_reset(local_lambda, handlers_dir):
     emulator = local_lambda("emu_extension.handler", handlers_dir, timeout_s=0.5)
     timed_out = emulator.invoke({"sleep": 2})
