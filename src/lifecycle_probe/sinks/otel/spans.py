@@ -309,20 +309,7 @@ class Spans:
             attributes["lifecycle.import.traced_from_s"] = max(
                 0.0, (init.imports_traced_from_ns - init.start_ns) / 1e9
             )
-        span_id = _span_id()
-        spans.append(
-            Span(
-                "lambda.init",
-                trace_id,
-                span_id,
-                parent_id,
-                attributes,
-                init.start_ns,
-                init.end_ns,
-                trace_state=trace_state,
-            )
-        )
-        self._import_spans(init.imports, trace_id, span_id, trace_state, spans)
+        self._phase_spans("lambda.init", init, attributes, trace_id, parent_id, trace_state, spans)
 
     def _restore_spans(
         self,
@@ -339,20 +326,35 @@ class Spans:
             "lifecycle.restore.end_source": restore.end_source,
             "process.pid": restore.pid,
         }
+        self._phase_spans(
+            "lambda.restore", restore, attributes, trace_id, parent_id, trace_state, spans
+        )
+
+    def _phase_spans(
+        self,
+        name: str,
+        phase: InitRecord | RestoreRecord,
+        attributes: dict[str, Any],
+        trace_id: int,
+        parent_id: int,
+        trace_state: str,
+        spans: list[Span],
+    ) -> None:
+        """The span of an INIT or a restore, and under it a span per import it made."""
         span_id = _span_id()
         spans.append(
             Span(
-                "lambda.restore",
+                name,
                 trace_id,
                 span_id,
                 parent_id,
                 attributes,
-                restore.start_ns,
-                restore.end_ns,
+                phase.start_ns,
+                phase.end_ns,
                 trace_state=trace_state,
             )
         )
-        self._import_spans(restore.imports, trace_id, span_id, trace_state, spans)
+        self._import_spans(phase.imports, trace_id, span_id, trace_state, spans)
 
     def _import_spans(
         self,
