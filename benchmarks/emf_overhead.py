@@ -58,8 +58,9 @@ class StandInExtension:
 
     registered = True
 
-    def __init__(self) -> None:
+    def __init__(self, budget_s: float = 1.0) -> None:
         self.drains: list[Callable[[float], object]] = []
+        self.budget_s = budget_s  # what each drain may take, as the extension would give it
         self.drain_ns = 0  # the after-response work: billed, but no caller waits for it
 
     def add_flush(self, drain: Callable[[float], object]) -> None:
@@ -71,7 +72,7 @@ class StandInExtension:
     def drain(self) -> None:
         start = time.perf_counter_ns()
         for drain in self.drains:
-            drain(1.0)
+            drain(self.budget_s)
         self.drain_ns += time.perf_counter_ns() - start
 
 

@@ -54,6 +54,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+# (run as a script from the repository root: this directory is first on sys.path)
+from emf_overhead import StandInExtension
+
 TARGET_CAPTURE_NS = 1500.0
 TARGET_AFTER_RESPONSE_NS = 5000.0
 WARMUP_CALLS = 1000
@@ -201,28 +204,6 @@ def report(cases: list[Case], notes: list[str], runs: int, number: int) -> None:
         print("  and <= Powertools log_metrics: MISS (not measured: Powertools not importable)")
 
 
-class StandInExtension:
-    """Registered, as the internal extension is on Lambda; drains when told to."""
-
-    registered = True
-
-    def __init__(self) -> None:
-        self.drains: list[Callable[[float], object]] = []
-        self.drain_ns = 0  # the after-response work: billed, but no caller waits for it
-
-    def add_flush(self, drain: Callable[[float], object]) -> None:
-        self.drains.append(drain)
-
-    def add_timeout_report(self, report: Callable[[int], object]) -> None:
-        return
-
-    def drain(self) -> None:
-        start = time.perf_counter_ns()
-        for drain in self.drains:
-            drain(5.0)
-        self.drain_ns += time.perf_counter_ns() - start
-
-
 def after_response(
     event: Any, context: Any, runs: int, chunk: int, directory: str
 ) -> tuple[list[float], list[float], float]:
@@ -234,7 +215,7 @@ def after_response(
     from lifecycle_probe.testing import fresh_environment
 
     fresh_environment(environ={"AWS_LAMBDA_FUNCTION_NAME": "bench"})
-    stand_in = StandInExtension()
+    stand_in = StandInExtension(budget_s=5.0)
     path = os.path.join(directory, "otlp.jsonl")
     with (
         mock.patch("lifecycle_probe.extension.after_response_extension", return_value=stand_in),
