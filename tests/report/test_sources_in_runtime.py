@@ -2,71 +2,30 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from lifecycle_probe.report import summarise
 from tests.report.collector_file import FileExporter
+from tests.rotel import running_rotel, wait_for
 
 pytestmark = pytest.mark.integration
 
 HANDLERS = Path(__file__).resolve().parents[1] / "integration" / "fixtures" / "probe_handlers"
 
 
-def free_port() -> int:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 @pytest.fixture
 def rotel_to_file(tmp_path):
     """rotel-agent receiving OTLP/HTTP on 127.0.0.1 and exporting to a file writer."""
-    import rotel
-
     output = tmp_path / "collector.jsonl"
     exporter = FileExporter(output)
-    http_port, grpc_port = free_port(), free_port()
-    agent = Path(rotel.__file__).resolve().parent / "rotel-agent"
-    with (tmp_path / "rotel.out").open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(agent), "start",
-                "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-                "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-                "--exporter", "otlp",
-                "--otlp-exporter-endpoint", exporter.endpoint,
-                "--otlp-exporter-protocol", "http",
-                "--pid-file", str(tmp_path / "rotel.pid"),
-                "--log-file", str(tmp_path / "rotel.log"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    arguments = ("--exporter", "otlp", "--otlp-exporter-endpoint", exporter.endpoint,
+                 "--otlp-exporter-protocol", "http")  # fmt: skip
     try:
-
-        def listening() -> bool:
-            with socket.socket() as check:
-                return check.connect_ex(("127.0.0.1", http_port)) == 0
-
-        wait_for(listening, 20, "rotel-agent to listen")
-        yield f"http://127.0.0.1:{http_port}", output
+        with running_rotel(tmp_path, *arguments) as endpoint:
+            yield endpoint, output
     finally:
-        process.kill()
-        process.wait(timeout=10)
         exporter.close()
 
 

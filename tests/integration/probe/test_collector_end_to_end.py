@@ -10,68 +10,22 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.rotel import running_rotel, wait_for
+
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
-
-
-def rotel_agent() -> Path:
-    import rotel
-
-    return Path(rotel.__file__).resolve().parent / "rotel-agent"
-
-
-def wait_for(predicate, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @pytest.fixture
 def collector(tmp_path):
     """rotel-agent receiving OTLP/HTTP on 127.0.0.1, printing what it receives."""
-    http_port, grpc_port = free_port(), free_port()
-    output = tmp_path / "rotel.out"
-    with output.open("w") as out:
-        process = subprocess.Popen(
-            [
-                str(rotel_agent()),
-                "start",
-                "--otlp-http-endpoint", f"127.0.0.1:{http_port}",
-                "--otlp-grpc-endpoint", f"127.0.0.1:{grpc_port}",
-                "--exporter", "blackhole",
-                "--debug-log", "traces",
-                "--debug-log", "metrics",
-                "--debug-log-verbosity", "detailed",
-                "--pid-file", str(tmp_path / "rotel.pid"),
-                "--log-file", str(tmp_path / "rotel.log"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-
-        def listening() -> bool:
-            with socket.socket() as check:
-                return check.connect_ex(("127.0.0.1", http_port)) == 0
-
-        wait_for(listening, 20, "rotel-agent to listen")
-        yield f"http://127.0.0.1:{http_port}", output
-    finally:
-        process.kill()
-        process.wait(timeout=10)
+    arguments = ("--exporter", "blackhole", "--debug-log", "traces", "--debug-log", "metrics",
+                 "--debug-log-verbosity", "detailed")  # fmt: skip
+    with running_rotel(tmp_path, *arguments) as endpoint:
+        yield endpoint, tmp_path / "rotel.out"
 
 
 def test_collector_receives_spans_and_metrics(local_lambda, probe_handlers, collector):
