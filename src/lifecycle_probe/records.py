@@ -70,28 +70,26 @@ __all__ = [
 # constructors' keywords and the fields' immutability as it would a frozen dataclass.
 @dataclass_transform(frozen_default=True)
 class _RecordType(type):
-    """Makes a record class of its annotated fields (``name: type`` or ``name: type = default``)."""
+    """Makes a record class of its annotated fields (``name: type`` or ``name: type = default``).
+
+    Every annotation a record class has at run time is a field: a class attribute is
+    declared for the type checker only, under ``if TYPE_CHECKING:``, as ``Record`` does.
+    """
 
     _fields: tuple[str, ...]
     _defaults: dict[str, object]
     _values: Any  # C-level getter of all the fields, as a tuple (equality, hash, pickle)
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> _RecordType:
-        # Plain loops, and everything put in the namespace before the class exists: this
-        # runs for every record class at INIT, and each attribute set on a made class
-        # costs a type-cache invalidation (together, 10 us a class more than a plain one).
-        own_list = []
-        for field, kind in namespace.get("__annotations__", {}).items():
-            # (names only: an annotation is a string here, or an object in a module
-            # without ``from __future__ import annotations``; only its spelling is read)
-            if str(kind).split("[", 1)[0].rsplit(".", 1)[-1] != "ClassVar":
-                own_list.append(field)
-        own = tuple(own_list)
-        inherited: tuple[str, ...] = ()
+        # This runs for every record class at INIT, so it does as little as it can: every
+        # annotation at run time is a field (``Record`` declares its class attributes for
+        # the type checker only), and everything goes into the namespace before the class
+        # exists (each attribute set on a made class invalidates the type cache).
+        own = tuple(namespace.get("__annotations__", ()))
+        base = bases[0] if bases else None  # records extend one record (or none: Record)
+        inherited: tuple[str, ...] = getattr(base, "_fields", ())
         defaults: dict[str, object] = {}
-        for base in bases:
-            inherited += getattr(base, "_fields", ())
-            defaults.update(getattr(base, "_defaults", {}))
+        defaults.update(getattr(base, "_defaults", ()))
         for field in own:
             # A default stays out of the class body: a slot cannot share its name.
             if field in namespace:
@@ -148,9 +146,10 @@ class Record(metaclass=_RecordType):
     """Base of the immutable records: subclasses declare their fields as annotations."""
 
     __slots__ = ()
-    _fields: ClassVar[tuple[str, ...]]
-    _defaults: ClassVar[dict[str, object]]
-    _values: ClassVar[Any]
+    if TYPE_CHECKING:  # made by the metaclass; at run time every annotation is a field
+        _fields: ClassVar[tuple[str, ...]]
+        _defaults: ClassVar[dict[str, object]]
+        _values: ClassVar[Any]
 
     def __setattr__(self, name: str, value: object) -> None:
         raise RecordIsImmutable(f"{type(self).__name__}.{name}: records are immutable")
