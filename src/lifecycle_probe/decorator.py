@@ -531,7 +531,8 @@ def _record(
     capture: Capture, end_ns: int, outcome: str, error_type: str | None
 ) -> InvocationRecord:
     """The finished invocation's record, with the import tree on the first one, and
-    Lambda's own figures that arrived since the previous export."""
+    Lambda's own figures that arrived since the previous export (and how many were given
+    up)."""
     invocation = capture.invocation
     environment = invocation.environment
     facts = invocation.facts()
@@ -557,7 +558,8 @@ def _record(
             restore = restore.replace(
                 imports=tuple(r for r in taken if r.start_ns >= restore.start_ns)
             )
-    figures = take_figures(active_extension())
+    extension = active_extension()
+    figures = take_figures(extension)
     trigger, xray_trace_header, traceparent, tracestate = capture.incoming
     # /tmp and memory at the invocation's end (after the response when deferred); before
     # the events are taken: its warnings are events of this invocation.
@@ -584,6 +586,7 @@ def _record(
         restore=restore,
         platform=figures,
         init_disagreements=_init_disagreements(figures, environment) if figures else (),
+        platform_evicted=take_evicted(extension),
     )
 
 
@@ -610,6 +613,12 @@ def take_figures(extension: InternalExtension | None) -> tuple[PlatformFigures, 
     """Lambda's figures that arrived since the last export, oldest first (none without a
     subscription: outside Lambda, or ``LIFECYCLE_PROBE_TELEMETRY_API=off``)."""
     return () if extension is None else extension.take_platform_figures()
+
+
+def take_evicted(extension: InternalExtension | None) -> int:
+    """How many of Lambda's reports were given up unexported since the last export (more
+    waited than the listener keeps), for this export to count."""
+    return 0 if extension is None else extension.take_platform_evicted()
 
 
 def _init_disagreements(

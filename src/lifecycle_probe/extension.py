@@ -219,6 +219,14 @@ class InternalExtension(EventRequestListener):
             return ()
         return telemetry.take_pending()
 
+    def take_platform_evicted(self) -> int:
+        """How many of Lambda's reports were given up unexported since the last call (as
+        :meth:`take_platform_figures`, none in a forked child)."""
+        telemetry = self.telemetry
+        if telemetry is None or self._pid != os.getpid():
+            return 0
+        return telemetry.take_evicted()
+
     def _holds_id(self) -> bool:
         # Lambda counts on us (event/next after every invocation) as long as we hold an id.
         return self.extension_id is not None and self._pid == os.getpid()

@@ -426,6 +426,9 @@ class InvocationRecord(Record):
     # among them that disagree with the probe's.
     platform: tuple[PlatformFigures, ...] = ()
     init_disagreements: tuple[InitDisagreement, ...] = ()
+    # Lambda's reports given up since the previous export, unexported (more of them
+    # waited than the listener keeps): counted in the export that carries the figures.
+    platform_evicted: int = 0
 
     @property
     def duration_s(self) -> float:

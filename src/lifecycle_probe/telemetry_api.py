@@ -21,7 +21,9 @@ Lambda sends an invocation's report once it is over, often during the next invoc
 (events are not sent while the environment is frozen): :meth:`TelemetrySubscriber.
 take_pending` hands over whatever has arrived, for the next export. Each request's
 figures are handed over once: a repeated report replaces the one still pending, and is
-ignored once its request's figures have been handed over.
+ignored once its request's figures have been handed over. Reports given up unexported
+(the store's bound, below) are counted, and :meth:`TelemetrySubscriber.take_evicted`
+hands that count over the same way: each eviction to one export.
 
 Every figure is bounded by what Lambda can report (:data:`MAX_DURATION_MS`,
 :data:`MAX_MEMORY_MB`); one beyond it, negative or not a number is taken as absent, and a
@@ -141,8 +143,10 @@ class TelemetrySubscriber:
         self._awaiting_first = True  # no request seen since the INIT (or the restore)
         # Whether the INIT report said phase "init", status "success" (None: none came).
         self._init_ok: bool | None = None
-        # Reports given up because more than ``limit`` waited for an export.
+        # Reports given up because more than ``limit`` waited for an export: in all, and
+        # those not yet handed over to an export (each is counted in one export only).
         self.evicted = 0
+        self._evicted_untaken = 0
         self._listener: Any = None  # the listening _socket.socket, once started
         self.address: tuple[str, int] | None = None  # where the listener listens
 
@@ -159,6 +163,12 @@ class TelemetrySubscriber:
             pending = tuple(self._pending.values())
             self._pending = {}
             return pending
+
+    def take_evicted(self) -> int:
+        """How many reports were given up unexported since the last call."""
+        with self._cond:
+            evicted, self._evicted_untaken = self._evicted_untaken, 0
+            return evicted
 
     def wait_for(self, request_id: str, timeout_s: float) -> PlatformFigures | None:
         """The figures of ``request_id``, waiting at most ``timeout_s`` for them."""
@@ -265,13 +275,14 @@ class TelemetrySubscriber:
         self._pending[request_id] = figures  # a repeat keeps its place in the queue
         if len(self._pending) > self._limit:
             # Nothing took them for ``limit`` reports (no export ran): the oldest go,
-            # counted, and said once.
+            # counted (for the next export: lifecycle.telemetry.dropped), and said once.
             del self._pending[next(iter(self._pending))]
             self.evicted += 1
+            self._evicted_untaken += 1
             warn_once(
                 "telemetry:evicted",
                 "lifecycle_probe: more than %d of Lambda's reports waited for an export; "
-                "the oldest are dropped (this warning is shown once)",
+                "the oldest are dropped and counted (this warning is shown once)",
                 self._limit,
             )
 

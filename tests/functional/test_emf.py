@@ -512,6 +512,33 @@ def test_records_a_full_queue_drops_are_counted_in_the_next_document(capsys, cap
     assert "emf" in warning
 
 
+def test_lambdas_reports_given_up_are_counted_in_telemetry_dropped_once(capsys):
+    from lifecycle_probe.sinks.flush import MAX_BUFFERED
+
+    sink, record = sink_after_the_response_and_a_record()
+    capsys.readouterr()
+    # GIVEN a record counting 2 of Lambda's reports given up before its export, then one
+    # counting none
+    sink.export(record.replace(platform_evicted=2))
+    sink.export(record)
+    sink.drain(1.0)
+    documents = emf_documents(capsys.readouterr().out)
+    # THEN its document counts them in TelemetryDropped, the next one does not
+    assert [metric_values(d).get("TelemetryDropped") for d in documents] == [[2.0], None]
+    # AND beside a record the full queue gave up, the document has one TelemetryDropped,
+    # declared once, whose value is the sum
+    sink.export(record)  # the oldest: given up when the queue overflows
+    sink.export(record.replace(platform_evicted=2))
+    for _ in range(MAX_BUFFERED - 1):
+        sink.export(record)
+    sink.drain(1.0)
+    first = emf_documents(capsys.readouterr().out)[0]
+    assert metric_values(first)["TelemetryDropped"] == [3.0]
+    (directive,) = first["_aws"]["CloudWatchMetrics"]
+    assert [m["Name"] for m in directive["Metrics"]].count("TelemetryDropped") == 1
+    assert emf_problems(first) == []
+
+
 def test_garbage_in_powertools_metrics_disabled_gives_one_warning_and_emf_stays_on(
     capsys, monkeypatch, caplog
 ):

@@ -119,6 +119,7 @@ def test_the_option_off_means_no_subscription(lambda_api):
     assert [m for m, *_ in lambda_api.requests] == ["POST", "GET"]
     assert extension.telemetry is None
     assert extension.take_platform_figures() == ()
+    assert extension.take_platform_evicted() == 0
 
 
 @pytest.mark.parametrize(
@@ -170,10 +171,13 @@ def returns_nothing(event, context):
     return {}
 
 
-def probed_records(monkeypatch, given, **fresh):
-    """The records of two invocations, the figures ``given`` reaching the second export."""
+def probed_records(monkeypatch, given, evicted=0, **fresh):
+    """The records of two invocations, the figures ``given`` reaching the second export
+    (and ``evicted``, the count of reports given up before it)."""
     arriving = iter([(), given])
     monkeypatch.setattr(decorator, "take_figures", lambda extension: next(arriving))
+    counts = iter([0, evicted])
+    monkeypatch.setattr(decorator, "take_evicted", lambda extension: next(counts))
     fresh_environment(environ=FUNCTION_ENV, **fresh)
     handler = probe(returns_nothing, exporter="none")
     with capture_records() as sink:
@@ -252,3 +256,41 @@ def test_no_subscription_when_no_exporter_writes_the_figures(monkeypatch, export
     # THEN it subscribes only if a configured exporter writes Lambda's figures
     assert extension is not None
     assert extension.telemetry_api is subscribes
+
+
+def test_reports_given_up_are_counted_in_the_export_that_carries_the_figures(monkeypatch):
+    # GIVEN the process's extension, whose subscriber keeps 2 reports, and 5 reports that
+    # arrived before any export took them (the 3 oldest given up)
+    from lifecycle_probe import extension as extension_module
+    from lifecycle_probe.telemetry_api import TelemetrySubscriber
+    from tests.unit.test_telemetry_api import report
+
+    extension = InternalExtension("127.0.0.1:9", flush_timeout_s=1.0, telemetry_api=False)
+    extension.telemetry = TelemetrySubscriber(limit=2)
+    extension.telemetry.receive([report(f"r{n}") for n in range(5)])
+    monkeypatch.setattr(extension_module, "_extension", extension)
+    fresh_environment(environ=FUNCTION_ENV, exact=False)  # no INIT figure to compare
+    handler = probe(returns_nothing, exporter="none")
+    # WHEN two invocations are exported
+    with capture_records() as sink:
+        for request_id in ("r5", "r6"):
+            handler({}, FakeContext(function_name="orders", aws_request_id=request_id))
+    # THEN the first carries the 2 kept figures and the count of the 3 given up, the
+    # second neither: each eviction reaches one export
+    first, second = sink.records
+    assert [f.request_id for f in first.platform] == ["r3", "r4"]
+    assert (first.platform_evicted, second.platform_evicted) == (3, 0)
+    assert second.platform == ()
+    assert extension.telemetry.evicted == 3
+
+
+def test_a_forked_child_takes_no_count_of_the_parents_reports(monkeypatch):
+    from lifecycle_probe.telemetry_api import TelemetrySubscriber
+    from tests.unit.test_telemetry_api import report
+
+    extension = InternalExtension("127.0.0.1:9", flush_timeout_s=1.0, telemetry_api=False)
+    extension.telemetry = TelemetrySubscriber(limit=1)
+    extension.telemetry.receive([report("r1"), report("r2")])
+    extension._pid = -1  # as a child of fork sees its parent's extension
+    assert extension.take_platform_evicted() == 0
+    assert extension.telemetry.take_evicted() == 1  # still the parent's to export

@@ -192,6 +192,46 @@ def test_an_export_whose_reply_was_lost_is_resent_identical_never_merged(lambda_
     assert sum(unique_points.values()) == 2
 
 
+def dropped_by_reason(metric_exporter):
+    """{(reason, signal): count} of lifecycle.telemetry.dropped in each metric export."""
+    found = []
+    for data in metric_exporter.get_finished_metrics():
+        _, dropped = points(data).get("lifecycle.telemetry.dropped", (None, []))
+        found.append({(p.attributes["reason"], p.attributes["signal"]): p.value for p in dropped})
+    return found
+
+
+def test_lambdas_reports_given_up_are_counted_once_in_the_export_carrying_figures(
+    exporters, monkeypatch
+):
+    from lifecycle_probe import decorator
+    from lifecycle_probe.records import PlatformFigures
+
+    _, metrics, _ = exporters
+    # GIVEN Lambda's figures of r1 reaching the second export, with 3 reports given up
+    # before it (more waited than the listener keeps), and nothing given up after
+    figures = PlatformFigures(request_id="r1", billed_duration_ms=4, max_memory_used_mb=70)
+    arriving = iter([(), (figures,), ()])
+    monkeypatch.setattr(decorator, "take_figures", lambda extension: next(arriving))
+    counts = iter([0, 3, 0])
+    monkeypatch.setattr(decorator, "take_evicted", lambda extension: next(counts))
+    function = handler()
+    # WHEN three invocations are exported
+    for request_id in ("r1", "r2", "r3"):
+        function({}, context(request_id))
+    # THEN the second export counts the 3, for both signals the reports would have fed
+    # (their lifecycle.platform.report events and lifecycle.platform.* points), beside
+    # the figures that did arrive; the exports before and after it count none
+    reason = "platform_figures_evicted"
+    assert dropped_by_reason(metrics) == [
+        {},
+        {(reason, "spans"): 3, (reason, "metrics"): 3},
+        {},
+    ]
+    second = points(metrics.get_finished_metrics()[1])
+    assert [p.sum for p in second["lifecycle.platform.billed_duration"][1]] == [4]
+
+
 def test_spans_refused_flush_after_flush_are_dropped_and_counted_metrics_are_kept(
     exporters, caplog
 ):

@@ -254,6 +254,82 @@ def test_console_sink_writes_one_json_line_per_record_and_no_event_payload():
     assert "Bearer" not in stream.getvalue()
 
 
+def test_console_sink_writes_the_restore_lambdas_figures_and_init_disagreements():
+    from lifecycle_probe.records import InitDisagreement, PlatformFigures, RestoreRecord
+
+    # GIVEN the record of a first invocation after a SnapStart restore, which Lambda's
+    # figures of two earlier requests reached, one of them an INIT far from the probe's
+    with capture_records() as captured:
+        probe(exporter="none")(lambda event, context: None)({}, FakeContext(aws_request_id="r2"))
+    (record,) = captured.records
+    environment_id = record.facts.environment_id
+    record = record.replace(
+        restore=RestoreRecord(
+            environment_id=environment_id,
+            start_ns=1_000_000_000,
+            end_ns=1_250_000_000,
+            end_source="runtime",
+            pid=7,
+        ),
+        platform=(
+            PlatformFigures(request_id="r0", billed_duration_ms=4, init_duration_ms=301.0),
+            PlatformFigures(request_id="r1", duration_ms=3.5, max_memory_used_mb=77),
+        ),
+        init_disagreements=(
+            InitDisagreement(
+                request_id="r0", lambda_init_duration_ms=301.0, probe_init_duration_ms=250.0
+            ),
+        ),
+    )
+    # WHEN the console sink writes it
+    stream = io.StringIO()
+    ConsoleSink(stream).export(record)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    # THEN the restore follows the INIT, and each of Lambda's figures and the disagreement
+    # follow the invocation, one line each, naming the request they are of, with only the
+    # figures Lambda gave
+    assert [line["lifecycle_probe"] for line in lines] == [
+        "init",
+        "restore",
+        "invocation",
+        "platform",
+        "platform",
+        "init_disagreement",
+    ]
+    _, restore, invocation, first, second, disagreement = lines
+    assert invocation["request_id"] == "r2"
+    assert restore == {
+        "lifecycle_probe": "restore",
+        "environment_id": environment_id,
+        "start_ns": 1_000_000_000,
+        "end_ns": 1_250_000_000,
+        "duration_s": 0.25,
+        "end_source": "runtime",
+        "pid": 7,
+    }
+    assert first == {
+        "lifecycle_probe": "platform",
+        "environment_id": environment_id,
+        "request_id": "r0",
+        "billed_duration_ms": 4,
+        "init_duration_ms": 301.0,
+    }
+    assert second == {
+        "lifecycle_probe": "platform",
+        "environment_id": environment_id,
+        "request_id": "r1",
+        "duration_ms": 3.5,
+        "max_memory_used_mb": 77,
+    }
+    assert disagreement == {
+        "lifecycle_probe": "init_disagreement",
+        "environment_id": environment_id,
+        "request_id": "r0",
+        "lambda_init_duration_ms": 301.0,
+        "probe_init_duration_ms": 250.0,
+    }
+
+
 def test_concurrent_invocations_in_threads_get_distinct_sequence_numbers():
     @probe(exporter="none")
     def handler(event, context):

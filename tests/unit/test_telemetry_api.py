@@ -188,8 +188,23 @@ def test_evicted_reports_are_counted_with_one_warning(caplog):
     warnings = [r.getMessage() for r in caplog.records if "waited for an export" in r.getMessage()]
     assert warnings == [
         "lifecycle_probe: more than 2 of Lambda's reports waited for an export; the oldest "
-        "are dropped (this warning is shown once)"
+        "are dropped and counted (this warning is shown once)"
     ]
+
+
+def test_each_evicted_report_is_handed_to_one_export_only():
+    # GIVEN a store of 2 that received 5 reports, with no export in between
+    subscriber = TelemetrySubscriber(limit=2)
+    subscriber.receive([report(f"r{n}") for n in range(5)])
+    # WHEN exports take the count of reports given up
+    # THEN the first takes the 3 evicted, the next none: never counted twice
+    assert subscriber.take_evicted() == 3
+    assert subscriber.take_evicted() == 0
+    # AND evictions after that are counted anew, for the export after them only
+    subscriber.receive([report(f"s{n}") for n in range(2)])
+    assert [f.request_id for f in subscriber.take_pending()] == ["s0", "s1"]
+    assert (subscriber.take_evicted(), subscriber.evicted) == (2, 5)
+    assert subscriber.take_evicted() == 0
 
 
 def test_figures_are_immutable():

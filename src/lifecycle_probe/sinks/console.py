@@ -1,5 +1,11 @@
 """The ``console`` sink: one JSON line per record on standard error.
 
+An invocation's lines, each there only when the record has it: its environment's ``init``
+(first invocation), the SnapStart ``restore`` (first invocation after one), the
+``invocation`` itself, its lifecycle ``event`` lines, one ``platform`` line per request
+whose figures Lambda reported (Telemetry API) since the previous export, and an
+``init_disagreement`` when Lambda's INIT figure and the probe's differ.
+
 On Lambda, standard error goes to the function's CloudWatch log stream, so this sink is
 also a zero-dependency way to read the lifecycle with CloudWatch Logs Insights.
 """
@@ -14,12 +20,27 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-    from lifecycle_probe.records import InitRecord, InvocationRecord, LifecycleEvent
+    from lifecycle_probe.records import (
+        InitDisagreement,
+        InitRecord,
+        InvocationRecord,
+        LifecycleEvent,
+        PlatformFigures,
+        RestoreRecord,
+    )
 
 __all__ = ["ConsoleSink", "read_lines"]
 
 # Every line starts with this key, so the probe's lines are easy to pick out of a log.
 RECORD_KEY = "lifecycle_probe"
+# Lambda's figures of a request, in its own units, as a platform line names them.
+_PLATFORM_FIGURES = (
+    "duration_ms",
+    "billed_duration_ms",
+    "max_memory_used_mb",
+    "init_duration_ms",
+    "restore_duration_ms",
+)
 
 
 def init_line(init: InitRecord) -> dict[str, Any]:
@@ -36,6 +57,46 @@ def init_line(init: InitRecord) -> dict[str, Any]:
         "estimated": init.estimated,
         "restored": init.restored,
         "pid": init.pid,
+    }
+
+
+def restore_line(restore: RestoreRecord) -> dict[str, Any]:
+    """The JSON object written for a SnapStart restore, as the probe measured it."""
+    return {
+        RECORD_KEY: "restore",
+        "environment_id": restore.environment_id,
+        "start_ns": restore.start_ns,
+        "end_ns": restore.end_ns,
+        "duration_s": round(restore.duration_s, 6),
+        "end_source": restore.end_source,
+        "pid": restore.pid,
+    }
+
+
+def platform_line(figures: PlatformFigures, environment_id: str) -> dict[str, Any]:
+    """The JSON object written for Lambda's figures of one request (``request_id``: the
+    request they are of, usually the previous invocation), the figures Lambda gave only."""
+    line: dict[str, Any] = {
+        RECORD_KEY: "platform",
+        "environment_id": environment_id,
+        "request_id": figures.request_id,
+    }
+    for name in _PLATFORM_FIGURES:
+        value = getattr(figures, name)
+        if value is not None:
+            line[name] = value
+    return line
+
+
+def init_disagreement_line(disagreement: InitDisagreement, environment_id: str) -> dict[str, Any]:
+    """The JSON object written when Lambda's INIT figure for ``request_id`` and the
+    probe's differ by more than the agreement tolerance."""
+    return {
+        RECORD_KEY: "init_disagreement",
+        "environment_id": environment_id,
+        "request_id": disagreement.request_id,
+        "lambda_init_duration_ms": disagreement.lambda_init_duration_ms,
+        "probe_init_duration_ms": disagreement.probe_init_duration_ms,
     }
 
 
@@ -95,9 +156,14 @@ class ConsoleSink(Sink):
         lines = []
         if record.init is not None:
             lines.append(init_line(record.init))
+        if record.restore is not None:
+            lines.append(restore_line(record.restore))
         lines.append(invocation_line(record))
         facts = record.facts
-        lines.extend(event_line(e, facts.environment_id, facts.request_id) for e in record.events)
+        environment_id = facts.environment_id
+        lines.extend(event_line(e, environment_id, facts.request_id) for e in record.events)
+        lines.extend(platform_line(f, environment_id) for f in record.platform)
+        lines.extend(init_disagreement_line(d, environment_id) for d in record.init_disagreements)
         text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         stream = self._stream or sys.stderr
         stream.write(text)

@@ -131,7 +131,8 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "TelemetryDropped": (
         COUNT,
-        "records the probe gave up before writing them, counted in the next document",
+        "records the probe gave up before writing them, and Lambda's reports (Telemetry API) "
+        "given up before an export took them, counted in the next document",
     ),
 }
 
@@ -323,6 +324,8 @@ class EmfSink(BufferedSink):
                     add(metric, figure)
         if record.init_disagreements:
             add("InitDisagreements", len(record.init_disagreements))
+        if record.platform_evicted:
+            add("TelemetryDropped", record.platform_evicted)
         # Searchable in Logs Insights beside the metrics; never a payload or a secret.
         metadata = {
             "lifecycle_probe": "metrics",
@@ -386,6 +389,12 @@ class EmfSink(BufferedSink):
     def _with_dropped(self, document: dict[str, Any], dropped: int) -> dict[str, Any]:
         # The records the queue gave up (nothing drained it) are counted in the next
         # document: lost, but never silently.
+        counted = document.get("TelemetryDropped")
+        if counted is not None:
+            # Lambda's reports given up, counted by the document already: one value, the
+            # sum (the metric is declared once per document).
+            document["TelemetryDropped"] = [float(sum(counted) + dropped)]
+            return document
         document["_aws"]["CloudWatchMetrics"][0]["Metrics"].append(
             {"Name": "TelemetryDropped", "Unit": COUNT}
             | ({"StorageResolution": 1} if self.resolution == 1 else {})

@@ -14,6 +14,7 @@ from lifecycle_probe._safe import warn_once
 
 __all__ = [
     "BUILD_FAILED",
+    "PLATFORM_FIGURES_EVICTED",
     "QUEUE_FULL",
     "TIMEOUT",
     "ExportError",
@@ -28,6 +29,11 @@ QUEUE_FULL = "queue_full"
 EXPORT_FAILED = "export_failed"
 TIMEOUT = "timeout"
 BUILD_FAILED = "build_failed"
+# Lambda's own reports of requests (Telemetry API) that the listener gave up before any
+# export took them (more waited than it keeps): not the invocations' own telemetry, but
+# each report's lifecycle.platform.report event (spans) and lifecycle.platform.* points
+# (metrics) are lost all the same.
+PLATFORM_FIGURES_EVICTED = "platform_figures_evicted"
 
 
 def redact_url(url: str) -> str:

@@ -164,8 +164,9 @@ INSTRUMENTS: tuple[tuple[str, str, tuple[float, ...] | None], ...] = (
     # measured as their faas.errors ({error}), with the standard error.type attribute.
     ("faas.init_errors", "{error}", None),
     # Invocations whose spans (signal=spans) or metric points (signal=metrics) the probe
-    # gave up on, by reason (queue_full, export_failed, timeout, build_failed): exported
-    # with the next export that goes through, so that nothing is lost unaccounted.
+    # gave up on, by reason (queue_full, export_failed, timeout, build_failed; and
+    # platform_figures_evicted: Lambda's reports of requests, given up before an export):
+    # exported with the next export that goes through, so nothing is lost unaccounted.
     ("lifecycle.telemetry.dropped", "{invocation}", None),
     # /tmp and memory at each invocation's end, and their warnings (once per environment).
     ("lifecycle.tmp.used", "By", TMP_BYTES),

@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING
 
 from lifecycle_probe._safe import report_failure, warn_once
 from lifecycle_probe.sinks.otel.channels import Channel
-from lifecycle_probe.sinks.otel.failures import BUILD_FAILED, QUEUE_FULL
+from lifecycle_probe.sinks.otel.failures import (
+    BUILD_FAILED,
+    PLATFORM_FIGURES_EVICTED,
+    QUEUE_FULL,
+)
 from lifecycle_probe.sinks.otel.metrics import Metrics
 from lifecycle_probe.sinks.otel.resource import function_resource, scope
 from lifecycle_probe.sinks.otel.spans import Span, Spans, env_sampler
@@ -113,7 +117,9 @@ class Pipeline:
         ``peak_rss`` is the process's peak RSS when the caller read it already.
 
         What cannot be built (a bug, a record that breaks an assumption) is counted as
-        dropped (``build_failed``) for that signal; the other still goes out.
+        dropped (``build_failed``) for that signal; the other still goes out. Lambda's
+        reports given up before this export (``platform_evicted``) are counted as dropped
+        here, once each, whatever else of the record could be built.
         """
         spans: list[Span] | None = None
         invocation_span: tuple[int, int, bool] | None = None
@@ -133,6 +139,10 @@ class Pipeline:
                 except Exception as exc:
                     report_failure("OpenTelemetry metric recording", exc)
                     channel.count_dropped(1, BUILD_FAILED, ("metrics",))
+            if record.platform_evicted:
+                channel.count_dropped(
+                    record.platform_evicted, PLATFORM_FIGURES_EVICTED, ("spans", "metrics")
+                )
 
     def emit_init_failure(self, failure: InitFailureRecord) -> None:
         """The spans and the ``faas.init_errors`` point of a failed INIT, kept for the next
