@@ -138,10 +138,6 @@ def _constructor(cls: type[Record]) -> Any:
     return constructor
 
 
-class RecordIsImmutable(AttributeError):
-    """Raised on an attempt to change a record's field (records are never changed)."""
-
-
 class Record(metaclass=_RecordType):
     """Base of the immutable records: subclasses declare their fields as annotations."""
 
@@ -151,11 +147,13 @@ class Record(metaclass=_RecordType):
         _defaults: ClassVar[dict[str, object]]
         _values: ClassVar[Any]
 
+    # AttributeError, as a read-only attribute raises: an exception class of its own would
+    # cost INIT about as much as two record classes, for what the message says anyway.
     def __setattr__(self, name: str, value: object) -> None:
-        raise RecordIsImmutable(f"{type(self).__name__}.{name}: records are immutable")
+        raise AttributeError(f"{type(self).__name__}.{name}: records are immutable")
 
     def __delattr__(self, name: str) -> None:
-        raise RecordIsImmutable(f"{type(self).__name__}.{name}: records are immutable")
+        raise AttributeError(f"{type(self).__name__}.{name}: records are immutable")
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
