@@ -28,9 +28,14 @@ as PASS or MISS, and the script always exits 0: a benchmark is not a test. Run i
 otherwise idle machine: under load, the medians of both the bare interpreter and the
 probe's case move by more than the probe costs.
 
+With ``--instructions PASSES`` it also counts the instructions each of the probe's cases
+executes, under valgrind's callgrind with the hash seed fixed: a count that does not move
+with the machine's load, so a change of a few microseconds at INIT shows where the wall
+times above spread by a tenth of a millisecond from run to run.
+
 Run it with the project's interpreter::
 
-    .venv/bin/python benchmarks/import_cost.py [--runs 40] [--importtime-runs 5]
+    .venv/bin/python benchmarks/import_cost.py [--runs 40] [--importtime-runs 5] [--instructions 3]
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from dataclasses import dataclass, field
 
 TARGET_ADDED_MS = 3.0
 WARMUP_RUNS = 3
+# How --instructions runs a child: callgrind counts every instruction, writes no file.
+CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 # Modules whose cumulative import time is at least this are flagged in the listing.
 FLAG_US = 500
 
@@ -295,6 +302,59 @@ def print_importtime(cases: list[Case], env: dict[str, str], passes: int) -> Non
                 print(f"  {'':>8} {'':>9}  {name}")
 
 
+def count_instructions(code: str, env: dict[str, str], passes: int) -> int | None:
+    """Instructions a fresh interpreter running ``code`` executes (callgrind's total, the
+    median of ``passes`` runs), or None where valgrind cannot run it.
+
+    Unlike wall time, the count does not move with the machine's load: with the hash
+    seed fixed, the same tree gives the same count to a few instructions, so a change of
+    a few microseconds at INIT shows (compare trees checked out at paths of equal length:
+    the paths themselves are in the count).
+    """
+    counts: list[int] = []
+    for _ in range(passes):
+        try:
+            result = subprocess.run(
+                [*CALLGRIND, sys.executable, "-c", code],
+                env={**env, "PYTHONHASHSEED": "0"},
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=300,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        total = [line for line in result.stderr.splitlines() if "Collected :" in line]
+        if result.returncode != 0 or not total:
+            return None
+        counts.append(int(total[-1].rsplit(":", 1)[1]))
+    return int(statistics.median(counts))
+
+
+def print_instructions(cases: list[Case], env: dict[str, str], passes: int) -> None:
+    """Instructions executed by the probe's cases, against the bare interpreter."""
+    print()
+    print(
+        f"Instructions executed (valgrind --tool=callgrind, PYTHONHASHSEED=0, median of {passes})"
+    )
+    bare = count_instructions(cases[0].code, env, passes)
+    if bare is None:
+        print("  not measured: valgrind is not installed or could not run the interpreter")
+        return
+    print(f"  {'bare interpreter':<38} {bare / 1e6:10.3f} M")
+    for case in cases[1:]:
+        if not case.required or not case.available:
+            continue
+        count = count_instructions(case.code, env, passes)
+        shown = (
+            "not measured"
+            if count is None
+            else f"{count / 1e6:10.3f} M  added {(count - bare) / 1e6:+.3f} M"
+        )
+        print(f"  {case.label:<38} {shown}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=40, help="timed runs per command (40)")
@@ -303,6 +363,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=5,
         help="-X importtime passes per command; the listing shows medians (5)",
+    )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="PASSES",
+        help="also count the instructions each of the probe's cases executes, under "
+        "valgrind, the median of PASSES runs (3 is plenty: the count is deterministic)",
     )
     args = parser.parse_args(argv)
     runs = max(1, args.runs)
@@ -323,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     measure(cases, env, runs)
     print_timing(cases, runs)
     print_importtime(cases, env, passes)
+    if args.instructions > 0:
+        print_instructions(cases, env, args.instructions)
     return 0
 
 

@@ -119,7 +119,11 @@ class Config(Record):
         # raised and caught, and a configuration reads 18 (the pass costs half of that
         # with Lambda's ~30 variables; INIT builds two or three configurations).
         env = os.environ if environ is None else environ
-        env = {variable: env[variable] for variable in env if variable in _READ}
+        try:
+            # (get, not []: another thread may unset a variable between the two)
+            env = {v: value for v in env if v in _READ and (value := env.get(v)) is not None}
+        except Exception:  # a mapping that cannot be iterated: ask it for each variable
+            env = {v: value for v in _READ if (value := env.get(v)) is not None}
         for name, value in explicit.items():
             if name not in _DEFAULTS:
                 warn_once(

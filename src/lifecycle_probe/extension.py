@@ -460,8 +460,8 @@ def extension_for_this_environment(
     sinks that flush through it cannot know: they see records, not the environment).
 
     ``exporters`` (the configured ones): no subscription unless one of them writes
-    Lambda's figures (the console's line has none: a listener thread and a subscription
-    for nothing)."""
+    Lambda's figures (the console prints them only beside one of those: a listener
+    thread and a subscription for the console alone are not worth their cost)."""
     if exporters is not None and FIGURE_EXPORTERS.isdisjoint(exporters):
         telemetry_api = False
     from lifecycle_probe.environment import current_environment

@@ -85,8 +85,10 @@ class _RecordType(type):
         # annotation at run time is a field (``Record`` declares its class attributes for
         # the type checker only), and everything goes into the namespace before the class
         # exists (each attribute set on a made class invalidates the type cache).
+        if len(bases) > 1:  # (a mixin's fields, or a second record's, would be lost)
+            raise TypeError(f"record {name}: a record extends exactly one record")
         own = tuple(namespace.get("__annotations__", ()))
-        base = bases[0] if bases else None  # records extend one record (or none: Record)
+        base = bases[0] if bases else None  # (none: Record itself)
         inherited: tuple[str, ...] = getattr(base, "_fields", ())
         defaults: dict[str, object] = {}
         defaults.update(getattr(base, "_defaults", ()))

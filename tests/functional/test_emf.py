@@ -539,6 +539,24 @@ def test_lambdas_reports_given_up_are_counted_in_telemetry_dropped_once(capsys):
     assert emf_problems(first) == []
 
 
+def test_a_record_the_full_queue_gives_up_passes_on_lambdas_reports_it_counted(capsys):
+    from lifecycle_probe.sinks.flush import MAX_BUFFERED
+
+    sink, record = sink_after_the_response_and_a_record()
+    capsys.readouterr()
+    # GIVEN the oldest record waiting counts 5 of Lambda's reports given up
+    sink.export(record.replace(platform_evicted=5))
+    # WHEN the queue overflows and gives that record up
+    for _ in range(MAX_BUFFERED):
+        sink.export(record)
+    sink.drain(1.0)
+    documents = emf_documents(capsys.readouterr().out)
+    # THEN the next document counts the record and the 5 reports: nothing lost uncounted
+    assert len(documents) == MAX_BUFFERED
+    assert metric_values(documents[0])["TelemetryDropped"] == [6.0]
+    assert sum(sum(metric_values(d).get("TelemetryDropped", [0.0])) for d in documents) == 6.0
+
+
 def test_garbage_in_powertools_metrics_disabled_gives_one_warning_and_emf_stays_on(
     capsys, monkeypatch, caplog
 ):

@@ -232,6 +232,38 @@ def test_lambdas_reports_given_up_are_counted_once_in_the_export_carrying_figure
     assert [p.sum for p in second["lifecycle.platform.billed_duration"][1]] == [4]
 
 
+def test_a_record_the_full_queue_gives_up_passes_on_lambdas_reports_it_counted(lambda_env):
+    from lifecycle_probe.sinks.otel import MAX_QUEUED
+    from lifecycle_probe.testing import MemorySink
+
+    memory = MemorySink()
+    add_process_sink(memory)
+    try:
+        probe(exporter="none")(lambda event, context: None)({}, context("r1"))
+    finally:
+        remove_process_sink(memory)
+    (record,) = memory.records
+    metrics = InMemoryMetricExporter()
+    sink = OtelSink(
+        Config.resolve(environ={}), span_exporter=InMemorySpanExporter(), metric_exporter=metrics
+    )
+    # GIVEN the oldest record waiting counts 5 of Lambda's reports given up
+    sink._enqueue(record.replace(platform_evicted=5))
+    # WHEN the queue overflows and gives that record up (exports hang: nothing drains)
+    for _ in range(MAX_QUEUED):
+        sink._enqueue(record)
+    sink.drain(5.0)
+    # THEN the export counts the record given up and the 5 reports it carried the count of
+    assert dropped_by_reason(metrics) == [
+        {
+            ("queue_full", "spans"): 1,
+            ("queue_full", "metrics"): 1,
+            ("platform_figures_evicted", "spans"): 5,
+            ("platform_figures_evicted", "metrics"): 5,
+        }
+    ]
+
+
 def test_spans_refused_flush_after_flush_are_dropped_and_counted_metrics_are_kept(
     exporters, caplog
 ):

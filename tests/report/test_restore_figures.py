@@ -126,3 +126,63 @@ def test_lambdas_restore_figure_from_emf_and_mixed_with_an_init(tmp_path):
     assert "start duration (1 INIT, 1 SnapStart restores: Lambda's figure): p50 212.5 ms" in render(
         report
     )
+
+
+def console_lines_of_a_restored_environment(tmp_path: Path, *, lambda_figure: bool) -> Path:
+    """What the console exporter writes for a restored environment's first invocation
+    (the INIT before the snapshot, the restore) and its second (Lambda's figures of the
+    first request), written by the console sink itself."""
+    import io
+
+    from lifecycle_probe import probe
+    from lifecycle_probe.records import PlatformFigures, RestoreRecord
+    from lifecycle_probe.sinks.console import ConsoleSink
+    from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
+
+    fresh_environment()
+    with capture_records() as captured:
+        handler = probe(exporter="none")(lambda event, context: None)
+        handler({}, FakeContext(aws_request_id="req-1"))
+        handler({}, FakeContext(aws_request_id="req-2"))
+    first, second = captured.records
+    assert first.init is not None
+    environment_id = first.facts.environment_id
+    first = first.replace(
+        facts=first.facts.replace(start="restored", init_type="snap-start"),
+        init=first.init.replace(restored=True, init_type="snap-start"),
+        restore=RestoreRecord(
+            environment_id=environment_id,
+            start_ns=T0_NS,
+            end_ns=T0_NS + int(PROBE_RESTORE_S * 1e9),
+            end_source="runtime",
+            pid=7,
+        ),
+    )
+    figures = {"restore_duration_ms": LAMBDA_RESTORE_MS} if lambda_figure else {}
+    second = second.replace(
+        facts=second.facts.replace(init_type="snap-start"),
+        platform=(PlatformFigures(request_id="req-1", billed_duration_ms=11, **figures),),
+    )
+    stream = io.StringIO()
+    ConsoleSink(stream).export(first)
+    ConsoleSink(stream).export(second)
+    path = tmp_path / "console.log"
+    path.write_text(stream.getvalue())
+    return path
+
+
+def test_the_console_lines_give_a_restored_environment_its_restore_as_its_start(tmp_path):
+    # GIVEN the console's lines of a restored environment, with Lambda's restore figure
+    path = console_lines_of_a_restored_environment(tmp_path, lambda_figure=True)
+    # WHEN the report reads them
+    summary, _ = summarise([str(path)])
+    report = summary.to_json()
+    # THEN its start is Lambda's restore figure, never the INIT before the snapshot
+    assert report["starts"] == {"restored": 1, "warm": 1}
+    assert report["start_cost"] == {"init": 0, "restore_lambda": 1, "restore_probe": 0}
+    assert report["init_duration_s"]["p50"] == LAMBDA_RESTORE_MS / 1000
+    # AND without Lambda's figure, the probe's restore line is the start
+    path = console_lines_of_a_restored_environment(tmp_path, lambda_figure=False)
+    report = summarise([str(path)])[0].to_json()
+    assert report["start_cost"] == {"init": 0, "restore_lambda": 0, "restore_probe": 1}
+    assert report["init_duration_s"]["p50"] == PROBE_RESTORE_S

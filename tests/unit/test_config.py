@@ -115,3 +115,30 @@ def test_every_option_has_a_field_and_a_parser_in_the_same_order():
     # AND a Config built by hand takes exactly its fields
     with pytest.raises(TypeError, match="exactly its fields"):
         Config(disabled=True)
+
+
+def test_a_variable_unset_while_the_configuration_is_read_counts_as_not_set():
+    from collections.abc import Iterator, Mapping
+
+    class Vanishing(Mapping[str, str]):
+        """Lists a variable that another thread unsets before it is read."""
+
+        def __getitem__(self, key: str) -> str:
+            raise KeyError(key)
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(["LIFECYCLE_PROBE_FLUSH", "PATH"])
+
+        def __len__(self) -> int:
+            return 2
+
+    assert Config.resolve(environ=Vanishing()).flush == "after-response"
+
+
+def test_a_mapping_that_cannot_be_listed_is_asked_for_each_variable():
+    class OnlyGet:
+        def get(self, key: str, default: object = None) -> object:
+            return {"LIFECYCLE_PROBE_FLUSH": "sync"}.get(key, default)
+
+    config = Config.resolve(environ=OnlyGet())  # type: ignore[arg-type]
+    assert (config.flush, config.exporter) == ("sync", ("emf",))

@@ -93,3 +93,31 @@ def test_a_record_made_by_extending_another_has_both_sets_of_fields():
     assert Tagged._fields == ("name", "time_ns", "attributes", "tag")
     assert (tagged.name, tagged.attributes, tagged.tag) == ("n", (), "t")
     assert isinstance(tagged, Record)
+
+
+def test_a_record_extends_exactly_one_record():
+    class Mixin:
+        __slots__ = ()
+
+    with pytest.raises(TypeError, match="a record extends exactly one record"):
+
+        class Mixed(Mixin, LifecycleEvent):  # type: ignore[misc]
+            extra: int = 0
+
+
+def test_no_record_of_the_probe_declares_a_class_attribute_at_run_time():
+    # Every run-time annotation of a record is a field (the metaclass reads no types): a
+    # ClassVar must be declared for the type checker only, under TYPE_CHECKING.
+    import lifecycle_probe.config
+    import lifecycle_probe.records
+
+    records = [
+        value
+        for module in (lifecycle_probe.records, lifecycle_probe.config)
+        for value in vars(module).values()
+        if isinstance(value, type) and issubclass(value, Record)
+    ]
+    assert len(records) >= 12
+    for record in records:
+        for name, kind in vars(record).get("__annotations__", {}).items():
+            assert "ClassVar" not in str(kind), f"{record.__name__}.{name}"

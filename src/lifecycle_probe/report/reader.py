@@ -9,14 +9,16 @@ function's own logs) are ignored; lines that are the probe's but cannot be read 
 not JSON, a field of the wrong type) are counted as malformed, never raised.
 
 A SnapStart environment's INIT is its restore (``lambda.restore``, EMF
-``RestoreDuration``, the INIT report's ``restore_duration_ms``): that is what its start
+``RestoreDuration``, the INIT report's ``restore_duration_ms``, the console's ``restore``
+line): that is what its start
 cost. The INIT before the snapshot, which the probe exports with every environment
 restored from it (``lambda.init`` with ``lifecycle.restored``), ran once, when the version
 was published: it is no restored environment's INIT, and read as one it would count once
 per restore. It is skipped, with the import spans under it. Lambda's own restore figure
 (the ``lifecycle.platform.report`` span event's ``lifecycle.platform.restore_duration_ms``,
-EMF ``PlatformRestoreDuration``), when the export has it, is the restore's whole cost (the
-probe's restore starts only once the snapshot is loaded), and the summary prefers it.
+EMF ``PlatformRestoreDuration``, the console's ``platform`` line), when the export has
+it, is the restore's whole cost (the probe's restore starts only once the snapshot is
+loaded), and the summary prefers it.
 """
 
 from __future__ import annotations
@@ -575,12 +577,36 @@ def _timeout_line(line: dict[str, Any]) -> list[Record]:
 
 def _console_init(line: dict[str, Any]) -> list[Record]:
     if line.get("restored"):
-        return []  # the INIT before a snapshot (see above); the console has no restore line
+        return []  # the INIT before a snapshot (see above): the restore line is the start
     start_ns, end_ns = _ns(line.get("start_ns")), _ns(line.get("end_ns"))
     duration = _float(line.get("duration_s"))
     if duration is None:
         raise Malformed("init line without duration_s")
     return [Init(_line_environment(line), _str(line.get("init_type")), duration, start_ns, end_ns)]
+
+
+def _console_restore(line: dict[str, Any]) -> list[Record]:
+    duration = _float(line.get("duration_s"))
+    if duration is None:
+        raise Malformed("restore line without duration_s")
+    return [
+        Init(
+            _line_environment(line),
+            "snap-start",
+            duration,
+            _ns(line.get("start_ns")),
+            _ns(line.get("end_ns")),
+            restore=True,
+        )
+    ]
+
+
+def _console_platform(line: dict[str, Any]) -> list[Record]:
+    # Lambda's figures of one request: of them, the report reads the restore's.
+    restore_ms = _float(line.get("restore_duration_ms"))
+    if restore_ms is None or restore_ms < 0:
+        return []
+    return [_lambda_restore(_line_environment(line), restore_ms, None)]
 
 
 def _console_invocation(line: dict[str, Any]) -> list[Record]:
@@ -625,6 +651,8 @@ _LOG_LINES = {
     "global_leak": _leak_line,
     "timeout": _timeout_line,
     "init": _console_init,
+    "restore": _console_restore,
+    "platform": _console_platform,
     "invocation": _console_invocation,
     "event": _console_event,
 }

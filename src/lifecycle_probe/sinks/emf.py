@@ -189,6 +189,12 @@ class EmfSink(BufferedSink):
         # On the caller's path, before Powertools' own wrapper (if any) adds its cold start.
         return record, self._claims_cold_start(record)
 
+    def counted_in(self, item: Any) -> int:
+        # Lambda's reports given up before this record's export: TelemetryDropped of its
+        # document, to be counted in the next one instead.
+        record: InvocationRecord = item[0]
+        return record.platform_evicted
+
     def _claims_cold_start(self, record: InvocationRecord) -> bool:
         facts = record.facts
         if not facts.coldstart:

@@ -94,6 +94,11 @@ class BufferedSink(Sink):
         """Write one prepared item."""
         raise NotImplementedError
 
+    def counted_in(self, item: Any) -> int:
+        """What else a prepared item would have counted as given up, lost with it when
+        the queue drops it (none here; the EMF sink's Lambda reports given up)."""
+        return 0
+
     def export(self, record: InvocationRecord) -> None:
         item = self.prepare(record)
         if self._generation != _generation:
@@ -110,11 +115,12 @@ class BufferedSink(Sink):
     def _drop_oldest(self) -> None:
         # Nothing drains the queue (an extension that stopped): the oldest goes, counted.
         try:
-            self._queue.get_nowait()
+            item = self._queue.get_nowait()
         except Empty:
             return
+        lost = 1 + self.counted_in(item)
         with self._dropped_lock:
-            self._dropped += 1
+            self._dropped += lost
         warn_once(
             f"{self.name}:dropped",
             "lifecycle_probe: the %s sink's queue is full (%d records not written yet); "

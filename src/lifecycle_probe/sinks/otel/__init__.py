@@ -156,9 +156,16 @@ class OtelSink(Sink):
         if len(self._queue) >= MAX_QUEUED:
             # Exports keep hanging: keep memory bounded, newest first; counted in
             # lifecycle.telemetry.dropped at the next drain that gets through.
-            del self._queue[0]
+            lost = self._queue.pop(0)
             self.dropped += 1
             self._unreported_drops += 1
+            if lost.platform_evicted:
+                # Lambda's reports it carried the count of are not lost uncounted: the
+                # count goes on with the oldest record still waiting (or this one).
+                if self._queue:
+                    self._queue[0] = _carrying(self._queue[0], lost.platform_evicted)
+                else:
+                    record = _carrying(record, lost.platform_evicted)
             warn_once(
                 "otel:queue-full",
                 "lifecycle_probe: %d invocation records wait for the OpenTelemetry "
@@ -349,3 +356,9 @@ class _DrainRequest:
 
     def wait(self, timeout_s: float) -> bool:
         return self._done.acquire(timeout=max(0.0, timeout_s)) and self.ok
+
+
+def _carrying(record: InvocationRecord, evicted: int) -> InvocationRecord:
+    """``record`` also carrying the count of ``evicted`` reports of Lambda's given up."""
+    result: InvocationRecord = record.replace(platform_evicted=record.platform_evicted + evicted)
+    return result

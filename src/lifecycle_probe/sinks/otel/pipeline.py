@@ -129,6 +129,10 @@ class Pipeline:
             report_failure("OpenTelemetry span building", exc)
         rss = _peak_rss_bytes() if peak_rss is None else peak_rss
         for channel in self._channels:
+            if record.platform_evicted:
+                channel.count_dropped(
+                    record.platform_evicted, PLATFORM_FIGURES_EVICTED, ("spans", "metrics")
+                )
             if spans is None:
                 channel.count_dropped(1, BUILD_FAILED, ("spans",))
             else:
@@ -139,10 +143,6 @@ class Pipeline:
                 except Exception as exc:
                     report_failure("OpenTelemetry metric recording", exc)
                     channel.count_dropped(1, BUILD_FAILED, ("metrics",))
-            if record.platform_evicted:
-                channel.count_dropped(
-                    record.platform_evicted, PLATFORM_FIGURES_EVICTED, ("spans", "metrics")
-                )
 
     def emit_init_failure(self, failure: InitFailureRecord) -> None:
         """The spans and the ``faas.init_errors`` point of a failed INIT, kept for the next
