@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     budget_s = limit_s * 0.9
 
+    # (the state of the checkout when the code was copied: what the runtimes run)
+    source = _source_state()
     code = _snapshot_code(out / "code")
     collector = SoakCollector().start()
     print(
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         ).run()
         print(f"soak: bare twin done in {baseline.elapsed_s:.0f} s", flush=True)
 
-    summary = summarise(args, probed, baseline, collector, file_tally)
+    summary = summarise(args, source, probed, baseline, collector, file_tally)
     summary["elapsed_s"] = round(time.monotonic() - started, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print_table(summary)
@@ -195,7 +197,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def summarise(
-    args: argparse.Namespace, probed: Any, baseline: Any, collector: SoakCollector, file_tally: Any
+    args: argparse.Namespace,
+    source: dict[str, Any],
+    probed: Any,
+    baseline: Any,
+    collector: SoakCollector,
+    file_tally: Any,
 ) -> dict[str, Any]:
     tallies = {}
     exporters = args.exporters.split(",")
@@ -206,7 +213,7 @@ def summarise(
     return {
         "command": "python -m tests.soak.run_soak " + " ".join(sys.argv[1:]),
         "seed": args.seed,
-        "source": _source_state(),
+        "source": source,
         "configuration": {
             "exporters": args.exporters,
             "entry": "zero-code (_HANDLER=lifecycle_probe.handler.handler)",
