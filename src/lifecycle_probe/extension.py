@@ -26,7 +26,6 @@ from _queue import Empty, SimpleQueue
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
 from lifecycle_probe.runtime_hooks import (
-    EventRequestListener,
     add_event_request_listener,
     event_requests_seen,
     when_runtime_client_wrapped,
@@ -124,7 +123,7 @@ def http_request(
     return status, parsed, payload
 
 
-class InternalExtension(EventRequestListener):
+class InternalExtension:
     """The probe's internal extension: register, then flush after every response."""
 
     def __init__(
