@@ -158,11 +158,12 @@ def console_lines_of_a_restored_environment(tmp_path: Path, *, lambda_figure: bo
             pid=7,
         ),
     )
-    figures = {"restore_duration_ms": LAMBDA_RESTORE_MS} if lambda_figure else {}
-    second = second.replace(
-        facts=second.facts.replace(init_type="snap-start"),
-        platform=(PlatformFigures(request_id="req-1", billed_duration_ms=11, **figures),),
+    figures = PlatformFigures(
+        request_id="req-1",
+        billed_duration_ms=11,
+        restore_duration_ms=LAMBDA_RESTORE_MS if lambda_figure else None,
     )
+    second = second.replace(facts=second.facts.replace(init_type="snap-start"), platform=(figures,))
     stream = io.StringIO()
     ConsoleSink(stream).export(first)
     ConsoleSink(stream).export(second)

@@ -101,7 +101,7 @@ def test_a_record_extends_exactly_one_record():
 
     with pytest.raises(TypeError, match="a record extends exactly one record"):
 
-        class Mixed(Mixin, LifecycleEvent):  # type: ignore[misc]
+        class Mixed(Mixin, LifecycleEvent):
             extra: int = 0
 
 
