@@ -14,27 +14,32 @@ from __future__ import annotations
 
 import _thread
 
-__all__ = ["in_probe_work", "mark_probe_thread", "probe_threads", "probe_work"]
-
-# Idents of the threads doing the probe's own work for their whole life.
-probe_threads: set[int] = set()
+__all__ = ["in_probe_work", "mark_probe_thread", "probe_work"]
 
 # How deep the calling thread is in ``probe_work`` blocks: a one-item list per thread,
 # made at its first block, its count changed in place. Each access to a thread-local
 # attribute looks up the thread's own namespace (~70 ns): a plain count took two at each
 # enter and exit, the list takes one, and every sync export goes through a block.
+# A thread-local dies with its thread: a mark never passes to a later thread that is
+# given the same ident (a set of idents did, and hid that thread's imports and
+# connections once a probe thread had ended).
 _work = _thread._local()
 _OUTSIDE = (0,)
+# A marked thread's count: no block's exit brings it down to 0.
+_FOR_LIFE = 1 << 40
 
 
 def mark_probe_thread() -> None:
     """Declare the calling thread the probe's own, for the rest of its life."""
-    probe_threads.add(_thread.get_ident())
+    try:
+        _work.depth[0] += _FOR_LIFE
+    except AttributeError:  # the thread's first mark or block
+        _work.depth = [_FOR_LIFE]
 
 
 def in_probe_work() -> bool:
     """Whether the calling thread is doing the probe's work (its own thread, or a block)."""
-    return _thread.get_ident() in probe_threads or getattr(_work, "depth", _OUTSIDE)[0] > 0
+    return bool(getattr(_work, "depth", _OUTSIDE)[0] > 0)
 
 
 class probe_work:

@@ -4,12 +4,7 @@ import threading
 
 from lifecycle_probe.connections.tracking import RISK, ConnectionState, Reuse, _note
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.probe_threads import (
-    in_probe_work,
-    mark_probe_thread,
-    probe_threads,
-    probe_work,
-)
+from lifecycle_probe.probe_threads import in_probe_work, mark_probe_thread, probe_work
 from lifecycle_probe.testing import capture_records
 
 
@@ -39,10 +34,7 @@ def test_a_connection_of_the_function_is_reported_and_one_of_a_probe_thread_is_n
 
     def probe_thread():
         mark_probe_thread()
-        try:
-            note_a_risk()
-        finally:
-            probe_threads.discard(threading.get_ident())
+        note_a_risk()
 
     in_a_thread(probe_thread)
     assert env.take_events() == ()
@@ -63,10 +55,24 @@ def test_probe_work_blocks_nest_and_end_on_their_own_thread_only():
 def test_a_marked_thread_is_the_probes_for_the_rest_of_its_life_and_no_other_is():
     def marked():
         mark_probe_thread()
-        try:
-            return in_probe_work()
-        finally:
-            probe_threads.discard(threading.get_ident())
+        return in_probe_work()
 
     assert in_a_thread(marked) is True
     assert in_probe_work() is False
+
+
+def test_a_thread_given_the_ident_of_an_ended_probe_thread_is_not_the_probes():
+    # GIVEN a probe thread (an exporter's, say) that ended
+    def marked():
+        mark_probe_thread()
+        with probe_work():
+            pass  # a block's end leaves the mark
+        return threading.get_ident(), in_probe_work()
+
+    ident, marked_then = in_a_thread(marked)
+    assert marked_then is True
+    # WHEN the function's later threads are given idents, that one among them
+    seen = [in_a_thread(lambda: (threading.get_ident(), in_probe_work())) for _ in range(50)]
+    # THEN none of them is the probe's (the ident comes back: the OS reuses the stack)
+    assert any(other == ident for other, _ in seen)
+    assert [work for _, work in seen] == [False] * 50
