@@ -56,8 +56,10 @@ class FunctionConfig:
     ``env`` holds the function's own environment variables. ``timeout_s`` bounds each
     invocation, ``memory_mb`` is reported in ``AWS_LAMBDA_FUNCTION_MEMORY_SIZE``.
     ``exec_wrapper`` is the ``AWS_LAMBDA_EXEC_WRAPPER`` script (run with the runtime
-    command as its arguments). ``init_type`` is how the function scales out when a
-    request finds no idle environment: ``"on-demand"`` or ``"snap-start"``.
+    command as its arguments; the runtime then reads the handler from ``_HANDLER``, as
+    Lambda's managed runtimes do, so a wrapper may change it). ``init_type`` is how the
+    function scales out when a request finds no idle environment: ``"on-demand"`` or
+    ``"snap-start"``.
     """
 
     handler: str

@@ -48,11 +48,23 @@ def exec_wrapper(function: FunctionConfig) -> str | None:
     return function.env.get("AWS_LAMBDA_EXEC_WRAPPER") or None
 
 
+# Exec wrappers exist on Lambda's managed runtimes only, whose bootstrap reads the handler
+# from _HANDLER once the wrapper has run (a wrapper may change it: the layer's moves it to
+# LIFECYCLE_PROBE_HANDLER). So does this one; then it runs awslambdaric's own entry point
+# as ``python -m awslambdaric HANDLER`` does.
+_MANAGED_RUNTIME_BOOTSTRAP = (
+    "import os; from awslambdaric.__main__ import main; main(['bootstrap', os.environ['_HANDLER']])"
+)
+
+
 def runtime_command(function: FunctionConfig) -> list[str]:
-    """The runtime command, behind ``AWS_LAMBDA_EXEC_WRAPPER`` when one is set."""
-    argv = [sys.executable, "-m", "awslambdaric", function.handler]
+    """The runtime command: as a container image starts awslambdaric, with the handler as
+    its argument; behind ``AWS_LAMBDA_EXEC_WRAPPER``, as a managed runtime starts it, the
+    handler read from ``_HANDLER`` as the wrapper left it."""
     wrapper = exec_wrapper(function)
-    return [wrapper, *argv] if wrapper else argv
+    if wrapper:
+        return [wrapper, sys.executable, "-c", _MANAGED_RUNTIME_BOOTSTRAP]
+    return [sys.executable, "-m", "awslambdaric", function.handler]
 
 
 def runtime_variables(

@@ -112,6 +112,22 @@ def test_the_wrapper_instruments_a_handler_with_no_code_change(run_function, tmp
     assert "Traceback" not in logs
 
 
+def test_the_local_lambdas_own_exec_wrapper_setting_runs_the_layer_as_lambda_does(
+    local_lambda, code_dir, run_function, tmp_path
+):
+    # GIVEN the layer's wrapper as the function's exec wrapper, with no stand-in between
+    # (what `lifecycle-probe emulate --exec-wrapper` sets): the local Lambda starts the
+    # runtime as a managed runtime does, the handler read from _HANDLER after the wrapper
+    baseline = results_without_probe(run_function)
+    emulator = local_lambda(
+        "zc_fine.handler", code_dir, env=otlp_env(tmp_path), exec_wrapper=WRAPPER
+    )
+    results = [emulator.invoke(event) for event in EVENTS]
+    emulator.close()
+    # THEN the wrapper's handler entry ran, and the function is instrumented
+    assert_instrumented(tmp_path, results, baseline)
+
+
 CHAINS = {
     "probe-then-otel": (WRAPPER, OTEL_INSTRUMENT),
     "otel-then-probe": (OTEL_INSTRUMENT, WRAPPER),
