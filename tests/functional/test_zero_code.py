@@ -385,6 +385,40 @@ def a_failure(**changes):
     return InitFailureRecord(**fields)
 
 
+def test_the_console_writes_a_failed_init_and_the_report_counts_it(tmp_path):
+    import io
+
+    from lifecycle_probe.report import summarise
+    from lifecycle_probe.sinks.console import ConsoleSink
+
+    # GIVEN a failed INIT, as the zero-code entry hands it to the console sink
+    failure = a_failure()
+    stream = io.StringIO()
+    ConsoleSink(stream).export_init_failure(failure, 1.0)
+    # THEN one init line says it failed, with the error's type only
+    (line,) = [json.loads(text) for text in stream.getvalue().splitlines()]
+    assert line == {
+        "lifecycle_probe": "init",
+        "environment_id": failure.environment_id,
+        "init_type": "provisioned-concurrency",
+        "start_ns": failure.start_ns,
+        "end_ns": failure.end_ns,
+        "duration_s": 0.05,
+        "start_source": "exec-wrapper",
+        "failed": True,
+        "error_type": "Runtime.ImportModuleError",
+        "handler": "fn_app.handler",
+        "function_name": failure.function.function_name,
+        "pid": 4242,
+    }
+    # AND the report reads it as a failed INIT of its environment
+    log = tmp_path / "console.log"
+    log.write_text(stream.getvalue())
+    report = summarise([str(log)])[0].to_json()
+    assert report["init_failures"] == 1
+    assert report["environments"] == 0  # it never served a request
+
+
 def test_the_otel_sink_exports_a_failed_init_span_and_metric():
     spans, metrics = InMemorySpanExporter(), InMemoryMetricExporter()
     sink = OtelSink(

@@ -582,7 +582,19 @@ def _console_init(line: dict[str, Any]) -> list[Record]:
     duration = _float(line.get("duration_s"))
     if duration is None:
         raise Malformed("init line without duration_s")
-    return [Init(_line_environment(line), _str(line.get("init_type")), duration, start_ns, end_ns)]
+    failed = line.get("failed") is True
+    return [
+        Init(
+            _line_environment(line),
+            _str(line.get("init_type")),
+            duration,
+            start_ns,
+            end_ns,
+            failed=failed,
+            error_type=_str(line.get("error_type")) if failed else None,
+            function=_str(line.get("function_name")),
+        )
+    ]
 
 
 def _console_restore(line: dict[str, Any]) -> list[Record]:

@@ -1,6 +1,7 @@
 """The ``console`` sink: one JSON line per record on standard error.
 
-An invocation's lines, each there only when the record has it: its environment's ``init``
+A failed INIT is one ``init`` line with ``failed`` and the error's type. An invocation's
+lines, each there only when the record has it: its environment's ``init``
 (first invocation), the SnapStart ``restore`` (first invocation after one), the
 ``invocation`` itself, its lifecycle ``event`` lines, one ``platform`` line per request
 whose figures Lambda reported (Telemetry API) since the previous export, and an
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.records import (
         InitDisagreement,
+        InitFailureRecord,
         InitRecord,
         InvocationRecord,
         LifecycleEvent,
@@ -57,6 +59,25 @@ def init_line(init: InitRecord) -> dict[str, Any]:
         "estimated": init.estimated,
         "restored": init.restored,
         "pid": init.pid,
+    }
+
+
+def init_failure_line(failure: InitFailureRecord) -> dict[str, Any]:
+    """The JSON object written for a failed INIT: an ``init`` line that says so, with the
+    error's type only (its message may quote a secret)."""
+    return {
+        RECORD_KEY: "init",
+        "environment_id": failure.environment_id,
+        "init_type": failure.init_type,
+        "start_ns": failure.start_ns,
+        "end_ns": failure.end_ns,
+        "duration_s": round(failure.duration_s, 6),
+        "start_source": failure.start_source,
+        "failed": True,
+        "error_type": failure.error_type,
+        "handler": failure.handler,
+        "function_name": failure.function.function_name,
+        "pid": failure.pid,
     }
 
 
@@ -151,8 +172,6 @@ class ConsoleSink(Sink):
         self._stream = stream
 
     def export(self, record: InvocationRecord) -> None:
-        import json  # only this debugging sink needs it, and only once it is used
-
         lines = []
         if record.init is not None:
             lines.append(init_line(record.init))
@@ -164,6 +183,14 @@ class ConsoleSink(Sink):
         lines.extend(event_line(e, environment_id, facts.request_id) for e in record.events)
         lines.extend(platform_line(f, environment_id) for f in record.platform)
         lines.extend(init_disagreement_line(d, environment_id) for d in record.init_disagreements)
+        self._write(lines)
+
+    def export_init_failure(self, failure: InitFailureRecord, timeout_s: float) -> None:
+        self._write([init_failure_line(failure)])
+
+    def _write(self, lines: list[dict[str, Any]]) -> None:
+        import json  # only this debugging sink needs it, and only once it is used
+
         text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         stream = self._stream or sys.stderr
         stream.write(text)
