@@ -471,6 +471,34 @@ def test_the_otel_sink_exports_a_failed_init_span_and_metric():
     }
 
 
+def test_a_failed_import_quicker_than_the_threshold_still_has_its_error_span():
+    spans = InMemorySpanExporter()
+    sink = OtelSink(Config.resolve({}, flush="sync"), (), span_exporter=spans, metric_exporter=None)
+    # GIVEN a function module that fails at once (0.2 ms: a missing dependency), under
+    # the 1 ms threshold, beside a quick import that succeeded
+    now = time.time_ns()
+    failed = ImportRecord(
+        module="fn_app",
+        start_ns=now - 300_000,
+        end_ns=now - 100_000,
+        self_ns=200_000,
+        import_id=1,
+        parent_id=None,
+        origin="function",
+        during_init=True,
+        error_type="ModuleNotFoundError",
+    )
+    quick = failed.replace(
+        module="tiny", start_ns=now - 900_000, end_ns=now - 800_000, import_id=2, error_type=None
+    )
+    sink.export_init_failure(a_failure(imports=(quick, failed)), 2.0)
+    # THEN the failed import has its span, in error; the quick one that worked has none
+    imports = [s for s in spans.get_finished_spans() if s.name == "lambda.import"]
+    assert [dict(s.attributes or {})["code.namespace"] for s in imports] == ["fn_app"]
+    assert imports[0].status.status_code is StatusCode.ERROR
+    assert imports[0].status.description == "ModuleNotFoundError"
+
+
 def test_the_failed_init_export_is_bounded_when_the_collector_never_answers():
     release = threading.Event()
 

@@ -367,7 +367,8 @@ class Spans:
         kept: dict[int, int] = {}  # import id -> its span id
         by_id = {record.import_id: record for record in imports}
         for record in sorted(imports, key=lambda r: r.start_ns):
-            if record.end_ns - record.start_ns < self._import_min_ns:
+            # (a failed import always: however quick, it is what a failed INIT is about)
+            if record.error_type is None and record.end_ns - record.start_ns < self._import_min_ns:
                 continue
             # The nearest ancestor with a span of its own, else INIT (or the invocation).
             ancestor = record.parent_id
