@@ -41,6 +41,7 @@ from lifecycle_probe.records import (
 )
 from lifecycle_probe.resources import configure as configure_resources
 from lifecycle_probe.resources import measure as measure_resources
+from lifecycle_probe.runtime_hooks import runtime_client_wrapped
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 from lifecycle_probe.sinks.flush import before_drains
 from lifecycle_probe.triggers import OTHER as OTHER_TRIGGER
@@ -245,8 +246,15 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
             invocation = current_environment().begin_invocation(context, gap_ns, clock())
             if incoming is not None:
                 _capturing[invocation] = Capture(invocation, incoming, sinks, watch, event)
-                if invocation.init is not None and watch is not None:
-                    watch.baseline()  # the globals as INIT left them, before the handler runs
+                if watch is not None and (
+                    invocation.init is not None or not runtime_client_wrapped()
+                ):
+                    # The globals as INIT left them, before the handler runs; and before
+                    # every call where no Lambda runtime calls the handler (a script, a
+                    # batch job): the caller's own code runs between the calls there, and
+                    # what it rebinds (``for order in orders: handler(order, None)``) is
+                    # not the handler's doing. Under a runtime nothing runs between them.
+                    watch.baseline()
             # Last: once set, finish must run to end it.
             in_flight.set(invocation)
         except Exception as exc:

@@ -143,3 +143,45 @@ def test_a_rebinding_is_found_after_unchanged_looks_and_name_changes(tmp_path):
         ]
     finally:
         del sys.modules["fn_leaks_shape"]
+
+
+def test_a_batch_job_rebinding_its_own_globals_between_calls_is_no_leak(tmp_path, monkeypatch):
+    from lifecycle_probe import probe, runtime_hooks
+    from lifecycle_probe.records import LEAK_EVENT
+    from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
+
+    # GIVEN a script's module under the task root, no Lambda runtime, whose own loop calls
+    # the probed handler with each order and keeps it in a global of its own
+    monkeypatch.setenv("LAMBDA_TASK_ROOT", str(tmp_path))
+    # (a test before this one may have wrapped a runtime client in this process)
+    monkeypatch.setattr(runtime_hooks, "_wrapped", False)
+    module = function_module(tmp_path, "fn_batch_job", order=None, last_order_id=None)
+    fresh_environment()
+
+    def handle(event, context):
+        if event.get("remember"):
+            module.last_order_id = event["orderId"]  # the handler's own leak
+        return event["orderId"]
+
+    handle.__module__ = "fn_batch_job"
+    probed = probe(exporter="console")(handle)  # (the search runs for a probe that exports)
+    orders = [{"orderId": f"ord-10000{n}"} for n in range(3)] + [
+        {"orderId": "ord-100009", "remember": True}
+    ]
+    try:
+        with capture_records() as captured:
+            for order in orders:
+                module.order = order  # the caller's loop, between the calls
+                assert probed(order, FakeContext()) == order["orderId"]
+    finally:
+        del sys.modules["fn_batch_job"]
+    # THEN only what the handler rebound is a leak, in the invocation that did it
+    leaks = [
+        (record.facts.invocation_seq, dict(event.attributes))
+        for record in captured.records
+        for event in record.events
+        if event.name == LEAK_EVENT
+    ]
+    assert [(seq, a["code.namespace"], a["lifecycle.global.name"]) for seq, a in leaks] == [
+        (4, "fn_batch_job", "last_order_id")
+    ]
