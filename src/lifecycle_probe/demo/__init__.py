@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import time
@@ -33,6 +34,18 @@ from lifecycle_probe.sinks.console import read_lines
 __all__ = ["add_arguments", "run"]
 
 FUNCTIONS = Path(__file__).resolve().parent / "functions"
+PROG = "lifecycle-probe demo"
+# What the demo writes into --output-dir: these files and LOGS/<section>/env-N.log, with
+# LOGS/MARKER saying the folder is the demo's (its next run replaces it).
+LOGS = "logs"
+OUTPUT_FILES = ("otlp.jsonl", "probe-records.jsonl", "ground-truth.jsonl", "report.html")
+SECTIONS = ("on-demand", "provisioned", "proactive", "snap-start")
+MARKER = ".lifecycle-probe-demo"
+MARKER_TEXT = (
+    "Written by lifecycle-probe demo: its next run with this --output-dir replaces this "
+    "folder, unless it holds files the demo did not write.\n"
+)
+_ENV_LOG = re.compile(r"env-[0-9]+\.log")
 PROACTIVE_GAP_MS = 400
 IDLE_TIMEOUT_S = 4.0
 # The inventory service's load balancer closes keep-alive connections idle this long.
@@ -108,19 +121,92 @@ def _restored(emulator: LocalLambda) -> list[InvocationResult]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every probe tag agrees with the local Lambda's ground truth,
-    2 when the local Lambda cannot run here (no awslambdaric)."""
+    2 when the local Lambda cannot run here (no awslambdaric) or ``--output-dir`` cannot be
+    used (not a folder, not writable, or holding files of the demo's names that it did not
+    write), 1 when writing there failed during the run."""
     from lifecycle_probe.emulator.cli import missing_runtime_client
 
-    missing = missing_runtime_client("lifecycle-probe demo")
+    missing = missing_runtime_client(PROG)
     if missing is not None:
         print(missing, file=sys.stderr)
         return 2
     output = Path(args.output_dir).resolve()
+    try:
+        _prepare(output)
+    except _Refused as refused:
+        print(f"{PROG}: error: {refused}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{PROG}: error: --output-dir {output}: {_reason(exc)}", file=sys.stderr)
+        return 2
+    try:
+        return _run(output)
+    except OSError as exc:  # the disk filled, the folder went away mid-run
+        print(f"{PROG}: error: {_reason(exc)}", file=sys.stderr)
+        return 1
+
+
+class _Refused(Exception):
+    """The output directory holds something the demo would overwrite but did not write."""
+
+
+def _reason(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or type(exc).__name__}{where}"
+
+
+def _prepare(output: Path) -> None:
+    """Make ``output`` ready for a run: the previous run's output removed, nothing else.
+
+    The demo writes its files and ``logs/`` into a folder the user names, which may hold
+    their own (``--output-dir .`` in a project with a ``logs/`` folder): what it would
+    overwrite or remove must be its own. Its ``logs/`` carries a marker from the moment it
+    is made, and holds only the demo's section folders of ``env-N.log`` files; the other
+    names are the demo's when that ``logs/`` is there. Anything else is refused.
+    """
+    if output.exists() and not output.is_dir():
+        raise _Refused(f"--output-dir {output}: not a directory")
+    logs = output / LOGS
+    ours = _is_demo_logs(logs)
+    if not ours:
+        taken = [output / name for name in (LOGS, *OUTPUT_FILES) if _exists(output / name)]
+        if taken:
+            raise _Refused(
+                f"--output-dir {output}: the demo would overwrite {taken[0].name}, which it "
+                f"cannot tell it wrote (no {LOGS}/{MARKER}, or files it does not write "
+                f"in {LOGS}/); name a new or empty folder"
+            )
     # A previous run's logs would be read as this run's: start from an empty folder.
-    shutil.rmtree(output / "logs", ignore_errors=True)
-    output.mkdir(parents=True, exist_ok=True)
+    if ours:
+        shutil.rmtree(logs)
+    for name in OUTPUT_FILES:
+        (output / name).unlink(missing_ok=True)  # a symlink goes, never what it points to
+    (output / LOGS).mkdir(parents=True)
+    (output / LOGS / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
+
+
+def _exists(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _is_demo_logs(logs: Path) -> bool:
+    """True when ``logs`` is a folder only the demo wrote: its marker, its sections'
+    folders and their ``env-N.log`` files, nothing else (no symlink)."""
+    if logs.is_symlink() or not (logs / MARKER).is_file():
+        return False
+    for entry in logs.iterdir():
+        if entry.name == MARKER:
+            continue
+        if entry.name not in SECTIONS or entry.is_symlink() or not entry.is_dir():
+            return False
+        for log in entry.iterdir():
+            if not _ENV_LOG.fullmatch(log.name) or log.is_symlink() or not log.is_file():
+                return False
+    return True
+
+
+def _run(output: Path) -> int:
     otlp_file = output / "otlp.jsonl"
-    otlp_file.unlink(missing_ok=True)
     inventory = Server(INVENTORY_IDLE_TIMEOUT_S, body=b'{"in_stock": true}')
     function_env = {
         **FUNCTION_ENV,
@@ -169,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     try:
         for section, config, options, steps in sections:
-            with LocalLambda(config, log_dir=output / "logs" / section, **options) as emulator:
+            with LocalLambda(config, log_dir=output / LOGS / section, **options) as emulator:
                 for name, description, action in steps:
                     done += 1
                     print(f"[{done}/{total_steps}] {name}: {description} ...", end="", flush=True)

@@ -168,19 +168,28 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def read_events(source: str | None) -> list[Any]:
-    """The events of a JSON-lines file (``-``: stdin; None: a single ``{}``)."""
+    """The events of a JSON-lines file (``-``: stdin; None: a single ``{}``), each as the
+    JSON bytes sent to the function. A file that cannot be read as such raises
+    ``OSError`` or ``ValueError`` with one line to show."""
     if source is None:
         return [{}]
-    if source == "-":
-        lines = sys.stdin.read().splitlines()
-    else:
-        lines = Path(source).read_text(encoding="utf-8").splitlines()
-    events = []
-    for number, line in enumerate(lines, 1):
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{source}: not UTF-8 text (JSON lines expected)") from None
+    except OSError as exc:
+        raise OSError(f"{source}: {exc.strerror or type(exc).__name__}") from None
+    events: list[Any] = []
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
-            events.append(json.loads(line))
+            # Encoded here, once: an event nested deeper than Python's recursion limit
+            # allows raises RecursionError, in json.loads or (nested a little less) in
+            # the json.dumps that would otherwise run in the middle of the requests.
+            events.append(json.dumps(json.loads(line)).encode())
+        except RecursionError:
+            raise ValueError(f"{source}:{number}: JSON nested too deeply") from None
         except ValueError as exc:
             raise ValueError(f"{source}:{number}: not JSON: {exc}") from None
     return events

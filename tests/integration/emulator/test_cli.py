@@ -116,6 +116,63 @@ def test_emulate_rejects_bad_events(handlers_dir, tmp_path, capsys):
     assert f"{events}:2: not JSON" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        # deeper than json.loads can go: RecursionError, a traceback
+        ("[" * 100_000 + "]" * 100_000 + "\n", "{events}:1: JSON nested too deeply"),
+        (b"\xff\xfe\x00garbage\n", "{events}: not UTF-8 text (JSON lines expected)"),
+        ("{}\n" + "9" * 100_000 + "\n", "{events}:2: not JSON: Exceeds the limit (4300 digits)"),
+        (None, "{events}: No such file or directory"),
+        ("directory", "{events}: Is a directory"),
+    ],
+    ids=["nested", "binary", "huge-number", "missing", "directory"],
+)
+def test_emulate_says_what_is_wrong_with_an_events_file_in_one_line(
+    handlers_dir, tmp_path, capsys, content, said
+):
+    events = tmp_path / "events.jsonl"
+    if content == "directory":
+        events.mkdir()
+    elif isinstance(content, bytes):
+        events.write_bytes(content)
+    elif content is not None:
+        events.write_text(content)
+
+    status = cli.run(
+        parse("emu_basic.handler", "--code-dir", str(handlers_dir), "--events", str(events))
+    )
+
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lifecycle-probe emulate: error: {said.format(events=events)}")
+    assert err.count("\n") == 1
+
+
+def test_emulate_serves_an_event_nested_as_deep_as_json_reads(handlers_dir, tmp_path, capsys):
+    # 900 levels: json.loads takes it at the top of the stack, but json.dumps failed on it
+    # (RecursionError, a traceback) deeper down, in the middle of the requests
+    events = tmp_path / "events.jsonl"
+    events.write_text("[" * 900 + "]" * 900 + "\n")
+    output = tmp_path / "out.jsonl"
+
+    status = cli.run(
+        parse(
+            "emu_basic.handler",
+            "--code-dir",
+            str(handlers_dir),
+            "--events",
+            str(events),
+            "--output",
+            str(output),
+        )
+    )
+
+    assert status == 0, capsys.readouterr().err
+    [record] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert record["cold"] is True
+
+
 def test_emulate_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         parse("emu_basic.handler", "--env", "NOEQUALS")

@@ -88,7 +88,7 @@ def test_redaction_and_failure_kinds():
         == "https://collector.example:4318/v1/traces?<redacted>"
     )
     assert redact_url("http://[::1]:4318/v1/metrics") == "http://[::1]:4318/v1/metrics"
-    assert redact_url("http://host:99999/") == "<an invalid URL>"
+    assert redact_url("http://host:99999/") == "http://<not shown>"
     refused = ConnectionRefusedError(111, "Connection refused to http://h/?api_key=K")
     assert error_kind(refused) == "ConnectionRefusedError (ECONNREFUSED)"
     wrapped = RuntimeError("url /v1/traces?api_key=K")
@@ -96,6 +96,123 @@ def test_redaction_and_failure_kinds():
     assert error_kind(wrapped) == "RuntimeError/TimeoutError"
     assert dropped_reason(error_kind(wrapped)) == "timeout"
     assert dropped_reason("HTTP 500") == "export_failed"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # no scheme (a common mistake): urlsplit read "user" as the scheme
+        ("user:PW@collector:4318/v1/traces", "collector:4318/v1/traces"),
+        ("PW@collector:4318", "collector:4318"),
+        ("HTTPS://user:PW@Collector:4318/v1?k=PW#PW", "https://collector:4318/v1?<redacted>"),
+        ("grpc://user:PW@collector:4317", "grpc://collector:4317"),
+        ("http://PW@user@collector", "http://collector"),
+        ("http:/user:PW@collector", "<not shown>"),
+        # a password holding "/", "?" or "#" ends the authority there: no host is safe
+        ("http://user:PW/PW@collector/v1", "http://<not shown>"),
+        ("http://user:12?PW@collector", "http://<not shown>"),
+        ("http://user:PW#PW@collector", "http://<not shown>"),
+        ("http://collector/v1/traces?to=PW@x", "http://<not shown>"),
+        ("http://user%3APW%40collector:4318/", "http://<not shown>"),
+        ("http://collector:PW/", "http://<not shown>"),
+        ("http://[::1:PW/", "http://<not shown>"),
+        ("h\ttp://user:PW@collector", "<not shown>"),
+        ("http://collector/v1/traces#PW", "http://collector/v1/traces"),
+        ("http://collector/a b\r\nforged", "http://collector/a%20b%0D%0Aforged"),
+    ],
+)
+def test_redact_url_never_shows_the_userinfo_query_or_fragment(url, shown):
+    from lifecycle_probe.sinks.otel.failures import redact_url
+
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "url", "said"),
+    [
+        # endpoints the probe cannot use: the exporter is skipped, saying so
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"user:{SECRET}@127.0.0.1:4318",
+            "not a valid http(s) URL: 127.0.0.1:4318/v1/traces)",
+        ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", f"{SECRET}@127.0.0.1:4318", "URL: 127.0.0.1:4318/v1"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"grpc://user:{SECRET}@127.0.0.1:4317",
+            "URL: grpc://127.0.0.1:4317/v1/traces)",
+        ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", f"http:/user:{SECRET}@127.0.0.1:1", "URL: <not shown>)"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://user:{SECRET}/{SECRET}@127.0.0.1:1",
+            "URL: http://<not shown>)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://user:{SECRET}?{SECRET}@127.0.0.1:1",
+            "URL: http://<not shown>)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://user:{SECRET}#{SECRET}@127.0.0.1:1",
+            "URL: http://<not shown>)",
+        ),
+        # urlsplit's own error quotes the authority, userinfo and all
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://user:{SECRET}\u2100@127.0.0.1:1",
+            "URL: http://127.0.0.1:1/v1/traces)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f"http://user:{SECRET}@[::1:1",
+            "URL: http://<not shown>)",
+        ),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{SECRET}", "URL: http://<not shown>)"),
+        # endpoints it can use (nothing listens on port 1): the failed export is said
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            f" hTTp://user:{SECRET}@127.0.0.1:1/x?key={SECRET}#{SECRET} ",
+            "export to http://127.0.0.1:1/x?<redacted> failed",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            f"http://{SECRET}@user@127.0.0.1:1/v1/traces",
+            "export to http://127.0.0.1:1/v1/traces failed",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            f"https://user:{SECRET}@127.0.0.1:1/v1/traces",
+            "export to https://127.0.0.1:1/v1/traces failed",
+        ),
+    ],
+)
+def test_an_endpoints_userinfo_is_never_echoed(tmp_path, variable, url, said):
+    # GIVEN a fresh process whose probe exports otlp to an endpoint with a password in a
+    # hostile place, and otlp-file (where lifecycle.telemetry.dropped goes)
+    otlp_file = tmp_path / "x.jsonl"
+    script = f"""
+from lifecycle_probe import probe
+handler = probe(exporter="otlp,otlp-file", otlp_file={str(otlp_file)!r}, flush="sync",
+                flush_timeout_ms=1000)(lambda event, context: "ok")
+for _ in range(2):
+    assert handler({{}}, None) == "ok"
+"""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    completed = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**environ, variable: url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    # THEN the probe said what it could of the endpoint, and never the password
+    assert completed.returncode == 0, completed.stderr
+    assert said in completed.stderr
+    shown = completed.stdout + completed.stderr + otlp_file.read_text()
+    assert SECRET.lower() not in shown.lower()
 
 
 def test_one_warning_per_place_with_a_failing_probe_export(caplog):

@@ -15,6 +15,7 @@ import os
 from typing import TYPE_CHECKING, NamedTuple
 
 from lifecycle_probe._safe import warn_once
+from lifecycle_probe.sinks.otel.failures import redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -47,6 +48,7 @@ def endpoint(signal: str, environ: Mapping[str, str] | None = None) -> Endpoint:
     if not url:
         base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or DEFAULT_ENDPOINT
         url = base.rstrip("/") + SIGNAL_PATHS[signal]
+    _check_url(url)
     protocol = setting("PROTOCOL")
     if protocol and protocol != "http/json":
         warn_once(
@@ -71,6 +73,24 @@ def endpoint(signal: str, environ: Mapping[str, str] | None = None) -> Endpoint:
         compression == "gzip",
         setting("CERTIFICATE") or None,
     )
+
+
+def _check_url(url: str) -> None:
+    """Refuse ``url`` unless it is an http(s) URL with a host, saying it redacted.
+
+    Checked here, before anything else parses it: ``urlsplit``'s own errors quote the
+    authority, userinfo and all (``netloc 'user:pw...' contains invalid characters``).
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"not a valid http(s) URL: {redact_url(url)}")
 
 
 def _headers(value: str) -> dict[str, str]:

@@ -36,21 +36,54 @@ BUILD_FAILED = "build_failed"
 PLATFORM_FIGURES_EVICTED = "platform_figures_evicted"
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its userinfo, query string and fragment (``?<redacted>`` says one
-    was there): what may be shown of a collector's endpoint."""
-    from urllib.parse import urlsplit, urlunsplit
+# What may be shown of an endpoint's host: a DNS name or IPv4 address, or an IPv6 one in
+# brackets, and a port. Anything else (percent-encoding, spaces, a second colon) may be a
+# mistyped secret, so it is not shown.
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.-]*"
+_HOST_PORT = r"(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?"
+NOT_SHOWN = "<not shown>"
 
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        netloc = f"{host}:{parts.port}" if parts.port is not None else host
-        query = "<redacted>" if parts.query else ""
-        return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
-    except ValueError:  # not even a URL (a bad port): show nothing of it
-        return "<an invalid URL>"
+
+def redact_url(url: str) -> str:
+    """What may be shown of a collector's endpoint ``url``: its scheme, host, port and
+    path, never its userinfo, query string (``?<redacted>`` says one was there) or fragment.
+
+    Parsed here rather than by ``urlsplit``, which reads ``user:pw@host`` (an endpoint
+    without its scheme, a common mistake) as the scheme ``user`` and a path holding the
+    password, and whose errors quote the authority. The userinfo ends at the authority's
+    last ``@``; an ``@`` after the authority (a password holding ``/``, ``?`` or ``#``
+    splits it there) means the host cannot be told apart from the secret, and only the
+    scheme is shown, with ``<not shown>``, as for a host or port that is not one.
+    """
+    import re  # imported when a URL is shown, not at INIT
+    from urllib.parse import quote
+
+    text = url.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        # No scheme: read as an authority and path, shown without a scheme.
+        scheme, rest = "", text
+    elif not re.fullmatch(_SCHEME, scheme):
+        return NOT_SHOWN
+    prefix = f"{scheme.lower()}://" if scheme else ""
+    end = len(rest)
+    for mark in "/?#":
+        found = rest.find(mark)
+        if found != -1:
+            end = min(end, found)
+    authority, tail = rest[:end], rest[end:]
+    if "@" in tail:
+        return prefix + NOT_SHOWN
+    host_port = authority.rpartition("@")[2]
+    match = re.fullmatch(_HOST_PORT, host_port)
+    if match is None or int(match["port"] or 0) > 65535:
+        return prefix + NOT_SHOWN
+    cut = min((i for i in (tail.find("?"), tail.find("#")) if i != -1), default=len(tail))
+    # The path as sent, percent-encoded where it is not printable ASCII (a newline would
+    # forge a log line).
+    path = quote(tail[:cut], safe="/:;=,+!$&'()*~.-_%")
+    query = "?<redacted>" if "?" in tail else ""
+    return prefix + host_port.lower() + path + query
 
 
 def error_kind(exc: BaseException) -> str:
