@@ -53,12 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
             "Malformed lines are counted and reported, never fatal.",
         )
     )
+    for command in commands.choices.values():
+        # An argument a subcommand does not know is its to report, with its own usage.
+        command.set_defaults(command_parser=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lifecycle-probe`` console script."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
         from lifecycle_probe.demo import run as run_demo
 
