@@ -93,9 +93,14 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"lifecycle-probe report: reading {args.cloudwatch}: {exc}", file=sys.stderr)
         return 2
+    for unreadable in stats.unreadable:
+        print(f"lifecycle-probe report: cannot read {unreadable}", file=sys.stderr)
+    if stats.unreadable and not stats.sources and not args.cloudwatch:
+        return 2  # (nothing could be read: no report)
     report = summary.to_json()
     if args.format == "json":
-        print(json.dumps(report, indent=2))
+        # (the reader lets no NaN or Infinity through: this keeps the output JSON if one did)
+        print(json.dumps(report, indent=2, allow_nan=False))
         if stats.malformed:
             from lifecycle_probe.report.text import read_note
 
@@ -105,6 +110,13 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stdout.write(render(report, stats))
     if args.html:
-        write_html(Path(args.html), summary, report, stats)
+        try:
+            write_html(Path(args.html), summary, report, stats)
+        except OSError as exc:
+            print(
+                f"lifecycle-probe report: cannot write {args.html}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return 2
         print(f"wrote {args.html}", file=sys.stderr if args.format == "json" else sys.stdout)
     return 0

@@ -32,8 +32,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
+from lifecycle_probe.environment import MAX_EVENTS
 from lifecycle_probe.report.records import (
     HAZARD_EVENT,
     LEAK_EVENT,
@@ -56,6 +57,17 @@ _MARKERS = (_OTLP_SPANS, _OTLP_METRICS, _OTLP_LOGS, '"lifecycle_probe"', '"_aws"
 # Import spans waiting for the span that names their environment (a collector may batch a
 # trace's spans into different lines): at most this many traces are kept waiting.
 _PENDING_TRACES = 10_000
+# The longest line read, newline included; a longer one is skipped unread (never held
+# whole: a small gzip can expand to one line of gigabytes) and counted as malformed. The
+# probe's longest are its OTLP exports, at most MAX_WAITING_SPANS (2,048) spans: about
+# 3 MB when each carries an event; a Collector's file exporter writes a batch per line,
+# 8,192 spans by default, so about 12 MB. Parsing a line takes 6 to 30 times its length.
+MAX_LINE_CHARS = 32 * 2**20
+# OTLP's times and integers are 64-bit: beyond is not a figure of the probe's.
+_MAX_INT = 2**63 - 1
+# Every number the probe writes as a float is a duration (in s or ms; a year is 3.2e10
+# ms) or a count: one beyond this is not the probe's, and would overflow the arithmetic.
+_MAX_FIGURE = 1e15
 
 
 class Malformed(ValueError):
@@ -73,6 +85,8 @@ class ReadStats:
     malformed_examples: list[str] = field(default_factory=list)
     unattributed_imports: int = 0
     sources: list[str] = field(default_factory=list)
+    # Files that could not be opened or read at all ("path: reason"): skipped.
+    unreadable: list[str] = field(default_factory=list)
 
     def note_malformed(self, where: str, reason: str) -> None:
         self.malformed += 1
@@ -83,6 +97,8 @@ class ReadStats:
 def _attribute_value(value: dict[str, Any]) -> Any:
     if "stringValue" in value:
         return value["stringValue"]
+    # (unchecked here: each value the report reads is checked where it is read, _float's
+    # range keeping out a "NaN" or "Infinity" doubleValue)
     if "intValue" in value:
         return int(value["intValue"])  # OTLP JSON writes 64-bit integers as strings
     if "doubleValue" in value:
@@ -99,8 +115,22 @@ def otlp_attributes(item: dict[str, Any]) -> dict[str, Any]:
     return {a["key"]: _attribute_value(a.get("value") or {}) for a in item.get("attributes", ())}
 
 
+def _int(value: Any, what: str, minimum: int = 0, maximum: int = _MAX_INT) -> int:
+    """``value`` (a number, or its digits) as an integer in ``minimum..maximum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise Malformed(f"{what}: not a number: {type(value).__name__}")
+    number = int(value)
+    if not minimum <= number <= maximum:
+        raise Malformed(f"{what} out of range")
+    return number
+
+
 def _ns(value: Any) -> int | None:
-    return None if value in (None, "", 0, "0") else int(value)
+    return None if value in (None, "", 0, "0") else _int(value, "time")
+
+
+def _seq_value(value: Any) -> int:
+    return _int(value, "invocation_seq")
 
 
 def _float(value: Any) -> float | None:
@@ -108,11 +138,59 @@ def _float(value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"not a number: {type(value).__name__}")
+    if not abs(value) <= _MAX_FIGURE:  # (false for NaN too)
+        raise Malformed("number out of range")
     return float(value)
 
 
 def _str(value: Any) -> str | None:
+    if isinstance(value, dict | list):
+        raise Malformed(f"not a string: {type(value).__name__}")
     return None if value is None else str(value)
+
+
+def _scalar(key: str, value: Any) -> Any:
+    """An event attribute's value: the summary keys and labels events by them, so each is
+    a string, a boolean or a number in range (the probe writes no other)."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int):
+        return _int(value, key, -_MAX_INT)
+    if isinstance(value, float):
+        return _float(value)
+    raise Malformed(f"{key}: not a string or number: {type(value).__name__}")
+
+
+def _event(
+    environment: str,
+    name: str,
+    attributes: dict[str, Any],
+    seq: int | None,
+    time_ns: int | None,
+) -> Event:
+    checked = {key: _scalar(key, value) for key, value in attributes.items()}
+    return Event(environment, name, checked, seq, time_ns)
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # NaN and Infinity are no JSON and no figure of the probe's: they would reach the
+    # report's JSON, which must stay JSON.
+    raise ValueError(f"{name} is not a number")
+
+
+# (1e999, read as infinity, is out of every range the figures are checked against)
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _lines(stream: IO[str]) -> Iterator[str | None]:
+    """The stream's lines, None for one longer than MAX_LINE_CHARS (read past in pieces)."""
+    while line := stream.readline(MAX_LINE_CHARS + 1):
+        if len(line) <= MAX_LINE_CHARS:
+            yield line
+            continue
+        while line and not line.endswith("\n"):
+            line = stream.readline(MAX_LINE_CHARS)
+        yield None
 
 
 def _timestamp_ns(text: Any) -> int | None:
@@ -128,6 +206,11 @@ def _emf_value(document: dict[str, Any], name: str) -> float | None:
     if isinstance(value, list):
         value = value[0] if value else None
     return _float(value)
+
+
+def _emf_count(document: dict[str, Any], name: str) -> int:
+    """An EMF count of one invocation's events: the probe keeps at most MAX_EVENTS."""
+    return _int(_emf_value(document, name) or 0, name, 0, MAX_EVENTS)
 
 
 class Reader:
@@ -147,22 +230,35 @@ class Reader:
         for path in paths:
             if path == "-":
                 self.stats.sources.append("<stdin>")
-                yield from self.read_lines(sys.stdin, "<stdin>")
+                yield from self.read_lines(_lines(sys.stdin), "<stdin>")
                 continue
             target = Path(path)
             files = (
                 sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target]
             )
             for file in files:
+                try:
+                    stream = _open(file)
+                except OSError as exc:
+                    # (/proc/self/mem, a file without read permission): the rest is read
+                    self.stats.unreadable.append(f"{file}: {exc.strerror or exc}")
+                    continue
                 self.stats.sources.append(str(file))
-                with _open(file) as stream:
-                    yield from self.read_lines(stream, str(file))
+                with stream:
+                    yield from self.read_lines(_lines(stream), str(file))
 
-    def read_lines(self, lines: Iterable[str], where: str) -> Iterator[Record]:
-        """Records of each line; a compressed stream cut short counts as one malformed line."""
+    def read_lines(self, lines: Iterable[str | None], where: str) -> Iterator[Record]:
+        """Records of each line; a compressed stream cut short counts as one malformed line,
+        as does a line longer than MAX_LINE_CHARS (None: see _lines)."""
         number = 0
         try:
             for number, line in enumerate(lines, 1):
+                if line is None or len(line) > MAX_LINE_CHARS:
+                    self.stats.lines += 1
+                    self.stats.note_malformed(
+                        f"{where}:{number}", f"longer than {MAX_LINE_CHARS} characters"
+                    )
+                    continue
                 yield from self.read_line(line, f"{where}:{number}")
         except (EOFError, OSError, zlib.error, UnicodeDecodeError) as exc:
             self.stats.note_malformed(f"{where}:{number + 1}", f"unreadable ({exc})")
@@ -183,16 +279,23 @@ class Reader:
             self.stats.ignored += 1
             return
         try:
-            value = json.loads(text)
-        except ValueError as exc:
-            self.stats.note_malformed(where, f"not JSON ({exc.args[0][:60]})")
+            value = _JSON.decode(text)
+        except (ValueError, RecursionError) as exc:  # (RecursionError: nested too deep)
+            self.stats.note_malformed(where, f"not JSON ({str(exc)[:60]})")
             return
         if not isinstance(value, dict):
             self.stats.ignored += 1
             return
         try:
             records = self._records(value)
-        except (Malformed, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (
+            KeyError,
+            TypeError,
+            ValueError,  # Malformed too
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as exc:
             self.stats.note_malformed(where, f"{type(exc).__name__}: {str(exc)[:60]}")
             return
         if records is None:
@@ -297,7 +400,7 @@ def _otlp_init(span: dict[str, Any], attributes: dict[str, Any], function: Any) 
 
 def _otlp_invocation(span: dict[str, Any], attributes: dict[str, Any], function: Any) -> Invocation:
     environment = str(attributes["lifecycle.environment.id"])
-    seq = int(attributes["lifecycle.invocation_seq"])
+    seq = _seq_value(attributes["lifecycle.invocation_seq"])
     error_type = None
     events: list[Event] = []
     for item in span.get("events", ()):
@@ -306,7 +409,7 @@ def _otlp_invocation(span: dict[str, Any], attributes: dict[str, Any], function:
             error_type = _str(otlp_attributes(item).get("exception.type"))
         elif name in (STALE_EVENT, LEAK_EVENT, HAZARD_EVENT):
             events.append(
-                Event(environment, name, otlp_attributes(item), seq, _ns(item.get("timeUnixNano")))
+                _event(environment, name, otlp_attributes(item), seq, _ns(item.get("timeUnixNano")))
             )
     outcome = str(attributes.get("lifecycle.outcome") or "ok")
     if error_type is None and outcome == "error":
@@ -377,7 +480,7 @@ def _emf(document: dict[str, Any]) -> list[Record]:
         raise Malformed("EMF document without lifecycle_environment_id")
     environment = str(environment)
     end_ms = document["_aws"].get("Timestamp")
-    end_ns = None if end_ms is None else int(end_ms) * 1_000_000
+    end_ns = None if end_ms is None else _int(end_ms, "Timestamp", 0, _MAX_INT // 10**6) * 10**6
     function = _str(document.get("function_name"))
     init_type = _str(document.get("lifecycle_init_type"))
     if _emf_value(document, "InitErrors"):
@@ -392,7 +495,7 @@ def _emf(document: dict[str, Any]) -> list[Record]:
                 function=function,
             )
         ]
-    seq = int(document["lifecycle_invocation_seq"])
+    seq = _seq_value(document["lifecycle_invocation_seq"])
     invoke_ms = _emf_value(document, "InvokeDuration")
     start_ns = None if end_ns is None or invoke_ms is None else end_ns - int(invoke_ms * 1e6)
     idle_ms = _emf_value(document, "IdleDuration")
@@ -428,9 +531,10 @@ def _emf(document: dict[str, Any]) -> list[Record]:
     lambda_restore_ms = _emf_value(document, "PlatformRestoreDuration")
     if lambda_restore_ms is not None and lambda_restore_ms >= 0:
         records.append(_lambda_restore(environment, lambda_restore_ms, function))
-    # The stale-connection and leak counts are kept for sources with no line of their own.
+    # The stale-connection and leak counts are kept for sources with no line of their own:
+    # one event per count, so each count is bounded by what one invocation record can carry.
     counts = {
-        outcome: int(_emf_value(document, metric) or 0)
+        outcome: _emf_count(document, metric)
         for outcome, metric in (
             ("failed", "StaleConnectionFailed"),
             ("detected", "StaleConnectionDetected"),
@@ -448,7 +552,7 @@ def _emf(document: dict[str, Any]) -> list[Record]:
                     end_ns,
                 )
             )
-    for _ in range(int(_emf_value(document, "GlobalLeaks") or 0)):
+    for _ in range(_emf_count(document, "GlobalLeaks")):
         invocation.events.append(Event(environment, LEAK_EVENT, {"emf": True}, seq, end_ns))
     records.append(invocation)
     return records
@@ -463,7 +567,7 @@ def _line_environment(line: dict[str, Any]) -> str:
 
 def _seq(line: dict[str, Any]) -> int | None:
     value = line.get("lifecycle_invocation_seq")
-    return None if value is None else int(value)
+    return None if value is None else _seq_value(value)
 
 
 def _init_report(line: dict[str, Any]) -> list[Record]:
@@ -524,7 +628,7 @@ def _stale_line(line: dict[str, Any]) -> list[Record]:
     if "lifecycle.connection.outcome" not in attributes:
         raise Malformed("stale_connection line without connection_outcome")
     return [
-        Event(
+        _event(
             _line_environment(line),
             STALE_EVENT,
             attributes,
@@ -544,7 +648,7 @@ def _leak_line(line: dict[str, Any]) -> list[Record]:
         or line.get("global_first_seen_seq"),
     }
     return [
-        Event(
+        _event(
             _line_environment(line),
             LEAK_EVENT,
             {k: v for k, v in attributes.items() if v is not None},
@@ -625,7 +729,7 @@ def _console_invocation(line: dict[str, Any]) -> list[Record]:
     return [
         Invocation(
             environment=_line_environment(line),
-            seq=int(line["invocation_seq"]),
+            seq=_seq_value(line["invocation_seq"]),
             start=str(line["start"]),
             outcome=str(line.get("outcome") or "ok"),
             start_ns=_ns(line.get("start_ns")),
@@ -646,11 +750,11 @@ def _console_event(line: dict[str, Any]) -> list[Record]:
     attributes = {k: v for k, v in line.items() if k not in skip}
     seq = line.get("invocation_seq")
     return [
-        Event(
+        _event(
             _line_environment(line),
             name,
             attributes,
-            None if seq is None else int(seq),
+            None if seq is None else _seq_value(seq),
             _ns(line.get("time_ns")),
         )
     ]

@@ -2,7 +2,8 @@
 
 Memory grows with the number of environments (and modules), never with the number of
 invocations: per environment a bitmap of the sequence numbers seen (one bit per
-invocation, to drop the same invocation read from two sources), a bounded list of
+invocation, to drop the same invocation read from two sources; in pieces of
+``SEEN_CHUNK`` numbers, kept only where a number was seen), a bounded list of
 timeline segments and markers; percentiles come from :class:`Distribution`, exact up to
 ``EXACT_VALUES`` values and log-bucketed (0.5 % wide) beyond.
 """
@@ -45,6 +46,10 @@ SLOWEST_IMPORTS = 10
 SEGMENTS_PER_ENVIRONMENT = 48
 MARKERS_PER_ENVIRONMENT = 24
 _BUCKET_RATIO = math.log(1.005)
+# Sequence numbers per piece of an environment's bitmap of those seen: a piece exists
+# only where some number was seen, so one absurd number (10**10) costs one piece, not a
+# bitmap up to it.
+SEEN_CHUNK = 4096
 
 
 class Distribution:
@@ -137,7 +142,7 @@ class EnvironmentState:
     timeouts: int = 0
     idle_max_s: float = 0.0
     idle_total_s: float = 0.0
-    seen: bytearray = field(default_factory=bytearray)
+    seen: dict[int, bytearray] = field(default_factory=dict)
     init_imports: dict[str, Import] = field(default_factory=dict)
     segments: list[Segment] = field(default_factory=list)
     markers: list[Marker] = field(default_factory=list)
@@ -148,12 +153,14 @@ class EnvironmentState:
         """Whether invocation ``seq`` was counted already (and mark it counted)."""
         if seq < 0:
             return False
-        byte, bit = divmod(seq, 8)
-        if byte >= len(self.seen):
-            self.seen.extend(bytes(byte - len(self.seen) + 1))
-        if self.seen[byte] >> bit & 1:
+        piece, offset = divmod(seq, SEEN_CHUNK)
+        seen = self.seen.get(piece)
+        if seen is None:
+            seen = self.seen[piece] = bytearray(SEEN_CHUNK // 8)
+        byte, bit = divmod(offset, 8)
+        if seen[byte] >> bit & 1:
             return True
-        self.seen[byte] |= 1 << bit
+        seen[byte] |= 1 << bit
         return False
 
     def add_segment(self, invocation: Invocation, start_ns: int, end_ns: int) -> None:

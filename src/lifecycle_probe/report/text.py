@@ -9,6 +9,16 @@ from lifecycle_probe.report.summary import start_cost_title
 
 __all__ = ["read_note", "render"]
 
+# Names, types and messages in the report come from the input: a control character among
+# them would reach the terminal as an escape sequence (clear the screen, set the window's
+# title), so C0 and C1 controls and DEL are shown escaped (``\x1b``); newlines between the
+# report's lines are its own.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def _visible(lines: list[str]) -> str:
+    return "\n".join(line.translate(_CONTROLS) for line in lines)
+
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value * 1000:.1f} ms"
@@ -77,10 +87,10 @@ def render(report: dict[str, Any], stats: ReadStats | None = None) -> str:
             add(f"   change: {item['action']}")
     else:
         add("advice: none (nothing in these records calls for a change)")
+    text = _visible(out)
     if stats is not None:
-        add("")
-        add(read_note(stats))
-    return "\n".join(out) + "\n"
+        text += "\n\n" + read_note(stats)  # (escaped already)
+    return text + "\n"
 
 
 def read_note(stats: ReadStats) -> str:
@@ -91,6 +101,5 @@ def read_note(stats: ReadStats) -> str:
     )
     if stats.unattributed_imports:
         note += f", {stats.unattributed_imports} import spans without their trace"
-    for example in stats.malformed_examples:
-        note += f"\n  malformed: {example}"
-    return note
+    lines = [note] + [f"  malformed: {example}" for example in stats.malformed_examples]
+    return _visible(lines)
