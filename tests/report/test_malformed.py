@@ -168,18 +168,24 @@ def test_absurd_emf_counts_are_malformed_not_events_by_the_trillion(tmp_path):
     ]
 
 
-def test_an_absurd_invocation_seq_costs_no_memory(tmp_path):
-    # GIVEN invocations numbered far beyond what an environment serves, one beyond 64 bits
-    path = tmp_path / "console.log"
-    lines = [console_invocation("env-a", 10**8), console_invocation("env-b", 2**62)]
-    path.write_text("\n".join([*lines, console_invocation("env-c", 10**30)]) + "\n")
-    # WHEN the report reads them
+def summarise_with_peak(path):
+    """The report of ``path``, and the most memory Python held while reading it."""
     tracemalloc.start()
     try:
         summary, stats = summarise([str(path)])
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
+    return summary, stats, peak
+
+
+def test_an_absurd_invocation_seq_costs_no_memory(tmp_path):
+    # GIVEN invocations numbered far beyond what an environment serves, one beyond 64 bits
+    path = tmp_path / "console.log"
+    lines = [console_invocation("env-a", 10**8), console_invocation("env-b", 2**62)]
+    path.write_text("\n".join([*lines, console_invocation("env-c", 10**30)]) + "\n")
+    # WHEN the report reads them
+    summary, stats, peak = summarise_with_peak(path)
     # THEN the two in range are counted, without a bitmap up to their number (10**8 bits
     # would be 12.5 MB), and the one beyond 64 bits is malformed
     assert summary.invocations == 2
@@ -236,12 +242,7 @@ def test_an_over_long_line_is_skipped_unread(tmp_path, monkeypatch):
     path = tmp_path / "bomb.jsonl.gz"
     path.write_bytes(gzip.compress(f"{good[0]}\n{long_line}\n{good[1]}\n".encode()))
     # WHEN the report reads it
-    tracemalloc.start()
-    try:
-        summary, stats = summarise([str(path)])
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    summary, stats, peak = summarise_with_peak(path)
     # THEN the long line is one malformed line, read past without holding it (5 MB)
     assert summary.invocations == 2
     assert stats.lines == 3
