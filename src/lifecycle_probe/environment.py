@@ -15,6 +15,7 @@ import time
 
 from lifecycle_probe.records import (
     COLD,
+    MAX_EVENTS,
     PROACTIVE,
     PROVISIONED,
     RESTORED,
@@ -127,10 +128,6 @@ def wrapper_start_ns(
 ON_DEMAND = "on-demand"
 PROVISIONED_CONCURRENCY = "provisioned-concurrency"
 SNAP_START = "snap-start"
-
-# Events kept for one invocation record at most: a loop reusing a dead connection must
-# not grow memory without bound.
-MAX_EVENTS = 100
 
 # Variable through which the layer's exec wrapper hands over a finer INIT start.
 WRAPPER_START_VARIABLE = "_LIFECYCLE_PROBE_INIT_START"

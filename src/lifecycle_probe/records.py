@@ -29,6 +29,7 @@ __all__ = [
     "FAILED",
     "HAZARD_EVENT",
     "LEAK_EVENT",
+    "MAX_EVENTS",
     "MEMORY_EVENT",
     "OK",
     "ORIGIN_FUNCTION",
@@ -378,6 +379,11 @@ class FunctionFacts(Record):
     log_stream: str | None
     region: str | None
     execution_env: str | None
+
+
+# Events one invocation record carries at most: a loop reusing a dead connection must not
+# grow memory without bound (and a reader of the records may rely on the bound).
+MAX_EVENTS = 100
 
 
 class LifecycleEvent(Record):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lifecycle_probe.cli import main
-from lifecycle_probe.environment import MAX_EVENTS
+from lifecycle_probe.records import MAX_EVENTS
 from lifecycle_probe.report import Reader, reader, summarise
 from lifecycle_probe.report.html import render as render_html
 from lifecycle_probe.report.records import LEAK_EVENT

@@ -34,7 +34,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from lifecycle_probe.environment import MAX_EVENTS
+from lifecycle_probe.records import MAX_EVENTS
 from lifecycle_probe.report.records import (
     HAZARD_EVENT,
     LEAK_EVENT,
