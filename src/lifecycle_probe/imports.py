@@ -25,7 +25,7 @@ import sys
 import time
 
 from lifecycle_probe._safe import report_failure, warn_once
-from lifecycle_probe.probe_threads import in_probe_work, probe_work
+from lifecycle_probe.probe_threads import OUTSIDE, probe_work, work_depth
 from lifecycle_probe.records import (
     ORIGIN_FUNCTION,
     ORIGIN_LAYER,
@@ -42,8 +42,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     Callback = Callable[[ModuleType], None]
-    # An import as the tracer saw it: ImportRecord's fields, in order.
-    Seen = tuple[str, int, int, int, int, int | None, str, bool, str | None]
+    # An import as the tracer saw it: ImportRecord's fields, in order, with the module
+    # file's path (``__spec__.origin``, whatever the loader set) in place of its origin.
+    Seen = tuple[str, int, int, int, int, int | None, object, bool, str | None]
 
 __all__ = [
     "PostImportFinder",
@@ -268,7 +269,7 @@ class ImportTracer:
         original = self._original
         assert original is not None
         local = self._local
-        if in_probe_work():  # the probe's own import (see probe_threads)
+        if getattr(work_depth, "depth", OUTSIDE)[0] > 0:  # the probe's own import (in_probe_work)
             return original(name, import_)
         try:
             stack: list[list[int]] = local.stack
@@ -307,50 +308,40 @@ class ImportTracer:
             stack.pop()
             if stack:
                 stack[-1][1] += elapsed
-            self._record(
-                name,
-                start_ns,
-                start_ns + elapsed,
-                elapsed - frame[1],
-                frame[0],
-                parent_id,
-                error_type,
-            )
+            # Inline, not a method: this runs for every import of INIT, where each Python
+            # call shows. Never let the bookkeeping break an import.
+            try:
+                during_init = self._during_init()
+                # The module file's path now, its origin when the record is taken (after
+                # the response): INIT pays for a tuple per import, no more.
+                spec = getattr(sys.modules.get(name), "__spec__", None)
+                seen = (
+                    name,
+                    start_ns,
+                    start_ns + elapsed,
+                    elapsed - frame[1],
+                    frame[0],
+                    parent_id,
+                    getattr(spec, "origin", None),
+                    during_init,
+                    error_type,
+                )
+                with self._lock:
+                    if len(self._init) + len(self._later) >= MAX_IMPORTS:
+                        self.dropped += 1
+                    elif during_init:
+                        self._init.append(seen)
+                    else:
+                        self._later.append(seen)
+            except Exception:
+                pass
         return module
-
-    def _record(
-        self,
-        name: str,
-        start_ns: int,
-        end_ns: int,
-        self_ns: int,
-        import_id: int,
-        parent_id: int | None,
-        error_type: str | None,
-    ) -> None:
-        # Never let the bookkeeping break an import.
-        try:
-            module = sys.modules.get(name)
-            path = getattr(getattr(module, "__spec__", None), "origin", None)
-            origin = origin_of(path if isinstance(path, str) else None, self._task_root)
-            during_init = self._during_init()
-            # A plain tuple now, the record when it is taken: INIT pays for a tuple per
-            # import, the record's constructor runs when a sink asks (after the response).
-            seen = (name, start_ns, end_ns, self_ns, import_id, parent_id, origin, during_init)
-            with self._lock:
-                target = self._init if during_init else self._later
-                if len(self._init) + len(self._later) >= MAX_IMPORTS:
-                    self.dropped += 1
-                    return
-                target.append((*seen, error_type))
-        except Exception:
-            pass
 
     def take_init(self) -> tuple[ImportRecord, ...]:
         """The imports of INIT so far, in the order they finished; they are handed over once."""
         with self._lock:
             taken, self._init = self._init, []
-        return _records(taken)
+        return _records(taken, self._task_root)
 
     @property
     def has_later(self) -> bool:
@@ -361,12 +352,12 @@ class ImportTracer:
         """Imports after INIT (during invocations) since the last call."""
         with self._lock:
             taken, self._later = self._later, []
-        return _records(taken)
+        return _records(taken, self._task_root)
 
 
-def _records(seen: list[Seen]) -> tuple[ImportRecord, ...]:
+def _records(seen: list[Seen], task_root: str | None) -> tuple[ImportRecord, ...]:
     records = []
-    for module, start_ns, end_ns, self_ns, import_id, parent, origin, init, error in seen:
+    for module, start_ns, end_ns, self_ns, import_id, parent, path, init, error in seen:
         records.append(
             ImportRecord(
                 module=module,
@@ -375,7 +366,7 @@ def _records(seen: list[Seen]) -> tuple[ImportRecord, ...]:
                 self_ns=self_ns,
                 import_id=import_id,
                 parent_id=parent,
-                origin=origin,
+                origin=origin_of(path if isinstance(path, str) else None, task_root),
                 during_init=init,
                 error_type=error,
             )

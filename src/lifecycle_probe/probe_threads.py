@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import _thread
 
-__all__ = ["in_probe_work", "mark_probe_thread", "probe_work"]
+__all__ = ["OUTSIDE", "in_probe_work", "mark_probe_thread", "probe_work", "work_depth"]
 
 # How deep the calling thread is in ``probe_work`` blocks: a one-item list per thread,
 # made at its first block, its count changed in place. Each access to a thread-local
@@ -22,9 +22,11 @@ __all__ = ["in_probe_work", "mark_probe_thread", "probe_work"]
 # enter and exit, the list takes one, and every sync export goes through a block.
 # A thread-local dies with its thread: a mark never passes to a later thread that is
 # given the same ident (a set of idents did, and hid that thread's imports and
-# connections once a probe thread had ended).
-_work = _thread._local()
-_OUTSIDE = (0,)
+# connections once a probe thread had ended). The import tracer reads it inline, as
+# ``getattr(work_depth, "depth", OUTSIDE)[0] > 0`` (:func:`in_probe_work` without the
+# call): it asks on every import of INIT.
+work_depth = _thread._local()
+OUTSIDE = (0,)
 # A marked thread's count: no block's exit brings it down to 0.
 _FOR_LIFE = 1 << 40
 
@@ -32,14 +34,14 @@ _FOR_LIFE = 1 << 40
 def mark_probe_thread() -> None:
     """Declare the calling thread the probe's own, for the rest of its life."""
     try:
-        _work.depth[0] += _FOR_LIFE
+        work_depth.depth[0] += _FOR_LIFE
     except AttributeError:  # the thread's first mark or block
-        _work.depth = [_FOR_LIFE]
+        work_depth.depth = [_FOR_LIFE]
 
 
 def in_probe_work() -> bool:
     """Whether the calling thread is doing the probe's work (its own thread, or a block)."""
-    return bool(getattr(_work, "depth", _OUTSIDE)[0] > 0)
+    return bool(getattr(work_depth, "depth", OUTSIDE)[0] > 0)
 
 
 class probe_work:
@@ -49,12 +51,12 @@ class probe_work:
 
     def __enter__(self) -> None:
         try:
-            _work.depth[0] += 1
+            work_depth.depth[0] += 1
         except AttributeError:  # the thread's first block
-            _work.depth = [1]
+            work_depth.depth = [1]
 
     def __exit__(self, *exc_info: object) -> None:
-        depth = getattr(_work, "depth", None)
+        depth = getattr(work_depth, "depth", None)
         # (never below 0: an exit without its enter must not hide the next block's end)
         if depth is not None and depth[0] > 0:
             depth[0] -= 1
