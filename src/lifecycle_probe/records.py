@@ -7,9 +7,6 @@ names of the lifecycle's events and their outcomes live here, for both sides to 
 
 from __future__ import annotations
 
-# The C module itself: operator.py would add its own import for nothing.
-from _operator import attrgetter
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, ClassVar
@@ -104,12 +101,9 @@ class _RecordType(type):
         namespace.setdefault("__init__", _construct_first)
         namespace["_fields"] = fields
         namespace["_defaults"] = defaults
-        if len(fields) > 1:
-            namespace["_values"] = attrgetter(*fields)  # C-level: one call for the whole tuple
-        else:  # (attrgetter of one name returns the value itself, not a tuple)
-            namespace["_values"] = staticmethod(
-                lambda record: tuple(getattr(record, f) for f in fields)
-            )
+        # Each class its own, made at first use like the constructor (never inherited: a
+        # base's knows only the base's fields).
+        namespace["_values"] = _VALUES_FIRST
         return super().__new__(mcs, name, bases, namespace)
 
 
@@ -119,6 +113,26 @@ def _construct_first(self: Record, *args: Any, **values: Any) -> None:
     constructor = _constructor(cls)
     type.__setattr__(cls, "__init__", constructor)
     constructor(self, *args, **values)
+
+
+def _values_first(record: Record) -> tuple[Any, ...]:
+    """The first time a class's fields are read as a tuple: make its getter, use it from now on."""
+    cls = type(record)
+    fields = cls._fields
+    # The C module itself, imported here: INIT builds records but rarely compares them
+    # (operator.py would add its own import for nothing).
+    from _operator import attrgetter
+
+    values: Any
+    if len(fields) > 1:
+        values = attrgetter(*fields)  # C-level: one call for the whole tuple
+    else:  # (attrgetter of one name returns the value itself, not a tuple)
+        values = staticmethod(lambda record: tuple(getattr(record, f) for f in fields))
+    type.__setattr__(cls, "_values", values)
+    return cls._values(record)  # type: ignore[no-any-return]
+
+
+_VALUES_FIRST = staticmethod(_values_first)
 
 
 def _constructor(cls: type[Record]) -> Any:

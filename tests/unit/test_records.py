@@ -87,12 +87,27 @@ def test_a_record_made_by_extending_another_has_both_sets_of_fields():
     class Tagged(LifecycleEvent):
         tag: str = "none"
 
-    # built after its base's constructor was compiled: it must not inherit that one
-    LifecycleEvent(name="first", time_ns=0)
+    # built and compared after its base's constructor and values getter were made: it
+    # must inherit neither (they know only the base's fields)
+    first = LifecycleEvent(name="first", time_ns=0)
+    assert first == LifecycleEvent(name="first", time_ns=0)
     tagged = Tagged(name="n", time_ns=1, tag="t")
     assert Tagged._fields == ("name", "time_ns", "attributes", "tag")
     assert (tagged.name, tagged.attributes, tagged.tag) == ("n", (), "t")
     assert isinstance(tagged, Record)
+    assert tagged != Tagged(name="n", time_ns=1, tag="other")
+    assert tagged.as_dict() == {"name": "n", "time_ns": 1, "attributes": (), "tag": "t"}
+    assert copy.copy(tagged) == tagged  # through __reduce__, as pickle goes
+
+
+def test_a_record_of_one_field_compares_and_copies_by_that_field():
+    class Named(Record):
+        name: str
+
+    assert Named(name="a") == Named("a")
+    assert Named(name="a") != Named(name="b")
+    assert Named(name="a").as_dict() == {"name": "a"}
+    assert hash(Named(name="a")) == hash(Named(name="a"))
 
 
 def test_a_record_extends_exactly_one_record():
