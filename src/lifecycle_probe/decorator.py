@@ -22,7 +22,6 @@ from lifecycle_probe.extension import active_extension, extension_for_this_envir
 from lifecycle_probe.facts import in_flight
 from lifecycle_probe.imports import active_tracer
 from lifecycle_probe.installation import (
-    coordinate_powertools_cold_start,
     install_at_probe_import,
     install_for_probe,
     installed_options,
@@ -110,10 +109,13 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
             probe_disabled()
             return handler
         install_for_probe(config, asked)
-        if "emf" in config.exporter:
-            coordinate_powertools_cold_start()
         flush_timeout_s = config.flush_timeout_ms / 1000
         with probe_work():  # the sinks' modules are the probe's imports, not the function's
+            if "emf" in config.exporter:
+                # Imported here: only the emf exporter needs it (its sink imports it too).
+                from lifecycle_probe.coldstart import coordinate_with_powertools
+
+                coordinate_with_powertools()
             sinks = build_sinks(
                 config,
                 lambda: extension_for_this_environment(

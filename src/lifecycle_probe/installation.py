@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
-    "coordinate_powertools_cold_start",
     "install",
     "install_at_probe_import",
     "install_connection_tracking",
@@ -99,14 +98,13 @@ def _withdraw() -> None:
     hold its functions is riskier than leaving it): its tracking reports nothing. An
     enabled ``@probe`` applied later puts everything back in place.
     """
-    global _signals_installed, _clients_watched, _powertools_watched
+    global _signals_installed, _clients_watched
     with guard("disabled probe"):
         remove_post_import_hooks()
         stop_import_tracing()
         unwrap_runtime_clients()
         _signals_installed = False
         _clients_watched = False
-        _powertools_watched = False
         _process_wide.clear()
         tracking = sys.modules.get("lifecycle_probe.connections.tracking")
         if tracking is not None:
@@ -226,55 +224,6 @@ def _track_client(module: ModuleType) -> None:
         sys.modules[driver].patch(module)
     except Exception as exc:
         report_failure(f"{name} connection tracking", exc)
-
-
-# Powertools' EMF provider, whose ColdStart the probe's must not double (coldstart.py).
-POWERTOOLS_EMF_MODULE = "aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch"
-_PATCHED = "__lifecycle_probe_cold_start__"
-_powertools_watched = False
-
-
-def coordinate_powertools_cold_start() -> None:
-    """Make Powertools' ``ColdStart`` and the probe's count once where they are the same
-    metric (idempotent; nothing is imported or patched until Powertools' EMF provider is)."""
-    global _powertools_watched
-    if _powertools_watched:
-        return
-    _powertools_watched = True
-    with guard("Powertools ColdStart hook"):
-        when_imported(POWERTOOLS_EMF_MODULE, _patch_powertools_cold_start)
-
-
-def _patch_powertools_cold_start(module: ModuleType) -> None:
-    with guard("Powertools ColdStart hook"):
-        provider = module.AmazonCloudWatchEMFProvider
-        original = provider.add_cold_start_metric
-        if getattr(original, _PATCHED, False):
-            return
-
-        def add_cold_start_metric(self: Any, context: Any) -> Any:
-            try:
-                from aws_lambda_powertools.metrics.functions import (
-                    resolve_cold_start_function_name,
-                )
-
-                from lifecycle_probe.coldstart import count_once
-
-                # The metric Powertools is about to write, named as it names it.
-                function_name = resolve_cold_start_function_name(
-                    function_name=self.function_name, context=context
-                )
-                service = str(self.service) if self.service else None
-                environment_id = current_environment().environment_id
-                if not count_once(str(self.namespace), function_name, service, environment_id):
-                    return None  # the probe wrote this very ColdStart already
-            except Exception as exc:
-                report_failure("Powertools ColdStart coordination", exc)
-            return original(self, context)
-
-        setattr(add_cold_start_metric, _PATCHED, True)
-        add_cold_start_metric.__wrapped__ = original  # type: ignore[attr-defined]
-        provider.add_cold_start_metric = add_cold_start_metric
 
 
 def _during_init() -> bool:
