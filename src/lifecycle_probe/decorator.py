@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from _queue import Empty, SimpleQueue
 from os import environ
 
 from lifecycle_probe._safe import report_failure
@@ -293,7 +292,7 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
             else:
                 capture.ended(end_ns, exc)
             if extension is not None and extension.registered and not process_sinks:
-                _ended.put(capture)  # built and exported after the response
+                _ended.append(capture)  # built and exported after the response
             else:
                 _export(capture)
         except Exception as failure:
@@ -451,15 +450,17 @@ def _deadline_ns(context: Any, now_ns: int) -> int | None:
 
 
 # Invocations that ended while the internal extension flushes after the response: their
-# records are built and exported there (_export_ended), before the sinks drain.
-_ended: SimpleQueue[Capture] = SimpleQueue()
+# records are built and exported there (_export_ended), before the sinks drain. A list:
+# append and pop(0) are each one C call, atomic under the GIL (nothing waits on it, so
+# it needs no queue).
+_ended: list[Capture] = []
 
 
 def _export_ended() -> None:
     while True:
         try:
-            capture = _ended.get_nowait()
-        except Empty:
+            capture = _ended.pop(0)
+        except IndexError:
             return
         if capture.invocation.environment is not current_environment():
             continue  # queued by the parent of this forked process: the parent's to export

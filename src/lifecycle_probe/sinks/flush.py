@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _thread
 import os
-from _queue import Empty, SimpleQueue
 
 from lifecycle_probe._safe import report_failure, warn_once
 from lifecycle_probe.sinks import Sink
@@ -80,8 +79,9 @@ class BufferedSink(Sink):
 
     def __init__(self) -> None:
         self.extension: InternalExtension | None = None
-        # A C queue: thread-safe without a lock of ours, the cheapest put there is.
-        self._queue: SimpleQueue[Any] = SimpleQueue()
+        # A list: append and pop(0) are each one C call, atomic under the GIL, so it is
+        # thread-safe without a lock of ours (nothing waits on it: it needs no queue).
+        self._queue: list[Any] = []
         self._generation = _generation
         self._dropped = 0
         self._dropped_lock = _thread.allocate_lock()
@@ -103,10 +103,10 @@ class BufferedSink(Sink):
         item = self.prepare(record)
         if self._generation != _generation:
             # A forked child: what the parent queued is the parent's to write.
-            self._generation, self._queue = _generation, SimpleQueue()
+            self._generation, self._queue = _generation, []
         queue = self._queue
-        queue.put(item)
-        if queue.qsize() > MAX_BUFFERED:
+        queue.append(item)
+        if len(queue) > MAX_BUFFERED:
             self._drop_oldest()
         extension = self.extension
         if extension is None or not extension.registered:
@@ -115,8 +115,8 @@ class BufferedSink(Sink):
     def _drop_oldest(self) -> None:
         # Nothing drains the queue (an extension that stopped): the oldest goes, counted.
         try:
-            item = self._queue.get_nowait()
-        except Empty:
+            item = self._queue.pop(0)
+        except IndexError:
             return
         lost = 1 + self.counted_in(item)
         with self._dropped_lock:
@@ -140,8 +140,8 @@ class BufferedSink(Sink):
         queue = self._queue
         while True:
             try:
-                item = queue.get_nowait()
-            except Empty:
+                item = queue.pop(0)
+            except IndexError:
                 return True
             try:
                 self.write(item)
