@@ -21,7 +21,6 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from _queue import Empty, SimpleQueue
 
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
@@ -138,8 +137,13 @@ class InternalExtension:
         self._pid = os.getpid()
         self._flushes: list[Callable[[float], object]] = []
         self._timeout_reports: list[Callable[[int], object]] = []
-        # Request ids of the responses the runtime has sent, in order.
-        self._responses: SimpleQueue[str | None] = SimpleQueue()
+        # Request ids of the responses the runtime has sent, in order, and a lock held
+        # while none is there to be read (released by each response: a wake-up, which
+        # may find the list emptied already). A list and a lock, not a queue: the
+        # ``_queue`` module is a shared library to load at INIT, for one waiting thread.
+        self._responses: list[str | None] = []
+        self._no_response = _thread.allocate_lock()
+        self._no_response.acquire()
         self._registration = _thread.allocate_lock()
         self._registration.acquire()
         self.flushed = 0
@@ -233,7 +237,11 @@ class InternalExtension:
     def response_sent(self, request_id: str | None = None) -> None:
         """The runtime sent the response to ``request_id`` and asks for its next event."""
         if self.registered:
-            self._responses.put(request_id)
+            self._responses.append(request_id)
+            try:
+                self._no_response.release()
+            except RuntimeError:  # released already: the waiter has yet to wake up
+                pass
 
     # -- the extension's thread -------------------------------------------------------------
 
@@ -424,9 +432,11 @@ class InternalExtension:
     def _wait_for_response(self, request_id: object, until_s: float) -> bool:
         while True:
             try:
-                sent = self._responses.get(timeout=max(0.001, until_s - time.time()))
-            except Empty:
-                return False
+                sent = self._responses.pop(0)
+            except IndexError:
+                if not self._no_response.acquire(timeout=max(0.001, until_s - time.time())):
+                    return False
+                continue  # a response came (or a wake-up whose response was read already)
             # A response to an older request (one that outlived its deadline) is stale.
             if sent is None or request_id is None or sent == request_id:
                 return True

@@ -106,7 +106,7 @@ def test_flushes_only_after_the_matching_response(api_factory):
     # only while it waits for the one of its invocation: had "r0" ended that wait, it would
     # have flushed and asked for its next event (which never comes here), leaving "r00" in
     # the queue. An empty queue is the proof, with no guess at how long a thread takes.
-    assert wait_until(extension._responses.empty)
+    assert wait_until(lambda: not extension._responses)
     assert flushed == []
     # AND the matching response ends it: one flush, bounded by the flush timeout
     extension.response_sent("r1")
@@ -121,7 +121,7 @@ def test_refused_registration_leaves_the_sinks_to_flush_themselves(api_factory):
     assert extension.wait_registered(5)
     assert not extension.registered
     extension.response_sent("r1")  # ignored: nobody would take it
-    assert extension._responses.empty()
+    assert not extension._responses
 
 
 def test_failing_event_next_leaves_lambda_with_exit_error(api_factory):
