@@ -21,7 +21,6 @@ from __future__ import annotations
 import _thread
 import os
 import time
-from _queue import SimpleQueue
 
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
@@ -32,6 +31,7 @@ from lifecycle_probe.sinks import Sink
 # records into telemetry, comes in at the first drain.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from _queue import SimpleQueue
     from collections.abc import Sequence
 
     from opentelemetry.sdk.metrics.export import MetricExporter
@@ -100,7 +100,8 @@ class OtelSink(Sink):
         self.dropped = 0
         # Records dropped from the queue, not yet counted in the pipeline's metric.
         self._unreported_drops = 0
-        self._requests: SimpleQueue[_DrainRequest | None] = SimpleQueue()
+        # The drain requests to the sink's thread: made with the thread, at the first drain.
+        self._requests: SimpleQueue[_DrainRequest | None]
         self._worker_pid: int | None = None
         # The deadline of the drain the sink's thread is in (monotonic), None when idle.
         self._busy_until: float | None = None
@@ -243,8 +244,11 @@ class OtelSink(Sink):
             # First drain, or a forked child: the parent's thread is not here. One thread
             # per sink and process, never one per call; a daemon, never waited for at exit.
             self._worker_pid = os.getpid()
-            self._requests = SimpleQueue()
-            with probe_work():  # threading, if imported here, is the probe's import
+            with probe_work():  # threading or _queue, if imported here, are the probe's
+                # (_queue is a shared library: loaded here, at the first drain, not at INIT)
+                from _queue import SimpleQueue
+
+                self._requests = SimpleQueue()
                 start_daemon_thread(self._work, "lifecycle-probe-otel")
 
     def _work(self) -> None:
