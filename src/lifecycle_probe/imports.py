@@ -269,7 +269,8 @@ class ImportTracer:
         original = self._original
         assert original is not None
         local = self._local
-        if getattr(work_depth, "depth", OUTSIDE)[0] > 0:  # the probe's own import (in_probe_work)
+        # The probe's own import (in_probe_work, inline: see probe_threads)?
+        if work_depth.__dict__.get("depth", OUTSIDE)[0] > 0:
             return original(name, import_)
         try:
             stack: list[list[int]] = local.stack
