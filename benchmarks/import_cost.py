@@ -5,19 +5,25 @@ What it measures
     The wall time of a fresh interpreter that runs ``import lifecycle_probe;
     lifecycle_probe.install()``, against a bare interpreter (``-c "pass"``) in the same
     run. The difference is what the probe adds to a Lambda INIT. For context it also
-    times ``from lifecycle_probe import probe`` (the decorator case) and, when they can be
-    imported, the peers ``wrapt``, ``opentelemetry.sdk.trace`` and
-    ``aws_lambda_powertools``.
+    times ``from lifecycle_probe import probe`` (the decorator case), ``@probe`` with the
+    ``emf`` exporter (``probe(exporter="emf")(handler)``: what a user's INIT runs with the
+    default exporter) and, when they can be imported, the peers ``wrapt``,
+    ``opentelemetry.sdk.trace`` and ``aws_lambda_powertools``.
 
 How
     Every command is a child ``sys.executable -c CODE``. The children run with
     ``PYTHONDONTWRITEBYTECODE`` removed from their environment (with it set, every import
     recompiles its source, which Lambda never does) and with ``LIFECYCLE_PROBE_DISABLED``
-    removed; no other ``LIFECYCLE_PROBE_*`` variable is set. Each command first runs three
-    times unmeasured so that the ``.pyc`` files exist, as they do in a deployed function.
-    Then the commands run ``--runs`` times each, interleaved (one round runs every command
-    once, the order rotated from round to round), and the median and p90 wall time of each
-    are reported with the milliseconds added to, and the ratio to, the bare interpreter.
+    removed; no other ``LIFECYCLE_PROBE_*`` variable is set. ``PYTHONPATH`` is this
+    checkout's ``src`` and nothing else, so the children import this tree even where the
+    shell had another ``PYTHONPATH`` (an editable install's ``.pth`` file comes after it
+    on ``sys.path``); the file each tree's ``lifecycle_probe`` is imported from is printed
+    at the start, and the run stops if it is not that tree's. Each command first runs
+    three times unmeasured so that the ``.pyc`` files exist, as they do in a deployed
+    function. Then the commands run ``--runs`` times each, interleaved (one round runs
+    every command once, the order rotated from round to round), and the median and p90
+    wall time of each are reported with the milliseconds added to, and the ratio to, the
+    bare interpreter.
 
     A separate pass runs the probe's commands under ``-X importtime`` and lists the
     modules they import beyond the bare interpreter (median over ``--importtime-runs``
@@ -28,14 +34,47 @@ as PASS or MISS, and the script always exits 0: a benchmark is not a test. Run i
 otherwise idle machine: under load, the medians of both the bare interpreter and the
 probe's case move by more than the probe costs.
 
-With ``--instructions PASSES`` it also counts the instructions each of the probe's cases
-executes, under valgrind's callgrind with the hash seed fixed: a count that does not move
-with the machine's load, so a change of a few microseconds at INIT shows where the wall
-times above spread by a tenth of a millisecond from run to run.
+Before and after, in one run
+    With ``--other-tree PATH`` (a checkout's root, or its ``src`` directory) each of the
+    probe's cases also runs with ``PYTHONPATH`` set to that checkout's ``src``; the rows
+    are labelled ``(this tree)`` and ``(other tree)``. Both trees' commands go through the
+    same interleaved rounds, so that a drift of the machine hits both alike, and a line
+    per case gives the milliseconds added before (the other tree) and now (this one).
+    The other tree's ``.pyc`` files are written by the same warm-up runs.
+
+Instructions
+    With ``--instructions PASSES`` it also counts the instructions each of the probe's
+    cases executes, under valgrind's callgrind with the hash seed fixed (the median of
+    PASSES runs): a count that does not move with the machine's load, so a change of a
+    few microseconds at INIT shows where the wall times above spread by a tenth of a
+    millisecond from run to run. Three baselines:
+
+    - the bare interpreter;
+    - in the runtime: every case's code is preceded by ``import awslambdaric.bootstrap,
+      awslambdaric.__main__``, what AWS's runtime interface client has imported before
+      it imports a handler, and the count added is against that import alone (skipped
+      when ``awslambdaric`` cannot be imported);
+    - a handler module that imports boto3, in the runtime: ``@probe`` with the ``emf``
+      exporter beside ``import boto3``, against ``import boto3`` alone (skipped when
+      ``boto3`` cannot be imported).
+
+    With ``--other-tree`` every case is counted in both trees, with the counts before,
+    now and their difference. The count holds the tree's path strings (``sys.path``,
+    every module's ``__file__``, the ``.pyc`` paths): compare trees checked out at paths
+    of equal length, e.g. ``/work/main/src`` and ``/tmp/ic_ol/src``; a warning is printed
+    when they differ. Every command counted has run once unmeasured before, in each tree,
+    so that the counts are of imports from ``.pyc`` files. Valgrind runs each command
+    once per pass and per tree, nothing more: a few seconds each, some twenty for the
+    boto3 case.
 
 Run it with the project's interpreter::
 
     .venv/bin/python benchmarks/import_cost.py [--runs 40] [--importtime-runs 5] [--instructions 3]
+    .venv/bin/python benchmarks/import_cost.py --other-tree /tmp/before --instructions 1
+
+A before tree, at a path as long as this checkout's ``src`` (for the instruction counts)::
+
+    mkdir -p /tmp/ic_ol && git archive COMMIT src | tar -x -C /tmp/ic_ol
 """
 
 from __future__ import annotations
@@ -46,26 +85,69 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 TARGET_ADDED_MS = 3.0
+# The case the target is about.
+TARGET_LABEL = "import + install()"
 WARMUP_RUNS = 3
 # How --instructions runs a child: callgrind counts every instruction, writes no file.
 CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 # Modules whose cumulative import time is at least this are flagged in the listing.
 FLAG_US = 500
+# This checkout's src: the children import it through PYTHONPATH, not through whatever the
+# interpreter would find first, so that both trees are reached the same way.
+THIS_SRC = Path(os.path.abspath(__file__)).parent.parent / "src"
+# The probe's cases: label, code. Measured in each tree compared.
+PROBE_CASES = (
+    (TARGET_LABEL, "import lifecycle_probe; lifecycle_probe.install()"),
+    ("from lifecycle_probe import probe", "from lifecycle_probe import probe"),
+    (
+        "@probe, emf exporter",
+        'from lifecycle_probe import probe\nprobe(exporter="emf")(lambda event, context: None)',
+    ),
+)
+# What AWS's runtime interface client has imported when it imports the handler's module.
+RUNTIME_PREFIX = "import awslambdaric.bootstrap, awslambdaric.__main__\n"
+# A realistic handler module, for the instruction counts only, against its own baseline.
+BOTO3_BASELINE = "import boto3"
+BOTO3_CASE = (
+    "@probe emf, handler importing boto3",
+    "from lifecycle_probe import probe\nimport boto3\n"
+    'probe(exporter="emf")(lambda event, context: None)',
+)
+# Wide enough for the longest label with its tree, so that the columns line up.
+LABEL_WIDTH = max(len(label) for label, _ in (*PROBE_CASES, BOTO3_CASE)) + len(" (other tree)")
+
+
+@dataclass
+class Tree:
+    """A checkout the children import ``lifecycle_probe`` from, and their environment."""
+
+    name: str  # "this" or "other"
+    src: Path
+    env: dict[str, str]
 
 
 @dataclass
 class Case:
-    """One child command and the wall times measured for it."""
+    """One child command, the environment it runs in and the wall times measured for it."""
 
     label: str
     code: str
     required: bool
+    env: dict[str, str] = field(default_factory=dict)
+    tree: str = ""  # "this" or "other" when two trees are compared
     times_s: list[float] = field(default_factory=list)
     available: bool = True
     failure: str = ""
+
+    @property
+    def title(self) -> str:
+        """The label, with the tree when two trees are compared."""
+        return f"{self.label} ({self.tree} tree)" if self.tree else self.label
 
 
 @dataclass
@@ -87,20 +169,57 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def make_cases() -> list[Case]:
-    """The bare interpreter, the probe's two ways in, and the peers."""
-    return [
-        Case("bare interpreter", "pass", required=True),
+def resolve_tree(text: str) -> Path:
+    """The directory holding ``lifecycle_probe`` in the checkout at ``text``: its ``src``,
+    or ``text`` itself when it is the ``src`` directory (an argparse type: a path without
+    the package is refused with exit status 2)."""
+    # abspath, not resolve(): the children see the path as spelled, and its length is
+    # what the instruction counts depend on.
+    root = Path(os.path.abspath(os.path.expanduser(text)))
+    for candidate in (root / "src", root):
+        if (candidate / "lifecycle_probe").is_dir():
+            return candidate
+    raise argparse.ArgumentTypeError(
+        f"{text}: neither {text}/src/lifecycle_probe nor {text}/lifecycle_probe exists"
+    )
+
+
+def tree_environment(env: dict[str, str], src: Path) -> dict[str, str]:
+    """``env`` with ``src`` as the whole ``PYTHONPATH``: an inherited entry could shadow it."""
+    return {**env, "PYTHONPATH": str(src)}
+
+
+def make_trees(env: dict[str, str], other_src: Path | None) -> list[Tree]:
+    """This tree, and the other one when one is given."""
+    trees = [Tree("this", THIS_SRC, tree_environment(env, THIS_SRC))]
+    if other_src is not None:
+        trees.append(Tree("other", other_src, tree_environment(env, other_src)))
+    return trees
+
+
+def make_cases(trees: list[Tree]) -> list[Case]:
+    """The bare interpreter, the probe's ways in (in each tree), and the peers.
+
+    The bare interpreter and the peers run with this tree's ``PYTHONPATH``: the entry
+    costs a look-up per import, which the probe's cases pay too.
+    """
+    this = trees[0]
+    compared = len(trees) > 1
+    cases = [Case("bare interpreter", "pass", True, this.env)]
+    for label, code in PROBE_CASES:
+        for tree in trees:
+            cases.append(Case(label, code, True, tree.env, tree.name if compared else ""))
+    cases += [
+        Case("peer: import wrapt", "import wrapt", False, this.env),
         Case(
-            "import + install()",
-            "import lifecycle_probe; lifecycle_probe.install()",
-            required=True,
+            "peer: import opentelemetry.sdk.trace",
+            "import opentelemetry.sdk.trace",
+            False,
+            this.env,
         ),
-        Case("from lifecycle_probe import probe", "from lifecycle_probe import probe", True),
-        Case("peer: import wrapt", "import wrapt", required=False),
-        Case("peer: import opentelemetry.sdk.trace", "import opentelemetry.sdk.trace", False),
-        Case("peer: import aws_lambda_powertools", "import aws_lambda_powertools", False),
+        Case("peer: import aws_lambda_powertools", "import aws_lambda_powertools", False, this.env),
     ]
+    return cases
 
 
 def run_child(code: str, env: dict[str, str], *options: str) -> subprocess.CompletedProcess[str]:
@@ -113,6 +232,29 @@ def run_child(code: str, env: dict[str, str], *options: str) -> subprocess.Compl
         text=True,
         check=False,
     )
+
+
+def failure_of(result: subprocess.CompletedProcess[str]) -> str:
+    """The last line a failed child wrote (its exception, as a rule), or its exit status."""
+    lines = result.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {result.returncode}"
+
+
+def check_trees(trees: list[Tree]) -> bool:
+    """Print the file each tree's children import ``lifecycle_probe`` from; False (and
+    why) when it is not in that tree, so that nothing is measured of the wrong tree."""
+    for tree in trees:
+        result = run_child("import lifecycle_probe; print(lifecycle_probe.__file__)", tree.env)
+        if result.returncode != 0:
+            print(f"cannot import lifecycle_probe from {tree.src}: {failure_of(result)}")
+            return False
+        location = result.stdout.strip()
+        print(f"lifecycle_probe ({tree.name} tree): {location}")
+        # The current directory comes before PYTHONPATH in a -c child's sys.path.
+        if not Path(location).is_relative_to(tree.src):
+            print(f"  not under {tree.src}: something ahead of PYTHONPATH shadows the tree")
+            return False
+    return True
 
 
 def time_child(code: str, env: dict[str, str]) -> tuple[float, int]:
@@ -129,25 +271,25 @@ def time_child(code: str, env: dict[str, str]) -> tuple[float, int]:
     return time.perf_counter() - start, status
 
 
-def warm_up(cases: list[Case], env: dict[str, str]) -> None:
-    """Run each command a few times unmeasured (writes .pyc files); drop peers that fail."""
+def warm_up(cases: list[Case]) -> None:
+    """Run each command a few times unmeasured (writes .pyc files, in each tree); drop the
+    commands that fail."""
     for case in cases:
         for _ in range(WARMUP_RUNS):
-            result = run_child(case.code, env)
+            result = run_child(case.code, case.env)
             if result.returncode != 0:
-                lines = result.stderr.strip().splitlines()
                 case.available = False
-                case.failure = lines[-1] if lines else f"exit status {result.returncode}"
+                case.failure = failure_of(result)
                 break
 
 
-def measure(cases: list[Case], env: dict[str, str], runs: int) -> None:
+def measure(cases: list[Case], runs: int) -> None:
     """Run every available command ``runs`` times, interleaved, rotating the order."""
     active = [case for case in cases if case.available]
     for round_number in range(runs):
         shift = round_number % len(active)
         for case in active[shift:] + active[:shift]:
-            elapsed, status = time_child(case.code, env)
+            elapsed, status = time_child(case.code, case.env)
             if status == 0:
                 case.times_s.append(elapsed)
 
@@ -212,45 +354,75 @@ def importtime_listing(
     return merged, True
 
 
+def added_ms(case: Case | None, bare_median_ms: float) -> float | None:
+    """Median milliseconds ``case`` adds to the bare interpreter, None if not measured."""
+    if case is None or not case.available or not case.times_s:
+        return None
+    return statistics.median(case.times_s) * 1e3 - bare_median_ms
+
+
+def find_case(cases: list[Case], label: str, tree: str) -> Case | None:
+    """The case of ``label`` in ``tree`` ("this" also finds the case of a single tree)."""
+    for case in cases:
+        if case.label == label and (case.tree == tree or (tree == "this" and not case.tree)):
+            return case
+    return None
+
+
 def print_timing(cases: list[Case], runs: int) -> None:
-    """The wall-time table and the verdict against the target."""
+    """The wall-time table, the before/now lines and the verdict against the target."""
     bare = cases[0]
     bare_median = statistics.median(bare.times_s) * 1e3
     print()
     print(f"Wall time of a whole child process, {runs} interleaved runs each (ms)")
-    header = f"{'case':<38} {'median':>8} {'p90':>8} {'added':>8} {'ratio':>7}  {'runs':>4}"
+    header = (
+        f"{'case':<{LABEL_WIDTH}} {'median':>8} {'p90':>8} {'added':>8} {'ratio':>7}  {'runs':>4}"
+    )
     print(header)
     print("-" * len(header))
     for case in cases:
         if not case.available:
-            print(f"{case.label:<38} not measured: {case.failure}")
+            print(f"{case.title:<{LABEL_WIDTH}} not measured: {case.failure}")
             continue
         if not case.times_s:
-            print(f"{case.label:<38} not measured: every run failed")
+            print(f"{case.title:<{LABEL_WIDTH}} not measured: every run failed")
             continue
         median = statistics.median(case.times_s) * 1e3
         p90 = percentile(case.times_s, 0.9) * 1e3
         added = "" if case is bare else f"{median - bare_median:+8.2f}"
         ratio = median / bare_median
         print(
-            f"{case.label:<38} {median:8.2f} {p90:8.2f} {added:>8} {ratio:6.2f}x"
+            f"{case.title:<{LABEL_WIDTH}} {median:8.2f} {p90:8.2f} {added:>8} {ratio:6.2f}x"
             f"  {len(case.times_s):>4}"
         )
     print()
     print("added = median of the case - median of the bare interpreter; ratio = median / bare")
-    target = cases[1]
-    if target.available and target.times_s:
-        added_ms = statistics.median(target.times_s) * 1e3 - bare_median
-        verdict = "PASS" if added_ms <= TARGET_ADDED_MS else "MISS"
+    if any(case.tree == "other" for case in cases):
+        print("added before (other tree) -> now (this tree), same rounds:")
+        for label, _ in PROBE_CASES:
+            before = added_ms(find_case(cases, label, "other"), bare_median)
+            now = added_ms(find_case(cases, label, "this"), bare_median)
+            if before is None or now is None:
+                print(f"  {label:<34} not measured in both trees")
+                continue
+            print(
+                f"  {label:<34} before -> now: {before:+.2f} ms -> {now:+.2f} ms"
+                f"  ({now - before:+.2f} ms)"
+            )
+    target = find_case(cases, TARGET_LABEL, "this")
+    target_ms = added_ms(target, bare_median)
+    if target_ms is not None:
+        verdict = "PASS" if target_ms <= TARGET_ADDED_MS else "MISS"
         print(
-            f"import + install() adds {added_ms:.2f} ms (median) against a target of "
+            f"{TARGET_LABEL} adds {target_ms:.2f} ms (median) against a target of "
             f"<= {TARGET_ADDED_MS:.0f} ms: {verdict}"
         )
     else:
-        print(f"import + install() could not be measured: {target.failure or 'no runs'}")
+        failure = target.failure if target is not None else ""
+        print(f"{TARGET_LABEL} could not be measured: {failure or 'no runs'}")
 
 
-def print_importtime(cases: list[Case], env: dict[str, str], passes: int) -> None:
+def print_importtime(cases: list[Case], passes: int) -> None:
     """What the probe's import pulls in beyond the bare interpreter, per -X importtime."""
     print()
     print(
@@ -259,31 +431,34 @@ def print_importtime(cases: list[Case], env: dict[str, str], passes: int) -> Non
         " wall-time differences: the table above is the measurement, the listings below"
         " show where the time goes."
     )
-    bare_lines, _ = importtime_listing(cases[0].code, env, passes)
+    bare = cases[0]
+    bare_lines, _ = importtime_listing(bare.code, bare.env, passes)
     bare_names = {line.name for line in bare_lines}
-    bare_loaded = loaded_modules(cases[0].code, env)
+    bare_loaded = loaded_modules(bare.code, bare.env)
     for case in cases[1:]:
         if not case.available:
             continue
-        lines, ok = importtime_listing(case.code, env, passes)
+        lines, ok = importtime_listing(case.code, case.env, passes)
         if not ok:
-            print(f"\n-X importtime failed for {case.label}")
+            print(f"\n-X importtime failed for {case.title}")
             continue
         new = [line for line in lines if line.name not in bare_names]
         total_self = sum(line.self_us for line in new)
         untimed = sorted(
             name
-            for name in loaded_modules(case.code, env) - bare_loaded - {ln.name for ln in new}
+            for name in loaded_modules(case.code, case.env) - bare_loaded - {ln.name for ln in new}
             # importlib registers the frozen import machinery under these names: no cost.
             if not name.startswith("importlib._bootstrap")
         )
         print()
         print(
-            f"-X importtime, {case.label}: {len(new)} modules beyond the bare interpreter, "
+            f"-X importtime, {case.title}: {len(new)} modules beyond the bare interpreter, "
             f"sum of self times {total_self / 1e3:.2f} ms (median of {passes} passes)"
         )
-        if not case.required:
-            continue  # the peers: the summary line is enough
+        # The peers and the other tree: the summary line is enough (this tree's listing
+        # is the one a change is made to).
+        if not case.required or case.tree == "other":
+            continue
         print(
             f"  {'self us':>8} {'cumul us':>9}  module (nested as importtime prints it: "
             "a module's imports are listed above it, indented)"
@@ -332,27 +507,98 @@ def count_instructions(code: str, env: dict[str, str], passes: int) -> int | Non
     return int(statistics.median(counts))
 
 
-def print_instructions(cases: list[Case], env: dict[str, str], passes: int) -> None:
-    """Instructions executed by the probe's cases, against the bare interpreter."""
+def print_instruction_section(
+    heading: str,
+    baseline: tuple[str, str],
+    probes: Sequence[tuple[str, str]],
+    trees: list[Tree],
+    passes: int,
+) -> None:
+    """Count ``baseline`` (label, code) once, and each of ``probes`` in every tree, and print
+    the counts with what each adds to the baseline, before and now when two trees are
+    compared. Every code runs once unmeasured first, in each tree: the .pyc files."""
+    print()
+    print(f"  {heading}")
+    label, code = baseline
+    warm = run_child(code, trees[0].env)
+    if warm.returncode != 0:
+        print(f"    not measured: {label} fails: {failure_of(warm)}")
+        return
+    # One baseline for both trees: it does not import the probe, and the trees' PYTHONPATH
+    # entries are the same length when the comparison is fair at all.
+    base = count_instructions(code, trees[0].env, passes)
+    if base is None:
+        print("    not measured: valgrind is not installed or could not run the interpreter")
+        return
+    print(f"    {label:<{LABEL_WIDTH}} {base / 1e6:10.3f} M")
+    compared = len(trees) > 1
+    for label, code in probes:
+        added: dict[str, int] = {}
+        for tree in trees:
+            title = f"{label} ({tree.name} tree)" if compared else label
+            warm = run_child(code, tree.env)
+            if warm.returncode != 0:
+                print(f"    {title:<{LABEL_WIDTH}} not measured: {failure_of(warm)}")
+                continue
+            count = count_instructions(code, tree.env, passes)
+            if count is None:
+                print(f"    {title:<{LABEL_WIDTH}} not measured: valgrind failed")
+                continue
+            added[tree.name] = count - base
+            print(
+                f"    {title:<{LABEL_WIDTH}} {count / 1e6:10.3f} M"
+                f"  added {added[tree.name] / 1e6:+.3f} M"
+            )
+        if compared and len(added) == 2:
+            before, now = added["other"], added["this"]
+            print(
+                f"    {'':<{LABEL_WIDTH}} before -> now:"
+                f" {before / 1e6:+.3f} M -> {now / 1e6:+.3f} M"
+                f"  (difference {(now - before) / 1e6:+.3f} M)"
+            )
+
+
+def print_instructions(trees: list[Tree], passes: int) -> None:
+    """Instructions executed by the probe's cases, against the bare interpreter, in the
+    runtime, and in a handler importing boto3; in each tree."""
     print()
     print(
         f"Instructions executed (valgrind --tool=callgrind, PYTHONHASHSEED=0, median of {passes})"
     )
-    bare = count_instructions(cases[0].code, env, passes)
-    if bare is None:
-        print("  not measured: valgrind is not installed or could not run the interpreter")
-        return
-    print(f"  {'bare interpreter':<38} {bare / 1e6:10.3f} M")
-    for case in cases[1:]:
-        if not case.required or not case.available:
-            continue
-        count = count_instructions(case.code, env, passes)
-        shown = (
-            "not measured"
-            if count is None
-            else f"{count / 1e6:10.3f} M  added {(count - bare) / 1e6:+.3f} M"
+    if len(trees) > 1 and len(str(trees[0].src)) != len(str(trees[1].src)):
+        print(
+            f"  warning: the trees' paths differ in length ({trees[0].src}, {trees[1].src}):"
+            " the paths are in the counts, so before and now differ by that too"
         )
-        print(f"  {case.label:<38} {shown}")
+    print_instruction_section(
+        "against the bare interpreter", ("bare interpreter", "pass"), PROBE_CASES, trees, passes
+    )
+    runtime = run_child(RUNTIME_PREFIX, trees[0].env)
+    if runtime.returncode != 0:
+        print(
+            f"\n  in the runtime: skipped, awslambdaric cannot be imported: {failure_of(runtime)}"
+        )
+        return
+    print_instruction_section(
+        f"in the runtime: each code after {RUNTIME_PREFIX.strip()!r}",
+        ("runtime interface client", RUNTIME_PREFIX),
+        [(label, RUNTIME_PREFIX + code) for label, code in PROBE_CASES],
+        trees,
+        passes,
+    )
+    boto3 = run_child(BOTO3_BASELINE, trees[0].env)
+    if boto3.returncode != 0:
+        print(
+            f"\n  handler importing boto3: skipped, boto3 cannot be imported: {failure_of(boto3)}"
+        )
+        return
+    print_instruction_section(
+        "a handler importing boto3, in the runtime: against the runtime and import boto3",
+        ("runtime + import boto3", RUNTIME_PREFIX + BOTO3_BASELINE),
+        [(BOTO3_CASE[0], RUNTIME_PREFIX + BOTO3_CASE[1])],
+        trees,
+        passes,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,27 +618,37 @@ def main(argv: list[str] | None = None) -> int:
         help="also count the instructions each of the probe's cases executes, under "
         "valgrind, the median of PASSES runs (3 is plenty: the count is deterministic)",
     )
+    parser.add_argument(
+        "--other-tree",
+        type=resolve_tree,
+        metavar="PATH",
+        help="another checkout (its root or its src directory): the probe's cases run in "
+        "both trees, in the same rounds, for a before/now comparison",
+    )
     args = parser.parse_args(argv)
     runs = max(1, args.runs)
     passes = max(1, args.importtime_runs)
 
-    env = child_environment()
-    cases = make_cases()
+    trees = make_trees(child_environment(), args.other_tree)
     print(f"interpreter: {sys.executable} (Python {sys.version.split()[0]})")
     print(
-        "children run without PYTHONDONTWRITEBYTECODE and LIFECYCLE_PROBE_DISABLED; "
-        f"{WARMUP_RUNS} warm-up runs each (.pyc files written)"
+        "children run without PYTHONDONTWRITEBYTECODE and LIFECYCLE_PROBE_DISABLED, with "
+        f"PYTHONPATH the tree's src; {WARMUP_RUNS} warm-up runs each (.pyc files written)"
     )
-    warm_up(cases, env)
+    if not check_trees(trees):
+        return 0
+    cases = make_cases(trees)
+    warm_up(cases)
     for case in cases:
-        if case.required and not case.available:
-            print(f"cannot run {case.label!r}: {case.failure}")
+        # The other tree may predate a case: its row says so, the rest is still measured.
+        if case.required and not case.available and case.tree != "other":
+            print(f"cannot run {case.title!r}: {case.failure}")
             return 0
-    measure(cases, env, runs)
+    measure(cases, runs)
     print_timing(cases, runs)
-    print_importtime(cases, env, passes)
+    print_importtime(cases, passes)
     if args.instructions > 0:
-        print_instructions(cases, env, args.instructions)
+        print_instructions(trees, args.instructions)
     return 0
 
 
