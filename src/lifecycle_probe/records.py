@@ -76,7 +76,6 @@ class _RecordType(type):
 
     _fields: tuple[str, ...]
     _defaults: dict[str, object]
-    _values: Any  # C-level getter of all the fields, as a tuple (equality, hash, pickle)
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any]) -> _RecordType:
         # This runs for every record class at INIT, so it does as little as it can: every
@@ -101,9 +100,6 @@ class _RecordType(type):
         namespace.setdefault("__init__", _construct_first)
         namespace["_fields"] = fields
         namespace["_defaults"] = defaults
-        # Each class its own, made at first use like the constructor (never inherited: a
-        # base's knows only the base's fields).
-        namespace["_values"] = _VALUES_FIRST
         return super().__new__(mcs, name, bases, namespace)
 
 
@@ -113,26 +109,6 @@ def _construct_first(self: Record, *args: Any, **values: Any) -> None:
     constructor = _constructor(cls)
     type.__setattr__(cls, "__init__", constructor)
     constructor(self, *args, **values)
-
-
-def _values_first(record: Record) -> tuple[Any, ...]:
-    """The first time a class's fields are read as a tuple: make its getter, use it from now on."""
-    cls = type(record)
-    fields = cls._fields
-    # The C module itself, imported here: INIT builds records but rarely compares them
-    # (operator.py would add its own import for nothing).
-    from _operator import attrgetter
-
-    values: Any
-    if len(fields) > 1:
-        values = attrgetter(*fields)  # C-level: one call for the whole tuple
-    else:  # (attrgetter of one name returns the value itself, not a tuple)
-        values = staticmethod(lambda record: tuple(getattr(record, f) for f in fields))
-    type.__setattr__(cls, "_values", values)
-    return cls._values(record)  # type: ignore[no-any-return]
-
-
-_VALUES_FIRST = staticmethod(_values_first)
 
 
 def _constructor(cls: type[Record]) -> Any:
@@ -162,7 +138,6 @@ class Record(metaclass=_RecordType):
     if TYPE_CHECKING:  # made by the metaclass; at run time every annotation is a field
         _fields: ClassVar[tuple[str, ...]]
         _defaults: ClassVar[dict[str, object]]
-        _values: ClassVar[Any]
 
     # AttributeError, as a read-only attribute raises: an exception class of its own would
     # cost INIT about as much as two record classes, for what the message says anyway.
@@ -172,17 +147,24 @@ class Record(metaclass=_RecordType):
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"{type(self).__name__}.{name}: records are immutable")
 
+    def _values(self) -> tuple[Any, ...]:
+        # The fields' values, in order (equality, hash, pickle, copies). Python, not a
+        # C-level operator.attrgetter: records are compared, hashed and copied rarely
+        # (a Config per ``@probe``, the first invocation's INIT record), and ``_operator``
+        # would be one more import at INIT.
+        return tuple([getattr(self, name) for name in self._fields])
+
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
-        return bool(self._values(self) == other._values(other))
+        return self._values() == other._values()
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self._values(self)))
+        return hash((type(self).__name__, self._values()))
 
     def __reduce__(self) -> tuple[Any, ...]:
         # pickle and copy would otherwise set the slots through the refused assignment.
-        return type(self), self._values(self)
+        return type(self), self._values()
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
@@ -190,12 +172,12 @@ class Record(metaclass=_RecordType):
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (nested records stay records)."""
-        return dict(zip(self._fields, self._values(self), strict=True))
+        return dict(zip(self._fields, self._values(), strict=True))
 
     def replace(self, **changes: Any) -> Any:
         """A copy with some fields changed."""
         # The fields themselves: a subclass's as_dict() may add what is not one.
-        values = dict(zip(self._fields, self._values(self), strict=True))
+        values = dict(zip(self._fields, self._values(), strict=True))
         unknown = set(changes) - set(values)
         if unknown:
             raise TypeError(f"{type(self).__name__} has no field(s) {sorted(unknown)}")
