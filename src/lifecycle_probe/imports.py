@@ -359,6 +359,12 @@ class ImportTracer:
 def _records(seen: list[Seen], task_root: str | None) -> tuple[ImportRecord, ...]:
     records = []
     for module, start_ns, end_ns, self_ns, import_id, parent, path, init, error in seen:
+        try:
+            origin = origin_of(path if isinstance(path, str) else None, task_root)
+        except Exception:
+            # A loader's odd origin (a str subclass whose methods raise): that import is
+            # left out, as one whose bookkeeping failed always was, not the whole tree.
+            continue
         records.append(
             ImportRecord(
                 module=module,
@@ -367,7 +373,7 @@ def _records(seen: list[Seen], task_root: str | None) -> tuple[ImportRecord, ...
                 self_ns=self_ns,
                 import_id=import_id,
                 parent_id=parent,
-                origin=origin_of(path if isinstance(path, str) else None, task_root),
+                origin=origin,
                 during_init=init,
                 error_type=error,
             )

@@ -227,3 +227,36 @@ def test_unbalanced_resume_does_not_switch_tracing_off(tmp_path):
     assert "still_seen" in by_name
     assert "hidden" not in by_name
     assert "seen_again" in by_name
+
+
+def test_an_import_whose_origin_cannot_be_read_is_left_out_the_others_kept(tmp_path):
+    # GIVEN a loader whose module's origin is a str whose methods raise (a hostile or broken
+    # loader), imported between two ordinary modules
+    scenario = """
+        import importlib.util, sys
+
+        class Odd(str):
+            def startswith(self, *args):
+                raise RuntimeError("no origin")
+
+        class Loader:
+            def create_module(self, spec):
+                return None
+
+            def exec_module(self, module):
+                pass
+
+        class Finder:
+            def find_spec(self, name, path=None, target=None):
+                if name == "odd":
+                    return importlib.util.spec_from_loader("odd", Loader(), origin=Odd("/x/odd.py"))
+                return None
+
+        sys.meta_path.append(Finder())
+        import before, odd, after
+    """
+    by_name, _ = trace(tmp_path, scenario, {"before.py": "", "after.py": ""})
+    # THEN the tree is taken without that one import (its origin is classified when the
+    # records are taken, and its failure must not lose the rest)
+    assert "odd" not in by_name
+    assert {"before", "after"} <= set(by_name)
