@@ -1,5 +1,8 @@
 """The probe's own threads (extension, exporter) and work are never taken for the function's."""
 
+import json
+import subprocess
+import sys
 import threading
 
 from lifecycle_probe.connections.tracking import RISK, ConnectionState, Reuse, _note
@@ -61,22 +64,48 @@ def test_a_marked_thread_is_the_probes_for_the_rest_of_its_life_and_no_other_is(
     assert in_probe_work() is False
 
 
+# Run in a fresh interpreter: the C library hands an ended thread's stack (whose address
+# is the ident) to the next thread started, unless another thread ends meanwhile, as an
+# earlier test's daemon can in this process; alone, the ident comes back at once.
+IDENT_REUSE = """
+import json, threading
+from lifecycle_probe.probe_threads import in_probe_work, mark_probe_thread, probe_work
+
+
+def in_a_thread(work):
+    results = []
+    worker = threading.Thread(target=lambda: results.append(work()))
+    worker.start()
+    worker.join()
+    return results[0]
+
+
+def marked():
+    mark_probe_thread()
+    with probe_work():
+        pass  # a block's end leaves the mark
+    return threading.get_ident(), in_probe_work()
+
+
+ident, marked_then = in_a_thread(marked)
+seen = [in_a_thread(lambda: (threading.get_ident(), in_probe_work())) for _ in range(20)]
+print(json.dumps({"ident": ident, "marked": marked_then, "seen": seen}))
+"""
+
+
 def test_a_thread_given_the_ident_of_an_ended_probe_thread_is_not_the_probes():
     # GIVEN a probe thread (an exporter's, say) that ended
-    def marked():
-        mark_probe_thread()
-        with probe_work():
-            pass  # a block's end leaves the mark
-        return threading.get_ident(), in_probe_work()
-
-    ident, marked_then = in_a_thread(marked)
-    assert marked_then is True
-    # WHEN the function's later threads are given idents until that one comes back (the
-    # C library reuses an ended thread's stack, and the ident is its address; another
-    # thread ending meanwhile, a daemon of an earlier test, can take a turn first)
-    seen: list[tuple[int, bool]] = []
-    while len(seen) < 2000 and (not seen or seen[-1][0] != ident):
-        seen.append(in_a_thread(lambda: (threading.get_ident(), in_probe_work())))
-    # THEN it came back, and neither it nor any other is the probe's
-    assert seen[-1][0] == ident
-    assert [work for _, work in seen] == [False] * len(seen)
+    # WHEN the function's later threads are given idents, that one among them
+    result = subprocess.run(
+        [sys.executable, "-c", IDENT_REUSE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["marked"] is True
+    # THEN the ident came back (the OS reused the stack), and none of them is the probe's
+    assert run["ident"] in [ident for ident, _ in run["seen"]]
+    assert [work for _, work in run["seen"]] == [False] * 20
