@@ -16,7 +16,8 @@ What it measures
 
     With ``--other-tree PATH`` the probe's two cases run a second time with the checkout at
     PATH (its ``src`` first on ``PYTHONPATH``), interleaved with this one's: a before/after
-    comparison from one run.
+    comparison from one run, also given as the median and mean of the differences taken
+    within each round (a busy host moves whole rounds by milliseconds).
 
 How
     The runtimes run without ``PYTHONDONTWRITEBYTECODE`` (Lambda imports from ``.pyc``
@@ -97,12 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         (code_dir / "probed_fn.py").write_text(PROBED)
         measured = cases(args.exporter, extra, args.other_tree)
         times: dict[str, list[float]] = {label: [] for label in measured}
+        # Per round, now - before for each probe case (--other-tree): the host's drift
+        # between rounds cancels out of a difference taken within one round.
+        paired: dict[str, list[float]] = {"decorator": [], "zero-code": []}
         failed: dict[str, int] = dict.fromkeys(measured, 0)
         labels = list(measured)
         for label in labels:  # the .pyc files, unmeasured
             init_ms(measured[label][0], code_dir, measured[label][1])
         for round_number in range(max(1, args.runs)):
             shift = round_number % len(labels)
+            this_round: dict[str, float] = {}
             for label in labels[shift:] + labels[:shift]:
                 handler, env = measured[label]
                 value = init_ms(handler, code_dir, env)
@@ -110,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
                     failed[label] += 1
                 else:
                     times[label].append(value)
+                    this_round[label] = value
+            for label, differences in paired.items():
+                other = this_round.get(f"{label} (other tree)")
+                if other is not None and label in this_round:
+                    differences.append(this_round[label] - other)
     shown = "".join(f", {name}={value}" for name, value in extra.items())
     print(f"Python {sys.version.split()[0]}, exporter {args.exporter}{shown}, {args.runs} rounds")
     print(f"{'case':<26} {'median ms':>10} {'p90 ms':>8} {'added ms':>9}  runs")
@@ -123,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
         p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
         added = "" if label == "bare" or bare is None else f"{median - bare:+9.2f}"
         print(f"{label:<26} {median:10.2f} {p90:8.2f} {added:>9}  {len(values)}")
+    for label, differences in paired.items():
+        if differences:
+            print(
+                f"{label}: now - before, paired within each round: median "
+                f"{statistics.median(differences):+.2f} ms, mean "
+                f"{statistics.mean(differences):+.2f} ms ({len(differences)} rounds)"
+            )
     return 0
 
 
