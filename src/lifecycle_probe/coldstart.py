@@ -8,10 +8,11 @@ writes, the other does not, in any stacking order. Where the metrics differ (ano
 namespace, service or function name, as either tool may be configured in code), each is
 counted in its own.
 
-The registry and Powertools' side of it live here (:func:`coordinate_with_powertools`
-patches its EMF provider once that is imported); the probe's own question is in
-``sinks/emf.py``. Only the ``emf`` exporter imports this module: a function exporting
-otherwise never loads it.
+The registry and Powertools' side of it live here (:func:`patch_powertools`, which
+``installation.py``'s post-import hook calls once Powertools' EMF provider is imported);
+the probe's own question is in ``sinks/emf.py``. This module is loaded when either is
+first needed (Powertools imported, or a cold start to export), never at INIT for a
+function that uses no Powertools.
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import _thread
 
 from lifecycle_probe._safe import guard, report_failure
 from lifecycle_probe.environment import current_environment
-from lifecycle_probe.imports import when_imported
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import Any
 
-__all__ = ["POWERTOOLS_EMF_MODULE", "coordinate_with_powertools", "count_once", "forget"]
+__all__ = ["count_once", "forget", "patch_powertools"]
 
 # (namespace, function_name, service) -> id of the environment whose ColdStart it counted.
 _counted: dict[tuple[str, str, str | None], str] = {}
@@ -52,20 +52,13 @@ def forget() -> None:
         _counted.clear()
 
 
-# Powertools' EMF provider, whose ColdStart the probe's must not double.
-POWERTOOLS_EMF_MODULE = "aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch"
+# Set on Powertools' patched method, so that it is never patched twice.
 _PATCHED = "__lifecycle_probe_cold_start__"
 
 
-def coordinate_with_powertools() -> None:
-    """Make Powertools' ``ColdStart`` ask :func:`count_once` too (nothing is imported or
-    patched until Powertools' EMF provider is; idempotent: the watch is kept once, and a
-    patched provider is not patched again)."""
-    with guard("Powertools ColdStart hook"):
-        when_imported(POWERTOOLS_EMF_MODULE, _patch_powertools)
-
-
-def _patch_powertools(module: ModuleType) -> None:
+def patch_powertools(module: ModuleType) -> None:
+    """Make Powertools' EMF provider (``module``, just imported) ask :func:`count_once`
+    before it writes its ``ColdStart`` (idempotent: a patched provider is left as it is)."""
     with guard("Powertools ColdStart hook"):
         provider = module.AmazonCloudWatchEMFProvider
         original = provider.add_cold_start_metric

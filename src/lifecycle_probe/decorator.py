@@ -25,6 +25,7 @@ from lifecycle_probe.installation import (
     install_for_probe,
     installed_options,
     probe_disabled,
+    watch_powertools_cold_start,
 )
 from lifecycle_probe.leaks import LeakWatch, task_root_of
 from lifecycle_probe.probe_threads import probe_work
@@ -111,10 +112,7 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
         flush_timeout_s = config.flush_timeout_ms / 1000
         with probe_work():  # the sinks' modules are the probe's imports, not the function's
             if "emf" in config.exporter:
-                # Imported here: only the emf exporter needs it (its sink imports it too).
-                from lifecycle_probe.coldstart import coordinate_with_powertools
-
-                coordinate_with_powertools()
+                watch_powertools_cold_start()
             sinks = build_sinks(
                 config,
                 lambda: extension_for_this_environment(

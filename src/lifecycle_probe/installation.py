@@ -51,6 +51,7 @@ __all__ = [
     "installed_options",
     "probe_disabled",
     "reset_installation",
+    "watch_powertools_cold_start",
 ]
 
 _signals_installed = False
@@ -224,6 +225,25 @@ def _track_client(module: ModuleType) -> None:
         sys.modules[driver].patch(module)
     except Exception as exc:
         report_failure(f"{name} connection tracking", exc)
+
+
+# Powertools' EMF provider, whose ColdStart the probe's must not double (coldstart.py).
+POWERTOOLS_EMF_MODULE = "aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch"
+
+
+def watch_powertools_cold_start() -> None:
+    """Once Powertools' EMF provider is imported (now, if it is already), make its
+    ``ColdStart`` and the probe's count once where they are the same metric (idempotent:
+    the watch is kept once). For the ``emf`` exporter; never raises."""
+    with guard("Powertools ColdStart hook"):
+        when_imported(POWERTOOLS_EMF_MODULE, _patch_powertools)
+
+
+def _patch_powertools(module: ModuleType) -> None:
+    # The patch and the registry it asks are loaded here, with Powertools, not at INIT.
+    from lifecycle_probe.coldstart import patch_powertools
+
+    patch_powertools(module)
 
 
 def _during_init() -> bool:

@@ -22,7 +22,7 @@ import _thread
 import os
 import sys
 
-from lifecycle_probe.coldstart import count_once
+from lifecycle_probe.probe_threads import probe_work
 from lifecycle_probe.records import (
     COLD,
     CONNECTION_OUTCOME,
@@ -199,6 +199,12 @@ class EmfSink(BufferedSink):
         facts = record.facts
         if not facts.coldstart:
             return False
+        # Imported at the first cold start to export, not at INIT (an environment's first
+        # record, after the response when the internal extension flushes then): the
+        # probe's import, also where it happens on the caller's thread.
+        with probe_work():
+            from lifecycle_probe.coldstart import count_once
+
         function_name = record.function.function_name or LOCAL_FUNCTION_NAME
         return count_once(self.namespace, function_name, self.service, facts.environment_id)
 
