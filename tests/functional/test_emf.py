@@ -622,3 +622,68 @@ def test_a_timeout_document_starts_on_a_line_of_its_own(capsys):
     assert out.startswith("half a line\n")
     (document,) = emf_documents(out)
     assert metric_values(document)["Timeouts"] == [1.0]
+
+
+SINK_IMPORTS_SCRIPT = """
+import io, json, sys
+from lifecycle_probe import probe
+from lifecycle_probe.sinks import add_process_sink
+
+seen = []
+
+
+class Capture:
+    name = "capture"
+    reads_event = False
+
+    def export(self, record):
+        seen.append(record)
+
+    def flush(self, timeout_s):
+        pass
+
+
+add_process_sink(Capture())
+
+
+@probe(exporter=sys.argv[1], flush="sync")
+def handler(event, context):
+    if event.get("import"):
+        import fractions  # the function's own import, during an invocation
+    return 1
+
+
+real_stdout, real_stderr = sys.stdout, sys.stderr
+sys.stdout = sys.stderr = io.StringIO()
+for event in ({}, {}, {"import": True}, {}):
+    handler(event, None)
+sys.stdout, sys.stderr = real_stdout, real_stderr
+print(json.dumps([[i.module for i in record.imports] for record in seen]))
+"""
+
+
+@pytest.mark.parametrize("exporter", ["emf", "console"])
+def test_what_a_sink_imports_on_the_callers_thread_is_not_the_functions_import(exporter):
+    # GIVEN a fresh interpreter (nothing of Powertools or json imported yet) and a sink
+    # flushing before the response, on the caller's thread
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", SINK_IMPORTS_SCRIPT, exporter],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_PROBE_")},
+    )
+    assert result.returncode == 0, result.stderr
+    imports = json.loads(result.stdout.splitlines()[-1])
+    # THEN the first writes' imports (Powertools, json, the ColdStart registry) are in no
+    # record; the function's own import, in the third invocation, is
+    assert imports[:2] == [[], []]
+    assert "fractions" in imports[2]
+    assert not [
+        m for m in imports[2] if m.startswith(("aws_lambda_powertools", "lifecycle_probe", "json"))
+    ]
+    assert imports[3] == []

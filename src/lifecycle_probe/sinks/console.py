@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sys
 
+from lifecycle_probe.probe_threads import probe_work
 from lifecycle_probe.sinks import Sink
 
 TYPE_CHECKING = False
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     )
 
 __all__ = ["ConsoleSink", "read_lines"]
+
+# One block object for every write (it holds no state: the depth is per thread).
+_PROBE_WORK = probe_work()
 
 # Every line starts with this key, so the probe's lines are easy to pick out of a log.
 RECORD_KEY = "lifecycle_probe"
@@ -189,7 +193,9 @@ class ConsoleSink(Sink):
         self._write([init_failure_line(failure)])
 
     def _write(self, lines: list[dict[str, Any]]) -> None:
-        import json  # only this debugging sink needs it, and only once it is used
+        # Only this debugging sink needs json, once it is used: the probe's import.
+        with _PROBE_WORK:
+            import json
 
         text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)
         stream = self._stream or sys.stderr

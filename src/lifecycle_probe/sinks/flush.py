@@ -13,6 +13,7 @@ import _thread
 import os
 
 from lifecycle_probe._safe import report_failure, warn_once
+from lifecycle_probe.probe_threads import probe_work
 from lifecycle_probe.sinks import Sink
 
 TYPE_CHECKING = False
@@ -30,6 +31,8 @@ __all__ = ["MAX_BUFFERED", "BufferedSink", "attach_flushing", "before_drains"]
 
 # Records a buffered sink keeps while nothing drains it (an extension that stopped).
 MAX_BUFFERED = 1000
+# One block object for every drain (it holds no state: the depth is per thread).
+_PROBE_WORK = probe_work()
 
 # Bumped in a forked child: a buffered sink then drops what its parent had queued. One
 # hook for all sinks, so that the hot path compares two ints instead of asking getpid().
@@ -138,15 +141,20 @@ class BufferedSink(Sink):
     def drain(self, timeout_s: float) -> bool:
         """Write everything queued (local writes: the bound is not needed to stop a hang)."""
         queue = self._queue
-        while True:
-            try:
-                item = queue.pop(0)
-            except IndexError:
-                return True
-            try:
-                self.write(item)
-            except Exception as exc:
-                report_failure(f"{self.name} sink", exc)
+        if not queue:
+            return True
+        # What a write imports (Powertools, at the first EMF document) is the probe's, not
+        # the function's: on the caller's thread when flushing before the response.
+        with _PROBE_WORK:
+            while True:
+                try:
+                    item = queue.pop(0)
+                except IndexError:
+                    return True
+                try:
+                    self.write(item)
+                except Exception as exc:
+                    report_failure(f"{self.name} sink", exc)
 
     def flush(self, timeout_s: float) -> None:
         self.drain(timeout_s)
