@@ -43,6 +43,16 @@ class Output:
                 (self.emf if "_aws" in line else self.logs).append(line)
         for document in self.emf:
             assert emf_problems(document) == [], document
+        # Lambda's INIT ends when the probe's extension too has asked for its next event,
+        # after its Telemetry API subscription (~10 ms here); on a busy host the local
+        # Lambda's figure can outrun the probe's by the tolerance, and the probe rightly
+        # warns (CI: 131.7 against 81.4 ms). The agreement has tests of its own
+        # (test_lambda_figures_in_runtime); here such a warning is kept apart, so that the
+        # lines each case expects are still all the lines there are.
+        self.disagreements = [
+            line for line in self.logs if line.get("lifecycle_probe") == "init_disagreement"
+        ]
+        self.logs = [line for line in self.logs if line not in self.disagreements]
 
     def probe_emf(self) -> dict[str, dict[str, Any]]:
         """The probe's EMF document of each request (exactly one each)."""
