@@ -107,7 +107,7 @@ class Function:
         init_s: float = 0.2,
         init_gap_s: float = 0.0,
         init_type: str = "on-demand",
-        imports: tuple[tuple[str, float, str], ...] = (),
+        imports: tuple[tuple[str, float, str] | tuple[str, float, str, str], ...] = (),
         after_init_imports: tuple[tuple[str, float, str], ...] = (),
         events: tuple[tuple[str, dict[str, Any], int | None], ...] = (),
     ) -> None:
@@ -188,9 +188,15 @@ class Function:
                 }
             )
             cursor = init_start
-            for module, self_s, origin in imports:
+            # (module, self_s, origin) under the INIT, or with a fourth item, the module
+            # of an earlier import that imported it (its span's parent)
+            span_of: dict[str, str] = {}
+            for module, self_s, origin, *parent in imports:
                 end = cursor + int(self_s * 1e9)
-                spans.append(self._import(trace, init_id, module, self_s, origin, cursor, end))
+                parent_id = span_of[parent[0]] if parent else init_id
+                span = self._import(trace, parent_id, module, self_s, origin, cursor, end)
+                span_of[module] = span["spanId"]
+                spans.append(span)
                 cursor = end
         cursor = start_ns
         for module, self_s, origin in after_init_imports:

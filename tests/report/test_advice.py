@@ -35,6 +35,33 @@ def test_a_slow_import_in_several_environments_is_worth_deferring():
     assert item["expected_gain"].startswith("up to 250 ms off every INIT (2 on-demand cold starts")
 
 
+def test_a_slow_module_deep_in_a_library_names_the_functions_own_import_of_it():
+    # GIVEN the handler module importing boto3, whose tree holds a slow C extension and a
+    # slow pure-Python module, in two environments
+    tree = (
+        ("app", 0.01, "function"),
+        ("boto3", 0.02, SP, "app"),
+        ("botocore", 0.03, SP, "boto3"),
+        ("awscrt", 0.01, SP, "botocore"),
+        ("_awscrt", 0.3, SP, "awscrt"),
+        ("botocore.loaders", 0.2, SP, "botocore"),
+        ("requests", 0.15, SP, "app"),
+    )
+    f = Function()
+    f.invoke("a", 0, init_s=0.8, imports=tree)
+    f.invoke("b", 10, init_s=0.8, imports=tree)
+    # THEN the advice names what the handler imports (boto3, once, for its slowest module;
+    # then requests), never a module it does not import itself
+    items = advice(f, "defer-import")
+    assert [item["title"] for item in items] == [
+        "Defer importing boto3",
+        "Defer importing requests",
+    ]
+    assert items[0]["evidence"].startswith("_awscrt (imported by boto3) took 300 ms by itself")
+    assert items[0]["action"].startswith("import boto3 inside the code path that needs it")
+    assert items[1]["evidence"].startswith("requests took 150 ms by itself")
+
+
 def test_no_defer_advice_for_cheap_runtime_or_single_environment_imports():
     f = Function()
     f.invoke("a", 0, init_s=0.5, imports=(("json", 0.3, "runtime"), ("tiny", 0.004, SP)))

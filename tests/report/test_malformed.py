@@ -13,7 +13,7 @@ from lifecycle_probe.cli import main
 from lifecycle_probe.records import MAX_EVENTS
 from lifecycle_probe.report import Reader, reader, summarise
 from lifecycle_probe.report.html import render as render_html
-from lifecycle_probe.report.records import LEAK_EVENT
+from lifecycle_probe.report.records import LEAK_EVENT, Import
 from lifecycle_probe.report.text import render as render_text
 from lifecycle_probe.sinks.otel.channels import MAX_WAITING_SPANS
 from tests.report.synthetic import Function, emf_document, stale
@@ -337,3 +337,20 @@ def test_an_unwritable_html_path_is_a_one_line_error(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"lifecycle-probe report: cannot write {out}: ")
         assert err.count("\n") == 1
+
+
+def test_import_spans_whose_parents_loop_name_no_import_and_end(tmp_path):
+    # GIVEN import spans whose parents form a cycle (a hostile or broken file)
+    f = Function()
+    f.invoke(
+        "a", 0, imports=(("lib", 0.01, "site-packages"), ("dep", 0.01, "site-packages", "lib"))
+    )
+    request = json.loads(f.lines[0])
+    spans = request["resourceSpans"][0]["scopeSpans"][0]["spans"]
+    lib, dep = (s for s in spans if s["name"] == "lambda.import")
+    lib["parentSpanId"] = dep["spanId"]
+    # WHEN it is read
+    records = list(Reader().read_line(json.dumps(request), "line 1"))
+    # THEN both imports are kept, naming no function import, and reading ends
+    imports = [r for r in records if isinstance(r, Import)]
+    assert sorted((i.module, i.imported_by) for i in imports) == [("dep", None), ("lib", None)]

@@ -120,6 +120,8 @@ def defer_import_advice(summary: Summary) -> list[Advice]:
         1 for s in summary.environments.values() if s.first_start in ("cold", None) and s.init
     )
     items = []
+    # The function's own imports advised already: one item each, for its slowest module.
+    advised: set[str] = set()
     for row in summary.slowest_imports(count=len(summary.module_self_s)):
         module, p50, environments = row["module"], row["p50_s"], row["environments"]
         origin = summary.module_origin.get(module)
@@ -127,6 +129,15 @@ def defer_import_advice(summary: Summary) -> list[Advice]:
             continue
         if not (p50 >= DEFER_MIN_S or (p50 >= DEFER_FLOOR_S and p50 >= DEFER_SHARE * init_p50)):
             continue
+        # What the function can move: its own import that pulled this module in (a module
+        # deep in a library's tree, a C extension, is nothing it imports itself).
+        imported_by = (
+            module if origin == "function" else summary.module_imported_by.get(module) or module
+        )
+        if imported_by in advised:
+            continue
+        advised.add(imported_by)
+        pulled_in = f" (imported by {imported_by})" if imported_by != module else ""
         lazy = summary.after_init_imports.get(module)
         used = (
             f"the handler also imported it during invocations in {_n(len(lazy), 'environment')}"
@@ -141,14 +152,14 @@ def defer_import_advice(summary: Summary) -> list[Advice]:
             )
         else:
             action = (
-                f"import {module} inside the code path that needs it, if some requests do "
-                "not; or keep it and use SnapStart or provisioned concurrency"
+                f"import {imported_by} inside the code path that needs it, if some requests "
+                "do not; or keep it and use SnapStart or provisioned concurrency"
             )
         items.append(
             Advice(
                 "defer-import",
-                f"Defer importing {module}",
-                f"{module} took {_ms(p50)} by itself (p50) at INIT in "
+                f"Defer importing {imported_by}",
+                f"{module}{pulled_in} took {_ms(p50)} by itself (p50) at INIT in "
                 f"{_n(environments, 'environment')}, {p50 / init_p50:.0%} of INIT's p50 of "
                 f"{_ms(init_p50)}; {used}",
                 f"up to {_ms(p50)} off every INIT ({cold_inits} on-demand cold starts here "

@@ -68,6 +68,8 @@ _MAX_INT = 2**63 - 1
 # Every number the probe writes as a float is a duration (in s or ms; a year is 3.2e10
 # ms) or a count: one beyond this is not the probe's, and would overflow the arithmetic.
 _MAX_FIGURE = 1e15
+# Import chains deeper than this (a cycle, in a hostile file) name no function import.
+_MAX_IMPORT_DEPTH = 200
 
 
 class Malformed(ValueError):
@@ -342,12 +344,16 @@ class Reader:
                     else:
                         continue
                     imports.extend(self._remember_trace(span.get("traceId"), attributes))
+        # The import spans by id: an import's ancestors name the function's own import
+        # that pulled it in (advice names what the function can move, not a module deep in
+        # a library's tree).
+        by_id = {sid: span for span in imports if isinstance(sid := span.get("spanId"), str)}
         for span in imports:
             # (an import's span comes after its parent's: they are written by start time)
             if snapshot_spans and span.get("parentSpanId") in snapshot_spans:
                 snapshot_spans.add(span.get("spanId"))
                 continue
-            self._attribute_import(span, records)
+            self._attribute_import(span, records, by_id)
         return records
 
     def _remember_trace(self, trace_id: Any, attributes: dict[str, Any]) -> list[dict[str, Any]]:
@@ -361,7 +367,9 @@ class Reader:
         # Import spans that came before their trace's INIT or invocation span.
         return self._pending.pop(trace_id, [])
 
-    def _attribute_import(self, span: dict[str, Any], records: list[Record]) -> None:
+    def _attribute_import(
+        self, span: dict[str, Any], records: list[Record], by_id: dict[str, dict[str, Any]]
+    ) -> None:
         trace_id = str(span.get("traceId") or "")
         environment = self._trace_environment.get(trace_id)
         if environment is None:
@@ -371,7 +379,7 @@ class Reader:
                 _, dropped = self._pending.popitem(last=False)
                 self.stats.unattributed_imports += len(dropped)
             return
-        records.append(_otlp_import(span, environment))
+        records.append(_otlp_import(span, environment, by_id))
 
     def finish(self) -> None:
         """Count the import spans whose trace never named an environment."""
@@ -455,7 +463,9 @@ def _lambda_restore(environment: str, restore_ms: float, function: str | None) -
     )
 
 
-def _otlp_import(span: dict[str, Any], environment: str) -> Import:
+def _otlp_import(
+    span: dict[str, Any], environment: str, by_id: dict[str, dict[str, Any]]
+) -> Import:
     attributes = otlp_attributes(span)
     self_s = _float(attributes.get("lifecycle.import.self_s"))
     if self_s is None:
@@ -468,7 +478,21 @@ def _otlp_import(span: dict[str, Any], environment: str) -> Import:
         after_init=bool(attributes.get("lifecycle.import.after_init")),
         start_ns=_ns(span.get("startTimeUnixNano")),
         end_ns=_ns(span.get("endTimeUnixNano")),
+        imported_by=_imported_by(span, by_id),
     )
+
+
+def _imported_by(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> str | None:
+    """The import the function's own code made that led to ``span``'s: the span itself, or
+    its nearest ancestor whose parent is the function's module or no import at all."""
+    node = span
+    for _ in range(_MAX_IMPORT_DEPTH):
+        parent_id = node.get("parentSpanId")
+        parent = by_id.get(parent_id) if isinstance(parent_id, str) else None
+        if parent is None or otlp_attributes(parent).get("lifecycle.import.origin") == "function":
+            return _str(otlp_attributes(node).get("code.namespace"))
+        node = parent
+    return None  # deeper than any real import chain, or a cycle: nothing to say
 
 
 # -- EMF and the probe's log lines --------------------------------------------------------

@@ -60,6 +60,9 @@ class Import:
     after_init: bool = False
     start_ns: int | None = None
     end_ns: int | None = None
+    # The import the function's own code made that led to this one (itself, if the
+    # function imported it): what the function can move. Known from OTLP spans only.
+    imported_by: str | None = None
 
 
 @dataclass(slots=True)

@@ -254,6 +254,8 @@ class Summary:
         self.invoke_duration = Distribution()
         self.module_self_s: dict[str, dict[str, float]] = {}
         self.module_origin: dict[str, str] = {}
+        # The function's own import that led to each module's (OTLP only; see reader).
+        self.module_imported_by: dict[str, str] = {}
         # Modules imported during invocations: imports per environment.
         self.after_init_imports: dict[str, Counter[str]] = {}
         self.stale: dict[str, StaleGroup] = {}
@@ -360,6 +362,8 @@ class Summary:
         per_environment[record.environment] = record.self_s
         if record.origin:
             self.module_origin[record.module] = record.origin
+        if record.imported_by:
+            self.module_imported_by[record.module] = record.imported_by
         state = self.environment(record.environment)
         known = state.init_imports.get(record.module)
         if known is None or (known.start_ns is None and record.start_ns is not None):
