@@ -170,3 +170,28 @@ def test_no_leak_or_hazard_advice_without_their_records():
     f.invoke("r", 3, start="restored")
     assert advice(f, "global-leak") == []
     assert advice(f, "snapstart-hazard") == []
+
+
+def test_a_slow_module_under_a_top_level_import_names_that_import():
+    # GIVEN the tree @probe records: tracing begins inside the handler module's import, so
+    # what it imports sits at the top (a library), the slow module below it
+    tree = (("wrapper", 0.01, SP), ("heavy", 0.3, SP, "wrapper"))
+    f = Function()
+    f.invoke("a", 0, init_s=0.8, imports=tree)
+    f.invoke("b", 10, init_s=0.8, imports=tree)
+    # THEN the advice names the top-level import, what the handler module imports
+    [item] = advice(f, "defer-import")
+    assert item["title"] == "Defer importing wrapper"
+    assert item["evidence"].startswith("heavy (imported by wrapper) took 300 ms by itself")
+
+
+def test_a_slow_library_under_the_runtimes_own_import_is_advised_by_its_own_name():
+    # GIVEN a slow library whose tree's top is the runtime's (the standard library)
+    tree = (("json", 0.01, "runtime"), ("heavy", 0.3, SP, "json"))
+    f = Function()
+    f.invoke("a", 0, init_s=0.8, imports=tree)
+    f.invoke("b", 10, init_s=0.8, imports=tree)
+    # THEN the advice names the module itself: no guess at an importer
+    [item] = advice(f, "defer-import")
+    assert item["title"] == "Defer importing heavy"
+    assert item["evidence"].startswith("heavy took 300 ms by itself")

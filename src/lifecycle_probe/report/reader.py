@@ -483,13 +483,21 @@ def _otlp_import(
 
 
 def _imported_by(span: dict[str, Any], by_id: dict[str, dict[str, Any]]) -> str | None:
-    """The import the function's own code made that led to ``span``'s: the span itself, or
-    its nearest ancestor whose parent is the function's module or no import at all."""
+    """The import the function's own code made that led to ``span``'s: the span itself or
+    its nearest ancestor whose parent is a module of the function's, or else the top of
+    its tree. A top-level import is the function's: with ``@probe``, tracing begins inside
+    the handler module's import, so what that module imports has no import span above it.
+    None for a tree whose top is the runtime's own (the standard library, awslambdaric)."""
     node = span
     for _ in range(_MAX_IMPORT_DEPTH):
         parent_id = node.get("parentSpanId")
         parent = by_id.get(parent_id) if isinstance(parent_id, str) else None
-        if parent is None or otlp_attributes(parent).get("lifecycle.import.origin") == "function":
+        if parent is None:
+            attributes = otlp_attributes(node)
+            if attributes.get("lifecycle.import.origin") == "runtime":
+                return None
+            return _str(attributes.get("code.namespace"))
+        if otlp_attributes(parent).get("lifecycle.import.origin") == "function":
             return _str(otlp_attributes(node).get("code.namespace"))
         node = parent
     return None  # deeper than any real import chain, or a cycle: nothing to say

@@ -60,8 +60,8 @@ class Import:
     after_init: bool = False
     start_ns: int | None = None
     end_ns: int | None = None
-    # The import the function's own code made that led to this one (itself, if the
-    # function imported it): what the function can move. Known from OTLP spans only.
+    # The import the function's own code made that led to this one (itself, if a module
+    # of the function's imported it): what the function can move. From OTLP spans only.
     imported_by: str | None = None
 
 
