@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lifecycle_probe.report.reader import Reader
 from lifecycle_probe.report.summary import Summary
 from tests.report.synthetic import Function, hazard, leak, stale
@@ -172,26 +174,24 @@ def test_no_leak_or_hazard_advice_without_their_records():
     assert advice(f, "snapstart-hazard") == []
 
 
-def test_a_slow_module_under_a_top_level_import_names_that_import():
-    # GIVEN the tree @probe records: tracing begins inside the handler module's import, so
-    # what it imports sits at the top (a library), the slow module below it
-    tree = (("wrapper", 0.01, SP), ("heavy", 0.3, SP, "wrapper"))
+@pytest.mark.parametrize(
+    ("top", "title", "evidence"),
+    [
+        # With @probe, tracing begins inside the handler module's import: what it imports
+        # sits at the top of the tree, and is named.
+        ((SP, "wrapper"), "Defer importing wrapper", "heavy (imported by wrapper) took 300 ms"),
+        # A tree whose top is the runtime's own (the standard library) names no importer.
+        (("runtime", "json"), "Defer importing heavy", "heavy took 300 ms"),
+    ],
+)
+def test_a_slow_module_under_a_top_level_import(top, title, evidence):
+    # GIVEN a slow library under a top-level import, in two environments
+    origin, name = top
+    tree = ((name, 0.01, origin), ("heavy", 0.3, SP, name))
     f = Function()
     f.invoke("a", 0, init_s=0.8, imports=tree)
     f.invoke("b", 10, init_s=0.8, imports=tree)
-    # THEN the advice names the top-level import, what the handler module imports
+    # THEN the advice names what the function can move
     [item] = advice(f, "defer-import")
-    assert item["title"] == "Defer importing wrapper"
-    assert item["evidence"].startswith("heavy (imported by wrapper) took 300 ms by itself")
-
-
-def test_a_slow_library_under_the_runtimes_own_import_is_advised_by_its_own_name():
-    # GIVEN a slow library whose tree's top is the runtime's (the standard library)
-    tree = (("json", 0.01, "runtime"), ("heavy", 0.3, SP, "json"))
-    f = Function()
-    f.invoke("a", 0, init_s=0.8, imports=tree)
-    f.invoke("b", 10, init_s=0.8, imports=tree)
-    # THEN the advice names the module itself: no guess at an importer
-    [item] = advice(f, "defer-import")
-    assert item["title"] == "Defer importing heavy"
-    assert item["evidence"].startswith("heavy took 300 ms by itself")
+    assert item["title"] == title
+    assert item["evidence"].startswith(evidence)
