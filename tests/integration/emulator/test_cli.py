@@ -23,6 +23,13 @@ def parse(*argv):
     return parser.parse_args(argv)
 
 
+def emulate(handlers_dir, events, *more):
+    """``emulate emu_basic.handler --code-dir HANDLERS --events EVENTS MORE...``: its status."""
+    return cli.run(
+        parse("emu_basic.handler", "--code-dir", str(handlers_dir), "--events", str(events), *more)
+    )
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self):
         return True
@@ -33,20 +40,15 @@ def test_emulate_writes_one_line_per_request_and_a_summary(handlers_dir, tmp_pat
     events.write_text('{"n": 1}\n\n{"raise": "bad event"}\n{"n": 3}\n')
     output = tmp_path / "out.jsonl"
 
-    status = cli.run(
-        parse(
-            "emu_basic.handler",
-            "--code-dir",
-            str(handlers_dir),
-            "--events",
-            str(events),
-            "--output",
-            str(output),
-            "--env",
-            "USER_VARIABLE=from-cli",
-            "--timeout",
-            "2",
-        )
+    status = emulate(
+        handlers_dir,
+        events,
+        "--output",
+        str(output),
+        "--env",
+        "USER_VARIABLE=from-cli",
+        "--timeout",
+        "2",
     )
 
     assert status == 0
@@ -80,18 +82,8 @@ def test_emulate_provisioned_with_progress_on_a_terminal(
     terminal = FakeTerminal()
     monkeypatch.setattr(sys, "stderr", terminal)
 
-    status = cli.run(
-        parse(
-            "emu_basic.handler",
-            "--code-dir",
-            str(handlers_dir),
-            "--events",
-            str(events),
-            "--concurrency",
-            "2",
-            "--init-type",
-            "provisioned-concurrency",
-        )
+    status = emulate(
+        handlers_dir, events, "--concurrency", "2", "--init-type", "provisioned-concurrency"
     )
 
     assert status == 0
@@ -108,9 +100,7 @@ def test_emulate_rejects_bad_events(handlers_dir, tmp_path, capsys):
     events = tmp_path / "events.jsonl"
     events.write_text('{"ok": 1}\nnot json\n')
 
-    status = cli.run(
-        parse("emu_basic.handler", "--code-dir", str(handlers_dir), "--events", str(events))
-    )
+    status = emulate(handlers_dir, events)
 
     assert status == 2
     assert f"{events}:2: not JSON" in capsys.readouterr().err
@@ -139,9 +129,7 @@ def test_emulate_says_what_is_wrong_with_an_events_file_in_one_line(
     elif content is not None:
         events.write_text(content)
 
-    status = cli.run(
-        parse("emu_basic.handler", "--code-dir", str(handlers_dir), "--events", str(events))
-    )
+    status = emulate(handlers_dir, events)
 
     assert status == 2
     err = capsys.readouterr().err
@@ -156,17 +144,7 @@ def test_emulate_serves_an_event_nested_as_deep_as_json_reads(handlers_dir, tmp_
     events.write_text("[" * 900 + "]" * 900 + "\n")
     output = tmp_path / "out.jsonl"
 
-    status = cli.run(
-        parse(
-            "emu_basic.handler",
-            "--code-dir",
-            str(handlers_dir),
-            "--events",
-            str(events),
-            "--output",
-            str(output),
-        )
-    )
+    status = emulate(handlers_dir, events, "--output", str(output))
 
     assert status == 0, capsys.readouterr().err
     [record] = [json.loads(line) for line in output.read_text().splitlines()]
