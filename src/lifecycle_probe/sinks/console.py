@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ConsoleSink", "read_lines"]
 
-# One block object for every write (it holds no state: the depth is per thread).
-_PROBE_WORK = probe_work()
-
 # Every line starts with this key, so the probe's lines are easy to pick out of a log.
 RECORD_KEY = "lifecycle_probe"
 # Lambda's figures of a request, in its own units, as a platform line names them.
@@ -194,7 +191,7 @@ class ConsoleSink(Sink):
 
     def _write(self, lines: list[dict[str, Any]]) -> None:
         # Only this debugging sink needs json, once it is used: the probe's import.
-        with _PROBE_WORK:
+        with probe_work():
             import json
 
         text = "".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines)

@@ -31,8 +31,6 @@ __all__ = ["MAX_BUFFERED", "BufferedSink", "attach_flushing", "before_drains"]
 
 # Records a buffered sink keeps while nothing drains it (an extension that stopped).
 MAX_BUFFERED = 1000
-# One block object for every drain (it holds no state: the depth is per thread).
-_PROBE_WORK = probe_work()
 
 # Bumped in a forked child: a buffered sink then drops what its parent had queued. One
 # hook for all sinks, so that the hot path compares two ints instead of asking getpid().
@@ -145,7 +143,7 @@ class BufferedSink(Sink):
             return True
         # What a write imports (Powertools, at the first EMF document) is the probe's, not
         # the function's: on the caller's thread when flushing before the response.
-        with _PROBE_WORK:
+        with probe_work():
             while True:
                 try:
                     item = queue.pop(0)
