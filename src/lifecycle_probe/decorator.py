@@ -109,10 +109,10 @@ def probe(handler: Handler | None = None, /, **options: Any) -> Any:
             probe_disabled()
             return handler
         install_for_probe(config, asked)
+        if "emf" in config.exporter:
+            watch_powertools_cold_start()  # (a post-import hook: imports nothing itself)
         flush_timeout_s = config.flush_timeout_ms / 1000
         with probe_work():  # the sinks' modules are the probe's imports, not the function's
-            if "emf" in config.exporter:
-                watch_powertools_cold_start()
             sinks = build_sinks(
                 config,
                 lambda: extension_for_this_environment(
