@@ -7,6 +7,7 @@ value, and the default is used.
 from __future__ import annotations
 
 import os
+import sys
 
 from lifecycle_probe._safe import warn_once
 from lifecycle_probe.records import Record
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
     from typing import Any
 
-__all__ = ["EXPORTERS", "Config"]
+__all__ = ["EXPORTERS", "Config", "variable"]
 
 EXPORTERS = ("otlp", "otlp-file", "emf", "console", "none")
 FLUSH_MODES = ("sync", "after-response")
@@ -78,6 +79,45 @@ _VARIABLE_OF = {
 _READ = frozenset((*_VARIABLE_OF.values(), *_OTLP_ENDPOINT_VARIABLES))
 
 
+# -- the process's variables ----------------------------------------------------------------
+# Read from os.environ's own bytes mapping (where POSIX keeps them; os.environ writes through
+# to it), one C lookup each: ``os.environ.get`` makes Python calls to encode the name and
+# decode the value, and for a variable that is not set raises and catches a KeyError
+# (~25 k instructions). INIT asks for a dozen variables, most of them unset outside Lambda;
+# the decorator and the resource watch read two on every invocation.
+_ENCODING = sys.getfilesystemencoding()
+_ENVIRON = os.environ
+_ENVIRON_BYTES = getattr(_ENVIRON, "_data", None) if os.name == "posix" else None
+if type(_ENVIRON_BYTES) is not dict:  # another Python's os.environ: the public way
+    _ENVIRON_BYTES = None
+
+
+def variable(name: str) -> str | None:
+    """The value of the process's environment variable ``name``; None when it is not set."""
+    data = _ENVIRON_BYTES
+    if data is None or os.environ is not _ENVIRON:  # (os.environ replaced: ask the new one)
+        return os.environ.get(name)
+    raw = data.get(name.encode(_ENCODING, "surrogateescape"))
+    return None if raw is None else raw.decode(_ENCODING, "surrogateescape")
+
+
+def _process_variables() -> dict[str, str]:
+    """Those of our variables the process's environment sets (one pass, inline)."""
+    data = _ENVIRON_BYTES
+    if data is None or os.environ is not _ENVIRON:
+        return {v: value for v in _READ if (value := os.environ.get(v)) is not None}
+    found = {}
+    for name, key in _READ_KEYS:
+        raw = data.get(key)  # (get: another thread may unset it meanwhile)
+        if raw is not None:
+            found[name] = raw.decode(_ENCODING, "surrogateescape")
+    return found
+
+
+# (the names are ASCII: their bytes are the same in every encoding os.environ may use)
+_READ_KEYS = tuple(zip(_READ, map(str.encode, _READ), strict=True))
+
+
 class Config(Record):
     """Everything the probe can be told. Build it with :meth:`Config.resolve`."""
 
@@ -118,12 +158,18 @@ class Config(Record):
         # names: each lookup of a variable that is not set costs os.environ a KeyError
         # raised and caught, and a configuration reads 18 (the pass costs half of that
         # with Lambda's ~30 variables; INIT builds two or three configurations).
-        env = os.environ if environ is None else environ
-        try:
-            # (get, not []: another thread may unset a variable between the two)
-            env = {v: value for v in env if v in _READ and (value := env.get(v)) is not None}
-        except Exception:  # a mapping that cannot be iterated: ask it for each variable
-            env = {v: value for v in _READ if (value := env.get(v)) is not None}
+        if environ is None:
+            env = _process_variables()
+        else:
+            try:
+                # (get, not []: another thread may unset a variable between the two)
+                env = {
+                    v: value
+                    for v in environ
+                    if v in _READ and (value := environ.get(v)) is not None
+                }
+            except Exception:  # a mapping that cannot be iterated: ask it for each variable
+                env = {v: value for v in _READ if (value := environ.get(v)) is not None}
         for name, value in explicit.items():
             if name not in _DEFAULTS:
                 warn_once(

@@ -11,11 +11,11 @@ through as the very same objects.
 from __future__ import annotations
 
 import os
+import sys
 import time
-from os import environ
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.config import Config
+from lifecycle_probe.config import Config, variable
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.extension import active_extension, extension_for_this_environment
 from lifecycle_probe.facts import in_flight
@@ -33,18 +33,15 @@ from lifecycle_probe.records import (
     ERROR,
     LEAK_EVENT,
     OK,
+    OTHER_TRIGGER,
     RESTORED,
     TIMEOUT,
     InvocationRecord,
     LifecycleEvent,
 )
-from lifecycle_probe.resources import configure as configure_resources
-from lifecycle_probe.resources import measure as measure_resources
 from lifecycle_probe.runtime_hooks import runtime_client_wrapped
 from lifecycle_probe.sinks import build_sinks, export_to, process_sinks
 from lifecycle_probe.sinks.flush import before_drains
-from lifecycle_probe.triggers import OTHER as OTHER_TRIGGER
-from lifecycle_probe.triggers import trigger_of, w3c_context_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -53,7 +50,8 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.environment import Environment, Invocation
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import InitDisagreement, LifecycleFacts, PlatformFigures
+    from lifecycle_probe.rare_records import InitDisagreement, PlatformFigures
+    from lifecycle_probe.records import LifecycleFacts
     from lifecycle_probe.sinks import Sink
 
     Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -218,8 +216,6 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     clock = time.time_ns
     reads_event = any(sink.reads_event for sink in sinks)
     watch = _leak_watch(handler) if sinks and config.globals == "warn" else None
-    if sinks:
-        configure_resources(config.tmp_warn_share)
     # When every sink flushes after the response through the internal extension, the
     # record itself is built there too (with the leak search): the caller only queues.
     extensions = {id(getattr(sink, "extension", None)) for sink in sinks}
@@ -239,7 +235,7 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
                 incoming: Incoming | None = _incoming(event)
             elif sinks:
                 # Sinks that use nothing of the event (EMF, the log lines) skip parsing it.
-                incoming = (OTHER_TRIGGER, _trace_header(), None, None)
+                incoming = (OTHER_TRIGGER, variable(_TRACE_VARIABLE), None, None)
             else:
                 incoming = None  # ``exporter="none"``: numbers only, nobody to build for
             invocation = current_environment().begin_invocation(context, gap_ns, clock())
@@ -396,36 +392,37 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
     return wrapper  # type: ignore[no-any-return]
 
 
-# The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler. Read
-# from os.environ's own bytes mapping: ``environ.get`` re-encodes the key on every call and
-# raises and catches a KeyError when the variable is absent (~1 us outside Lambda).
+# The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler: read
+# each time (config.variable: one lookup in os.environ's own mapping).
 _TRACE_VARIABLE = "_X_AMZN_TRACE_ID"
-try:
-    _environ_bytes: Any = environ._data  # type: ignore[attr-defined]
-    _TRACE_KEY: Any = environ.encodekey(_TRACE_VARIABLE)
-except AttributeError:  # another Python's os.environ: the public way
-    _environ_bytes = None
 
 
-def _trace_header() -> str | None:
-    if _environ_bytes is None:
-        return environ.get(_TRACE_VARIABLE)
-    value = _environ_bytes.get(_TRACE_KEY)
-    # (what os.environ's own decodevalue does, without its Python-level call)
-    return None if value is None else value.decode("utf-8", "surrogateescape")
+# Modules the records need that INIT does not, imported by their first use.
+_TRIGGERS = "lifecycle_probe.triggers"
+_RESOURCES = "lifecycle_probe.resources"
+
+
+def _probe_import(name: str) -> Any:
+    # The probe's own import, on whichever thread (the caller's, with a sync flush).
+    with probe_work():
+        __import__(name)
+    return sys.modules[name]
 
 
 def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
     """The trigger and the incoming trace context (X-Ray, then W3C headers) of an event."""
+    # Loaded with the first event a sink reads (OpenTelemetry's do; EMF's and the log
+    # lines' never): a function exporting EMF never imports it.
+    triggers = sys.modules.get(_TRIGGERS) or _probe_import(_TRIGGERS)
     try:
-        traceparent, tracestate = w3c_context_of(event)
-        trigger = trigger_of(event)
+        traceparent, tracestate = triggers.w3c_context_of(event)
+        trigger = triggers.trigger_of(event)
     except Exception as exc:
         # An event whose own methods raise (a hostile mapping) costs its trigger and W3C
         # context, never its record.
         report_failure("event reading", exc)
-        return OTHER_TRIGGER, _trace_header(), None, None
-    return trigger, _trace_header(), traceparent, tracestate
+        return OTHER_TRIGGER, variable(_TRACE_VARIABLE), None, None
+    return trigger, variable(_TRACE_VARIABLE), traceparent, tracestate
 
 
 def _deadline_ns(context: Any, now_ns: int) -> int | None:
@@ -475,15 +472,19 @@ def _export(capture: Capture) -> None:
     """Build the record of an ended invocation, with its leaks, and hand it to the sinks."""
     invocation = capture.invocation
     environment = invocation.environment
-    if capture.watch is not None:
-        _note_leaks(capture.watch, capture.event, environment, invocation.facts())
-    if invocation.start == RESTORED:
-        # The first invocation after a SnapStart restore: what the snapshot shares.
-        from lifecycle_probe.snapstart import report as report_hazards
+    # What building the record imports (the log lines of a leak, the hazard report, the
+    # comparison with Lambda's figures) is the probe's, also on the caller's thread (a
+    # sync flush), where it would otherwise be recorded as the function's next import.
+    with probe_work():
+        if capture.watch is not None:
+            _note_leaks(capture.watch, capture.event, environment, invocation.facts())
+        if invocation.start == RESTORED:
+            # The first invocation after a SnapStart restore: what the snapshot shares.
+            from lifecycle_probe.snapstart import report as report_hazards
 
-        report_hazards(environment, invocation.facts())
-    record = _record(capture, capture.end_ns, capture.outcome, capture.error_type)
-    export_to(capture.sinks, record)
+            report_hazards(environment, invocation.facts())
+        record = _record(capture, capture.end_ns, capture.outcome, capture.error_type)
+        export_to(capture.sinks, record)
 
 
 def _note_leaks(
@@ -572,7 +573,9 @@ def _record(
     trigger, xray_trace_header, traceparent, tracestate = capture.incoming
     # /tmp and memory at the invocation's end (after the response when deferred); before
     # the events are taken: its warnings are events of this invocation.
-    reading = measure_resources(environment, facts)
+    # (resources.py is loaded with the first record: after the response, not at INIT)
+    resources = sys.modules.get(_RESOURCES) or _probe_import(_RESOURCES)
+    reading = resources.measure(environment, facts)
     return InvocationRecord(
         facts=facts,
         end_ns=end_ns,

@@ -13,6 +13,7 @@ import _thread
 import os
 import time
 
+from lifecycle_probe.config import variable
 from lifecycle_probe.records import (
     COLD,
     MAX_EVENTS,
@@ -30,13 +31,14 @@ from lifecycle_probe.records import (
     InitRecord,
     LifecycleEvent,
     LifecycleFacts,
-    RestoreRecord,
 )
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
     from typing import Any
+
+    from lifecycle_probe.rare_records import RestoreRecord
 
 __all__ = [
     "ON_DEMAND",
@@ -67,8 +69,12 @@ def clock_tick_ns() -> int:
 def process_start_ns(stat_path: str = "/proc/self/stat") -> int | None:
     """Wall-clock start of this process in epoch nanoseconds, or ``None`` if unknowable."""
     try:
-        with open(stat_path, "rb") as stat:
-            data = stat.read()
+        # (os.open and one read: open() builds a buffered file object for 300 bytes)
+        fd = os.open(stat_path, os.O_RDONLY)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         # The command name (field 2) is in parentheses and may contain spaces or ')':
         # everything after the last ')' is fields 3 onwards, so field 22 is index 19.
         start_ticks = int(data[data.rindex(b")") + 2 :].split()[19])
@@ -281,17 +287,17 @@ class Environment:
         init_start_ns: int | None = None,
         init_start_source: str | None = None,
     ) -> None:
-        env = os.environ if environ is None else environ
+        get = variable if environ is None else environ.get
         self._lock = _thread.allocate_lock()
         self.pid = os.getpid()
         self.environment_id = new_environment_id()
-        self.init_type = env.get("AWS_LAMBDA_INITIALIZATION_TYPE") or ON_DEMAND
+        self.init_type = get("AWS_LAMBDA_INITIALIZATION_TYPE") or ON_DEMAND
         # The variables now, the record at first use: building the first FunctionFacts
         # compiles its constructor (~0.15 ms), which INIT need not pay.
-        self._function_variables = {name: env.get(name) for name in _FUNCTION_VARIABLES}
+        self._function_variables = {name: get(name) for name in _FUNCTION_VARIABLES}
         self._function: FunctionFacts | None = None
         if init_start_ns is None:
-            init_start_ns, init_start_source = _init_start(env, self.pid)
+            init_start_ns, init_start_source = _init_start(get(WRAPPER_START_VARIABLE), self.pid)
         self.init_start_ns = init_start_ns
         self.init_start_source = init_start_source or SOURCE_ESTIMATED
         self.init_end_ns: int | None = None
@@ -486,6 +492,12 @@ class Environment:
             # No request for work seen after the restore: it ended by this invocation.
             self.restore_end_ns = now_ns
             self.restore_end_source = SOURCE_ESTIMATED
+        # Loaded into the snapshot by the before-snapshot hook (runtime_hooks); an import
+        # here, when that hook did not run, is the probe's own, not the function's.
+        from lifecycle_probe.probe_threads import probe_work
+
+        with probe_work():
+            from lifecycle_probe.rare_records import RestoreRecord
         return RestoreRecord(
             environment_id=self.environment_id,
             start_ns=start_ns,
@@ -568,10 +580,10 @@ class Environment:
         return None if end_ns is None else (end_ns - self.init_start_ns) / 1e9
 
 
-def _init_start(environ: Mapping[str, str], pid: int) -> tuple[int, str]:
+def _init_start(handed_over_stamp: str | None, pid: int) -> tuple[int, str]:
     now_ns = time.time_ns()
     os_start = process_start_ns()
-    handed_over = wrapper_start_ns(environ.get(WRAPPER_START_VARIABLE), pid, os_start, now_ns)
+    handed_over = wrapper_start_ns(handed_over_stamp, pid, os_start, now_ns)
     if handed_over is not None:
         return handed_over, SOURCE_EXEC_WRAPPER
     if os_start is not None:

@@ -23,6 +23,7 @@ import os
 import time
 
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
+from lifecycle_probe.config import variable
 from lifecycle_probe.probe_threads import mark_probe_thread, probe_work
 from lifecycle_probe.runtime_hooks import (
     add_event_request_listener,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from lifecycle_probe.records import PlatformFigures
+    from lifecycle_probe.rare_records import PlatformFigures
     from lifecycle_probe.telemetry_api import TelemetrySubscriber
 
 __all__ = [
@@ -493,8 +494,8 @@ def after_response_extension(
     with _extension_lock:
         if _extension is not None:
             return _extension
-        runtime_api = os.environ.get("AWS_LAMBDA_RUNTIME_API")
-        if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES:
+        runtime_api = variable("AWS_LAMBDA_RUNTIME_API")
+        if variable("AWS_LAMBDA_INITIALIZATION_TYPE") == MANAGED_INSTANCES:
             # Lambda Managed Instances refuse every extension's registration (HTTP 403)
             # and have no freeze to flush before: asking would only log a warning in each
             # worker. The sinks flush before each response; no figures of Lambda's.

@@ -25,7 +25,7 @@ import sys
 import time
 
 from lifecycle_probe._safe import report_failure, warn_once
-from lifecycle_probe.probe_threads import OUTSIDE, probe_work, work_depth
+from lifecycle_probe.config import variable
 from lifecycle_probe.records import (
     ORIGIN_FUNCTION,
     ORIGIN_LAYER,
@@ -189,6 +189,10 @@ def handler_module_name(handler: str | None) -> str | None:
 # Enough for the largest functions; past it, imports are counted but not kept.
 MAX_IMPORTS = 10_000
 
+# The probe's own-thread registry, read on every import once it is loaded (see traced).
+_REGISTRY = "lifecycle_probe.probe_threads"
+_OUTSIDE = (0,)  # (probe_threads.OUTSIDE: a thread that never entered a block)
+
 
 def origin_of(path: str | None, task_root: str | None) -> str:
     """Classify a module's file: the function's code, a layer, site-packages or the runtime."""
@@ -221,7 +225,7 @@ class ImportTracer:
         self._later: list[Seen] = []
         self.dropped = 0
         self.started_ns = time.time_ns()
-        self._task_root = os.environ.get("LAMBDA_TASK_ROOT")
+        self._task_root = variable("LAMBDA_TASK_ROOT")
         self._original: Callable[[str, Any], ModuleType] | None = None
 
     def after_fork_in_child(self) -> None:
@@ -269,8 +273,14 @@ class ImportTracer:
         original = self._original
         assert original is not None
         local = self._local
-        # The probe's own import (in_probe_work, inline: see probe_threads)?
-        if work_depth.__dict__.get("depth", OUTSIDE)[0] > 0:
+        # The probe's own import (in_probe_work, inline: see probe_threads)? Until the
+        # registry is loaded, by the first thread or block of the probe's, there is none:
+        # so that INIT, where install() alone needs no registry, does not import it.
+        registry = sys.modules.get(_REGISTRY)
+        if registry is None:
+            if name == _REGISTRY:  # its first import (a post-import hook's): the probe's
+                return original(name, import_)
+        elif registry.work_depth.__dict__.get("depth", _OUTSIDE)[0] > 0:
             return original(name, import_)
         try:
             stack: list[list[int]] = local.stack
@@ -419,6 +429,8 @@ def stop_import_tracing() -> None:
 def _run_hook(callback: Callback, module: ModuleType, name: str) -> None:
     # What a hook imports (the tracking code, wrapt) is the probe's, not the function's:
     # its time stays in the watched module's import, but it gets no span of its own.
+    from lifecycle_probe.probe_threads import probe_work
+
     try:
         with probe_work():
             callback(module)

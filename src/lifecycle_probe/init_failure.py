@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from types import FrameType, TracebackType
     from typing import Any
 
-    from lifecycle_probe.records import InitFailureRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
 
 __all__ = [
     "at_interpreter_startup",
@@ -331,7 +331,10 @@ def failure_record(
     """The record of the failed INIT: timing, error type (never the message), imports."""
     from lifecycle_probe.environment import current_environment
     from lifecycle_probe.imports import active_tracer
-    from lifecycle_probe.records import InitFailureRecord
+    from lifecycle_probe.probe_threads import probe_work
+
+    with probe_work():  # (the record's module is loaded now: the probe's import)
+        from lifecycle_probe.rare_records import InitFailureRecord
 
     end_ns = time.time_ns()
     environment = current_environment()

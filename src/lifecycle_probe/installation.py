@@ -14,11 +14,10 @@ client library is imported.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from lifecycle_probe._safe import guard, report_failure, warn_once
-from lifecycle_probe.config import Config
+from lifecycle_probe.config import Config, variable
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.imports import (
     handler_module_name,
@@ -136,12 +135,21 @@ def install_runtime_signals() -> None:
 TRACKED_CLIENTS = ("psycopg2", "psycopg", "pymysql", "redis", "urllib3", "botocore")
 
 # Options that can only hold for the whole process, however many handlers are probed:
-# a client library is patched once, and its connections serve every handler. Each maps
-# to (the value in force, whether an argument asked for it).
-PROCESS_WIDE = ("connections", "stale_idle_s")
+# a client library is patched once, and its connections serve every handler; a process
+# has one /tmp, watched by one resource watch (resources.py, which reads its share here
+# when it is first needed, after the first invocation). Each maps to (the value in force,
+# whether an argument asked for it). Held by install_connection_tracking, which every
+# enabled install() and @probe, and importing ``probe``, go through.
+PROCESS_WIDE = ("connections", "stale_idle_s", "tmp_warn_share")
 _process_wide: dict[str, tuple[Any, bool]] = {}
 # Whether the clients are watched for (set once the first caller wants tracking).
 _clients_watched = False
+
+
+def process_wide_value(name: str) -> Any:
+    """The value in force of the process-wide option ``name`` (None until a caller held one)."""
+    held = _process_wide.get(name)
+    return None if held is None else held[0]
 
 
 def install_connection_tracking(config: Config, asked: Mapping[str, Any] | None = None) -> None:
@@ -299,7 +307,7 @@ def _install(options: dict[str, Any]) -> bool:
     install_runtime_signals()
     install_connection_tracking(config, options)
     with guard("handler import hook"):
-        handler = os.environ.get("LIFECYCLE_PROBE_HANDLER") or os.environ.get("_HANDLER")
+        handler = variable("LIFECYCLE_PROBE_HANDLER") or variable("_HANDLER")
         module_name = handler_module_name(handler)
         if module_name is not None and module_name != "lifecycle_probe.handler":
             # A fallback signal of INIT end for runtimes whose client we cannot wrap.

@@ -23,12 +23,13 @@ not compared: its difference says nothing new.
 
 from __future__ import annotations
 
-from lifecycle_probe.records import SOURCE_ESTIMATED, InitDisagreement
+from lifecycle_probe.rare_records import InitDisagreement
+from lifecycle_probe.records import SOURCE_ESTIMATED
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from lifecycle_probe.environment import Environment
-    from lifecycle_probe.records import PlatformFigures
+    from lifecycle_probe.rare_records import PlatformFigures
 
 __all__ = ["INIT_AGREEMENT_MS", "disagreements"]
 

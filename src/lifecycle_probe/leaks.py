@@ -24,6 +24,8 @@ import os
 import sys
 from itertools import chain, islice
 
+from lifecycle_probe.config import variable
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from types import ModuleType
@@ -212,7 +214,7 @@ class LeakWatch:
 
 def task_root_of(handler: Any) -> str | None:
     """Where the function's own code lives: ``LAMBDA_TASK_ROOT``, else the handler's folder."""
-    root = os.environ.get("LAMBDA_TASK_ROOT")
+    root = variable("LAMBDA_TASK_ROOT")
     if root:
         return root
     module = sys.modules.get(getattr(handler, "__module__", "") or "")

@@ -12,6 +12,12 @@ if TYPE_CHECKING:
     from typing import Any, ClassVar
 
     from typing_extensions import dataclass_transform
+
+    from lifecycle_probe.rare_records import (
+        InitDisagreement,
+        PlatformFigures,
+        RestoreRecord,
+    )
 else:
     # ``typing`` is for the type checker only (see below); at run time the marker is a no-op.
     def dataclass_transform(**_options: object) -> object:
@@ -33,6 +39,7 @@ __all__ = [
     "ORIGIN_LAYER",
     "ORIGIN_RUNTIME",
     "ORIGIN_SITE_PACKAGES",
+    "OTHER_TRIGGER",
     "PLATFORM_REPORT_EVENT",
     "PROACTIVE",
     "PROVISIONED",
@@ -45,15 +52,11 @@ __all__ = [
     "WARM",
     "FunctionFacts",
     "ImportRecord",
-    "InitDisagreement",
-    "InitFailureRecord",
     "InitRecord",
     "InvocationRecord",
     "LifecycleEvent",
     "LifecycleFacts",
-    "PlatformFigures",
     "Record",
-    "RestoreRecord",
 ]
 
 
@@ -89,10 +92,11 @@ class _RecordType(type):
         inherited: tuple[str, ...] = getattr(base, "_fields", ())
         defaults: dict[str, object] = {}
         defaults.update(getattr(base, "_defaults", ()))
-        for field in own:
-            # A default stays out of the class body: a slot cannot share its name.
-            if field in namespace:
-                defaults[field] = namespace.pop(field)
+        # The fields with a default (found by a set operation, not a loop over every field:
+        # InvocationRecord has 22): a default stays out of the class body, as a slot cannot
+        # share its name.
+        for field in namespace.keys() & own:
+            defaults[field] = namespace.pop(field)
         fields = inherited + own
         namespace["__slots__"] = own
         # Each record class compiles its own constructor when first used (a subclass must
@@ -215,6 +219,10 @@ FAILED = "failed"
 DETECTED = "detected"
 RISK = "risk"
 
+# ``faas.trigger`` of an event whose shape tells nothing (the others: triggers.py), and of
+# every event where no sink reads the event (EMF and the log lines never do).
+OTHER_TRIGGER = "other"
+
 # Invocation outcomes.
 OK = "ok"
 ERROR = "error"
@@ -289,47 +297,6 @@ class InitRecord(Record):
         return SOURCE_ESTIMATED in (self.start_source, self.end_source)
 
 
-class RestoreRecord(Record):
-    """The SnapStart restore of one environment: from the after-restore hook to the
-    runtime's first request for an event after it (``end_source`` ``runtime``; else
-    ``estimated``: the first invocation's start)."""
-
-    environment_id: str
-    start_ns: int
-    end_ns: int
-    end_source: str
-    pid: int
-    # Imports made during the restore (after-restore hooks), as the import tracer saw them.
-    imports: tuple[ImportRecord, ...] = ()
-
-    @property
-    def duration_s(self) -> float:
-        """Restore duration in seconds, as the probe measured it."""
-        return (self.end_ns - self.start_ns) / 1e9
-
-
-class PlatformFigures(Record):
-    """What Lambda itself reported of one invocation (the Telemetry API's
-    ``platform.report``): None where Lambda did not say. ``init_duration_ms`` and
-    ``restore_duration_ms`` are those of the INIT and restore before that request."""
-
-    request_id: str
-    duration_ms: float | None = None
-    billed_duration_ms: int | None = None
-    max_memory_used_mb: int | None = None
-    init_duration_ms: float | None = None
-    restore_duration_ms: float | None = None
-
-
-class InitDisagreement(Record):
-    """Lambda's INIT duration for ``request_id`` and the probe's own differ by more than
-    the agreement tolerance (see ``lifecycle_probe.lambda_figures``)."""
-
-    request_id: str
-    lambda_init_duration_ms: float
-    probe_init_duration_ms: float
-
-
 class LifecycleFacts(Record):
     """What ``lifecycle_probe.current()`` returns: this environment and the invocation in flight.
 
@@ -402,7 +369,7 @@ class InvocationRecord(Record):
     invoked_function_arn: str | None
     events: tuple[LifecycleEvent, ...] = ()
     # faas.trigger, from the event's shape (triggers.py).
-    trigger: str = "other"
+    trigger: str = OTHER_TRIGGER
     # Incoming trace context, as received: X-Ray's _X_AMZN_TRACE_ID and the W3C headers of
     # an HTTP event. The OTel sink parses them; nothing else of the event is kept.
     xray_trace_header: str | None = None
@@ -437,33 +404,3 @@ class InvocationRecord(Record):
         """Handler duration in seconds, as the probe saw it."""
         start = self.facts.invoke_start_ns
         return 0.0 if start is None else (self.end_ns - start) / 1e9
-
-
-class InitFailureRecord(Record):
-    """An INIT that failed: the function's module could not be imported or raised.
-
-    Exported on its own, before the runtime reports the error and exits. Only the error's
-    type is kept: its message may quote a DSN, a path with a secret, or a line of code.
-    """
-
-    environment_id: str
-    init_type: str
-    start_ns: int
-    # When the failure reached the probe: the end of the failed INIT.
-    end_ns: int
-    start_source: str
-    # The Lambda error type the runtime reports (``Runtime.ImportModuleError``, ...), or the
-    # exception's qualified name for an exception raised by the function's own INIT code.
-    error_type: str
-    function: FunctionFacts
-    # The function's handler setting (``module.function``), which names no secret.
-    handler: str | None = None
-    # The imports of the failed INIT up to the failure, as the import tracer saw them.
-    imports: tuple[ImportRecord, ...] = ()
-    imports_traced_from_ns: int | None = None
-    pid: int = 0
-
-    @property
-    def duration_s(self) -> float:
-        """How long the failed INIT ran, in seconds."""
-        return (self.end_ns - self.start_ns) / 1e9

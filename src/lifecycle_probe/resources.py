@@ -29,6 +29,8 @@ from __future__ import annotations
 import os
 from itertools import pairwise
 
+from lifecycle_probe.config import variable
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -38,7 +40,6 @@ __all__ = [
     "MEMORY_MIN_SAMPLES",
     "MIB",
     "ResourceWatch",
-    "configure",
     "ephemeral_storage_bytes",
     "forget",
     "measure",
@@ -69,28 +70,8 @@ def temporary_directory(environ: Any = None) -> str:
     """The directory measured: ``TMPDIR`` when set (the local Lambda gives each environment
     its own), else ``/tmp``."""
     if environ is None:
-        return _environ_value(_TMPDIR_KEY, "TMPDIR") or "/tmp"
+        return variable("TMPDIR") or "/tmp"
     return environ.get("TMPDIR") or "/tmp"
-
-
-# Read after every invocation: from os.environ's own bytes mapping, as decorator.py reads
-# _X_AMZN_TRACE_ID (``os.environ.get`` re-encodes the key and, for an absent variable,
-# raises and catches a KeyError: ~0.7 us against ~0.1 us). Still read each time, never
-# cached: a test (or the function) may set TMPDIR between invocations.
-try:
-    _environ_bytes: Any = os.environ._data  # type: ignore[attr-defined]
-    _TMPDIR_KEY: Any = os.environ.encodekey("TMPDIR")
-    _STORAGE_KEY: Any = os.environ.encodekey("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
-except AttributeError:  # another Python's os.environ: the public way
-    _environ_bytes = _TMPDIR_KEY = _STORAGE_KEY = None
-
-
-def _environ_value(key: Any, name: str) -> str | None:
-    if _environ_bytes is None:
-        return os.environ.get(name)
-    value = _environ_bytes.get(key)
-    # (what os.environ's own decodevalue does, without its Python-level call)
-    return None if value is None else value.decode("utf-8", "surrogateescape")
 
 
 def statvfs_used(path: str) -> int:
@@ -202,7 +183,7 @@ def _page_size() -> int:
 def ephemeral_storage_bytes(environ: Any = None) -> int:
     """``AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE`` (MB) in bytes; Lambda's default 512 MB."""
     if environ is None:
-        raw = _environ_value(_STORAGE_KEY, "AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
+        raw = variable("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
     else:
         raw = environ.get("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
     try:
@@ -293,7 +274,7 @@ class ResourceWatch:
         # bounded walk on every invocation. Given up; said once where it is a surprise (in
         # a Lambda function), silently in a script or a test run.
         self._too_big.add(path)
-        if not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        if not variable("AWS_LAMBDA_FUNCTION_NAME"):
             return None
         from lifecycle_probe._safe import warn_once
 
@@ -349,32 +330,18 @@ def forget() -> None:
     _watch.clear()
 
 
-def configure(tmp_warn_share: float) -> None:
-    """Set the process's /tmp warning share (the first probe's; a process has one /tmp).
-
-    A later probe asking for another share gets one warning, and the first stays.
-    """
-    if not _watch:
-        _watch.append(ResourceWatch(tmp_warn_share))
-    elif _watch[0].tmp_warn_share != tmp_warn_share:
-        from lifecycle_probe._safe import warn_once
-
-        warn_once(
-            "resources:share",
-            "lifecycle_probe: tmp_warn_share=%r asked for after %r: it is one per process, "
-            "the first stays",
-            tmp_warn_share,
-            _watch[0].tmp_warn_share,
-        )
-
-
 def resource_watch() -> ResourceWatch:
-    """The process's watch, configured by the first probe (else the variables)."""
+    """The process's watch, made when first needed, with the ``tmp_warn_share`` in force
+    (a process-wide option: the first probe's, or one an argument asked for; else the
+    variables')."""
     if not _watch:
-        from lifecycle_probe.config import Config
-        from lifecycle_probe.installation import installed_options
+        from lifecycle_probe.installation import installed_options, process_wide_value
 
-        share = Config.resolve(**installed_options()).tmp_warn_share
+        share = process_wide_value("tmp_warn_share")
+        if share is None:  # (no enabled probe or install() has run: a direct caller)
+            from lifecycle_probe.config import Config
+
+            share = Config.resolve(**installed_options()).tmp_warn_share
         _watch.append(ResourceWatch(share))
     return _watch[0]
 

@@ -10,11 +10,11 @@ could see that module finish.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 from lifecycle_probe._safe import report_failure
+from lifecycle_probe.config import variable
 from lifecycle_probe.environment import SNAP_START, current_environment
 from lifecycle_probe.records import SOURCE_RUNTIME, SOURCE_SNAPSHOT
 
@@ -205,7 +205,7 @@ def register_snapshot_hooks() -> bool:
     _withdrawn = False
     if _snapshot_hooks_registered:
         return True
-    if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAP_START:
+    if variable("AWS_LAMBDA_INITIALIZATION_TYPE") != SNAP_START:
         return False
     try:
         # Only present in SnapStart-capable runtimes; imported only under snap-start.
@@ -216,8 +216,14 @@ def register_snapshot_hooks() -> bool:
     register_after_restore(_after_restore)
     _snapshot_hooks_registered = True
     try:
-        # Values of random sources made during INIT, for the hazard search at the snapshot.
-        from lifecycle_probe.snapstart import start_recording
+        # Values of random sources made during INIT, for the hazard search at the snapshot;
+        # and the records of a restore, loaded now so that the snapshot holds them and the
+        # restore never imports them. Both are the probe's imports, not the function's.
+        from lifecycle_probe.probe_threads import probe_work
+
+        with probe_work():
+            from lifecycle_probe import rare_records  # noqa: F401
+            from lifecycle_probe.snapstart import start_recording
 
         start_recording()
     except Exception as exc:

@@ -57,16 +57,15 @@ import time
 from lifecycle_probe._safe import report_failure, start_daemon_thread, warn_once
 from lifecycle_probe.probe_threads import mark_probe_thread
 
-# The model's record: sinks read the figures without importing this module.
-from lifecycle_probe.records import PlatformFigures
-
 # ``typing``, ``dataclasses`` and ``collections`` cost milliseconds to import at INIT; the
 # runtime client has imported ``json`` and ``threading`` already.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["MAX_DURATION_MS", "MAX_MEMORY_MB", "PlatformFigures", "TelemetrySubscriber", "start"]
+    from lifecycle_probe.rare_records import PlatformFigures
+
+__all__ = ["MAX_DURATION_MS", "MAX_MEMORY_MB", "TelemetrySubscriber", "start"]
 
 # The figures of a report (besides its request id).
 _FIGURES = (
@@ -240,6 +239,10 @@ class TelemetrySubscriber:
         assert isinstance(request_id, str)
         if request_id in self._figures and request_id not in self._pending:
             return  # handed over already: a repeat reaches no second export
+        # The model's record (sinks read it without importing this module), loaded with
+        # the first report, after the first response: never at INIT.
+        from lifecycle_probe.rare_records import PlatformFigures
+
         figures = PlatformFigures(
             request_id=request_id,
             duration_ms=_number(metrics.get("durationMs")),

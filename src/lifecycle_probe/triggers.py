@@ -7,6 +7,8 @@ context headers (``traceparent``/``tracestate``), which exist to be propagated.
 
 from __future__ import annotations
 
+from lifecycle_probe.records import OTHER_TRIGGER as OTHER
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -18,7 +20,6 @@ HTTP = "http"
 PUBSUB = "pubsub"
 DATASOURCE = "datasource"
 TIMER = "timer"
-OTHER = "other"
 
 # ``eventSource`` of a record in ``Records`` (or of a Kafka or Amazon MQ event) -> trigger.
 _RECORD_SOURCES = {

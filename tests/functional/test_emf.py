@@ -145,7 +145,7 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
     capsys, monkeypatch, tmp_path
 ):
     from lifecycle_probe.decorator import report_timeout
-    from lifecycle_probe.records import InitFailureRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
 
     units: dict[str, set[str]] = {}
 
@@ -204,7 +204,7 @@ def test_every_metric_of_the_table_is_written_with_the_unit_it_documents(
     # Lambda's own figures (Telemetry API) reaching an export, its INIT figure far from
     # the probe's
     from lifecycle_probe import decorator
-    from lifecycle_probe.records import PlatformFigures
+    from lifecycle_probe.rare_records import PlatformFigures
 
     figures = PlatformFigures(
         "r0",
@@ -627,23 +627,6 @@ def test_a_timeout_document_starts_on_a_line_of_its_own(capsys):
 SINK_IMPORTS_SCRIPT = """
 import io, json, sys
 from lifecycle_probe import probe
-from lifecycle_probe.sinks import add_process_sink
-
-seen = []
-
-
-class Capture:
-    name = "capture"
-    reads_event = False
-
-    def export(self, record):
-        seen.append(record)
-
-    def flush(self, timeout_s):
-        pass
-
-
-add_process_sink(Capture())
 
 
 @probe(exporter=sys.argv[1], flush="sync")
@@ -666,19 +649,9 @@ print(json.dumps([[i.module for i in record.imports] for record in seen]))
 def test_what_a_sink_imports_on_the_callers_thread_is_not_the_functions_import(exporter):
     # GIVEN a fresh interpreter (nothing of Powertools or json imported yet) and a sink
     # flushing before the response, on the caller's thread
-    import subprocess
-    import sys
+    from tests.fresh_process import CAPTURING_SINK, run_fresh
 
-    result = subprocess.run(
-        [sys.executable, "-c", SINK_IMPORTS_SCRIPT, exporter],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={k: v for k, v in os.environ.items() if not k.startswith("LIFECYCLE_PROBE_")},
-    )
-    assert result.returncode == 0, result.stderr
-    imports = json.loads(result.stdout.splitlines()[-1])
+    imports = run_fresh(CAPTURING_SINK + SINK_IMPORTS_SCRIPT, exporter)
     # THEN the first writes' imports (Powertools, json, the ColdStart registry) are in no
     # record; the function's own import, in the third invocation, is
     assert imports[:2] == [[], []]

@@ -17,7 +17,7 @@ from lifecycle_probe import decorator, probe
 from lifecycle_probe.config import Config
 from lifecycle_probe.extension import InternalExtension
 from lifecycle_probe.lambda_figures import INIT_AGREEMENT_MS
-from lifecycle_probe.records import PlatformFigures
+from lifecycle_probe.rare_records import PlatformFigures
 from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
 
 FUNCTION_ENV = {"AWS_LAMBDA_FUNCTION_NAME": "orders"}

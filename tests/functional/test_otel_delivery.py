@@ -205,7 +205,7 @@ def test_lambdas_reports_given_up_are_counted_once_in_the_export_carrying_figure
     exporters, monkeypatch
 ):
     from lifecycle_probe import decorator
-    from lifecycle_probe.records import PlatformFigures
+    from lifecycle_probe.rare_records import PlatformFigures
 
     _, metrics, _ = exporters
     # GIVEN Lambda's figures of r1 reaching the second export, with 3 reports given up

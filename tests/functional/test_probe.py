@@ -255,7 +255,7 @@ def test_console_sink_writes_one_json_line_per_record_and_no_event_payload():
 
 
 def test_console_sink_writes_the_restore_lambdas_figures_and_init_disagreements():
-    from lifecycle_probe.records import InitDisagreement, PlatformFigures, RestoreRecord
+    from lifecycle_probe.rare_records import InitDisagreement, PlatformFigures, RestoreRecord
 
     # GIVEN the record of a first invocation after a SnapStart restore, which Lambda's
     # figures of two earlier requests reached, one of them an INIT far from the probe's

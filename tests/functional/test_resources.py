@@ -285,3 +285,36 @@ def test_the_tmp_share_given_to_probe_is_the_processs_and_a_second_one_warns(cap
     assert resources.resource_watch().tmp_warn_share == 0.25
     (warning,) = [r.getMessage() for r in caplog.records if "tmp_warn_share" in r.getMessage()]
     assert "0.5" in warning
+
+
+def test_the_tmp_share_asked_for_beats_the_variables_and_is_read_when_first_needed(
+    monkeypatch, caplog
+):
+    import logging
+
+    from lifecycle_probe import probe, resources
+    from lifecycle_probe.testing import fresh_environment
+
+    # GIVEN a variable, then a probe whose argument asks for another share
+    monkeypatch.setenv("LIFECYCLE_PROBE_TMP_WARN_SHARE", "0.5")
+    fresh_environment()
+    with caplog.at_level(logging.WARNING, logger="lifecycle_probe"):
+        probe(exporter="console")(lambda e, c: None)
+        probe(exporter="console", tmp_warn_share=0.25)(lambda e, c: None)
+        # WHEN the watch is first needed
+        share = resources.resource_watch().tmp_warn_share
+    # THEN the argument's share is in force (one per process, an argument beats a
+    # variable), without a warning: nobody asked for the variable's value
+    assert share == 0.25
+    assert not [r for r in caplog.records if "tmp_warn_share" in r.getMessage()]
+
+
+def test_install_gives_its_tmp_share_to_every_probe(monkeypatch):
+    from lifecycle_probe import install, probe, resources
+    from lifecycle_probe.testing import fresh_environment
+
+    monkeypatch.delenv("LIFECYCLE_PROBE_TMP_WARN_SHARE", raising=False)
+    fresh_environment()
+    assert install(tmp_warn_share=0.3)
+    probe(exporter="console")(lambda e, c: None)
+    assert resources.resource_watch().tmp_warn_share == 0.3

@@ -24,7 +24,8 @@ from lifecycle_probe.imports import (
     when_imported,
 )
 from lifecycle_probe.installation import reset_installation
-from lifecycle_probe.records import COLD, WARM, ImportRecord, InitFailureRecord
+from lifecycle_probe.rare_records import InitFailureRecord
+from lifecycle_probe.records import COLD, WARM, ImportRecord
 from lifecycle_probe.sinks import Sink, add_process_sink, remove_process_sink
 from lifecycle_probe.sinks.otel import OtelSink
 from lifecycle_probe.sinks.otel.memory import InMemoryMetricExporter

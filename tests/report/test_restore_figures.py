@@ -135,7 +135,7 @@ def console_lines_of_a_restored_environment(tmp_path: Path, *, lambda_figure: bo
     import io
 
     from lifecycle_probe import probe
-    from lifecycle_probe.records import PlatformFigures, RestoreRecord
+    from lifecycle_probe.rare_records import PlatformFigures, RestoreRecord
     from lifecycle_probe.sinks.console import ConsoleSink
     from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
 

@@ -142,3 +142,51 @@ def test_a_mapping_that_cannot_be_listed_is_asked_for_each_variable():
 
     config = Config.resolve(environ=OnlyGet())  # type: ignore[arg-type]
     assert (config.flush, config.exporter) == ("sync", ("emf",))
+
+
+# -- reading the process's variables ---------------------------------------------------------
+
+
+def test_a_variable_is_read_as_os_environ_reads_it(monkeypatch):
+    from lifecycle_probe.config import variable
+
+    monkeypatch.setenv("LIFECYCLE_PROBE_TEST_VALUE", "plain")
+    monkeypatch.delenv("LIFECYCLE_PROBE_TEST_UNSET", raising=False)
+    assert variable("LIFECYCLE_PROBE_TEST_VALUE") == "plain"
+    assert variable("LIFECYCLE_PROBE_TEST_UNSET") is None
+    # set and unset after the first read: each read sees the process's variables now
+    monkeypatch.setenv("LIFECYCLE_PROBE_TEST_UNSET", "")
+    assert variable("LIFECYCLE_PROBE_TEST_UNSET") == ""
+    monkeypatch.delenv("LIFECYCLE_PROBE_TEST_VALUE")
+    assert variable("LIFECYCLE_PROBE_TEST_VALUE") is None
+    # a value that is not valid UTF-8 comes back as os.environ gives it (surrogate escapes)
+    import os
+
+    os.environb[b"LIFECYCLE_PROBE_TEST_BYTES"] = b"caf\xe9"
+    try:
+        assert variable("LIFECYCLE_PROBE_TEST_BYTES") == os.environ["LIFECYCLE_PROBE_TEST_BYTES"]
+        assert variable("LIFECYCLE_PROBE_TEST_BYTES") == "caf\udce9"
+    finally:
+        del os.environb[b"LIFECYCLE_PROBE_TEST_BYTES"]
+
+
+def test_a_replaced_os_environ_is_the_one_read(monkeypatch):
+    import os
+
+    from lifecycle_probe.config import variable
+
+    monkeypatch.setattr(os, "environ", {"LIFECYCLE_PROBE_FLUSH": "sync"})
+    assert variable("LIFECYCLE_PROBE_FLUSH") == "sync"
+    assert variable("PATH") is None
+    assert Config.resolve().flush == "sync"
+
+
+def test_the_process_variables_are_those_of_the_configuration(monkeypatch):
+    monkeypatch.setenv("LIFECYCLE_PROBE_FLUSH", "sync")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "orders")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    monkeypatch.delenv("LIFECYCLE_PROBE_EXPORTER", raising=False)
+    config = Config.resolve()
+    assert (config.flush, config.service, config.exporter) == ("sync", "orders", ("otlp",))
+    monkeypatch.delenv("LIFECYCLE_PROBE_FLUSH")
+    assert Config.resolve().flush == "after-response"

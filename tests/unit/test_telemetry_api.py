@@ -11,7 +11,8 @@ from typing import Any, ClassVar
 import pytest
 
 from lifecycle_probe import telemetry_api
-from lifecycle_probe.telemetry_api import PlatformFigures, TelemetrySubscriber
+from lifecycle_probe.rare_records import PlatformFigures
+from lifecycle_probe.telemetry_api import TelemetrySubscriber
 
 
 def report(request_id: str, **metrics: object) -> dict[str, Any]:
@@ -348,9 +349,10 @@ def test_an_unreachable_runtime_api_gives_none():
 
 def test_the_figures_are_the_models_record():
     # Sinks read the figures from the model, never from this capture module.
-    from lifecycle_probe import records
+    from lifecycle_probe import rare_records, telemetry_api
 
-    assert PlatformFigures is records.PlatformFigures
+    assert PlatformFigures is rare_records.PlatformFigures
+    assert not hasattr(telemetry_api, "PlatformFigures")
     figures = PlatformFigures("r1", billed_duration_ms=13)
     assert figures.replace(max_memory_used_mb=70).as_dict() == {
         "request_id": "r1",

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.config import Config
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import InvocationRecord
 
     # Hands the sinks the internal extension that flushes after the response (None where
     # there can be none): capture knows the environment, sinks only use what they are given.

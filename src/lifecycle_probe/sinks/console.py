@@ -22,15 +22,13 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, TextIO
 
-    from lifecycle_probe.records import (
+    from lifecycle_probe.rare_records import (
         InitDisagreement,
         InitFailureRecord,
-        InitRecord,
-        InvocationRecord,
-        LifecycleEvent,
         PlatformFigures,
         RestoreRecord,
     )
+    from lifecycle_probe.records import InitRecord, InvocationRecord, LifecycleEvent
 
 __all__ = ["ConsoleSink", "read_lines"]
 

@@ -49,7 +49,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.records import FunctionFacts, InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import FunctionFacts, InvocationRecord
 
 __all__ = ["METRICS", "EmfSink"]
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from typing import Any
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.records import ImportRecord, InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import ImportRecord, InvocationRecord
 
 __all__ = ["LogSink"]
 

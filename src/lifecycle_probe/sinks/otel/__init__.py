@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
     from lifecycle_probe.config import Config
     from lifecycle_probe.extension import InternalExtension
-    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import InvocationRecord
     from lifecycle_probe.sinks.otel.exporters import Exporter
     from lifecycle_probe.sinks.otel.pipeline import Pipeline
 

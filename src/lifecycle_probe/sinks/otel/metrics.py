@@ -38,7 +38,8 @@ from lifecycle_probe.records import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from lifecycle_probe.records import InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import InvocationRecord
 
 __all__ = [
     "CUMULATIVE",

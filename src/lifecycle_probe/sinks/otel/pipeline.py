@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace.export import SpanExporter
 
     from lifecycle_probe.config import Config
-    from lifecycle_probe.records import FunctionFacts, InitFailureRecord, InvocationRecord
+    from lifecycle_probe.rare_records import InitFailureRecord
+    from lifecycle_probe.records import FunctionFacts, InvocationRecord
     from lifecycle_probe.sinks.otel.exporters import Exporter
 
 __all__ = ["Pipeline"]

@@ -33,15 +33,8 @@ if TYPE_CHECKING:
 
     from opentelemetry.sdk.trace.sampling import Sampler
 
-    from lifecycle_probe.records import (
-        FunctionFacts,
-        ImportRecord,
-        InitFailureRecord,
-        InitRecord,
-        InvocationRecord,
-        PlatformFigures,
-        RestoreRecord,
-    )
+    from lifecycle_probe.rare_records import InitFailureRecord, PlatformFigures, RestoreRecord
+    from lifecycle_probe.records import FunctionFacts, ImportRecord, InitRecord, InvocationRecord
 
 __all__ = ["KIND_SERVER", "STATUS_ERROR", "Span", "Spans", "env_sampler"]
 
