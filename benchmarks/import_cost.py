@@ -59,7 +59,10 @@ Instructions
       ``boto3`` cannot be imported).
 
     With ``--other-tree`` every case is counted in both trees, with the counts before,
-    now and their difference. The count holds the tree's path strings (``sys.path``,
+    now and their difference; each tree's baselines are counted in that tree (an editable
+    install of this checkout leaves one more ``sys.path`` entry in the other tree's
+    children, which costs each import that searches the whole path: the runtime client's
+    baseline is ~0.1 M higher there). The count holds the tree's path strings (``sys.path``,
     every module's ``__file__``, the ``.pyc`` paths): compare trees checked out at paths
     of equal length, e.g. ``/work/main/src`` and ``/tmp/ic_ol/src``; a warning is printed
     when they differ. Every command counted has run once unmeasured before, in each tree,
@@ -514,24 +517,31 @@ def print_instruction_section(
     trees: list[Tree],
     passes: int,
 ) -> None:
-    """Count ``baseline`` (label, code) once, and each of ``probes`` in every tree, and print
-    the counts with what each adds to the baseline, before and now when two trees are
+    """Count ``baseline`` (label, code) and each of ``probes`` in every tree, and print the
+    counts with what each adds to its tree's baseline, before and now when two trees are
     compared. Every code runs once unmeasured first, in each tree: the .pyc files."""
     print()
     print(f"  {heading}")
-    label, code = baseline
-    warm = run_child(code, trees[0].env)
-    if warm.returncode != 0:
-        print(f"    not measured: {label} fails: {failure_of(warm)}")
-        return
-    # One baseline for both trees: it does not import the probe, and the trees' PYTHONPATH
-    # entries are the same length when the comparison is fair at all.
-    base = count_instructions(code, trees[0].env, passes)
-    if base is None:
-        print("    not measured: valgrind is not installed or could not run the interpreter")
-        return
-    print(f"    {label:<{LABEL_WIDTH}} {base / 1e6:10.3f} M")
     compared = len(trees) > 1
+    # A baseline per tree, though it imports nothing of the probe: the trees' sys.path may
+    # differ by more than their own entry. An editable install of this checkout puts its
+    # src on sys.path too, where Python drops it as a duplicate of this tree's PYTHONPATH
+    # but not of the other's: every import that searches the whole path (the runtime
+    # client's own) stats one directory more there, ~0.1 M instructions in all.
+    bases: dict[str, int] = {}
+    label, code = baseline
+    for tree in trees:
+        title = f"{label} ({tree.name} tree)" if compared else label
+        warm = run_child(code, tree.env)
+        if warm.returncode != 0:
+            print(f"    not measured: {label} fails: {failure_of(warm)}")
+            return
+        base = count_instructions(code, tree.env, passes)
+        if base is None:
+            print("    not measured: valgrind is not installed or could not run the interpreter")
+            return
+        bases[tree.name] = base
+        print(f"    {title:<{LABEL_WIDTH}} {base / 1e6:10.3f} M")
     for label, code in probes:
         added: dict[str, int] = {}
         for tree in trees:
@@ -544,7 +554,7 @@ def print_instruction_section(
             if count is None:
                 print(f"    {title:<{LABEL_WIDTH}} not measured: valgrind failed")
                 continue
-            added[tree.name] = count - base
+            added[tree.name] = count - bases[tree.name]
             print(
                 f"    {title:<{LABEL_WIDTH}} {count / 1e6:10.3f} M"
                 f"  added {added[tree.name] / 1e6:+.3f} M"

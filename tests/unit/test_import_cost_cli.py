@@ -101,3 +101,35 @@ def test_one_tree_keeps_the_plain_labels(import_cost):
         "from lifecycle_probe import probe",
         "@probe, emf exporter",
     ]
+
+
+def test_each_tree_adds_to_its_own_baseline(import_cost, tmp_path, monkeypatch, capsys):
+    # The counting itself is valgrind's (not run here): what is checked is the arithmetic.
+    # GIVEN two trees whose baselines differ (an editable install's extra sys.path entry)
+    trees = import_cost.make_trees({}, a_checkout(tmp_path / "before") / "src")
+    by_env = {id(tree.env): tree.name for tree in trees}
+    counts = {
+        ("this", "pass"): 40_000_000,
+        ("other", "pass"): 40_100_000,
+        ("this", "import x"): 49_000_000,
+        ("other", "import x"): 49_300_000,
+    }
+
+    class Done:
+        returncode = 0
+
+    monkeypatch.setattr(import_cost, "run_child", lambda code, env: Done())
+    monkeypatch.setattr(
+        import_cost,
+        "count_instructions",
+        lambda code, env, passes: counts[(by_env[id(env)], code)],
+    )
+    # WHEN a section is printed
+    import_cost.print_instruction_section(
+        "heading", ("bare interpreter", "pass"), [("case", "import x")], trees, 1
+    )
+    lines = {line.strip().split("  ")[0]: line for line in capsys.readouterr().out.splitlines()}
+    # THEN each tree's case is counted against that tree's baseline
+    assert lines["case (this tree)"].endswith("added +9.000 M")
+    assert lines["case (other tree)"].endswith("added +9.200 M")
+    assert lines["before -> now: +9.200 M -> +9.000 M"].endswith("(difference -0.200 M)")
