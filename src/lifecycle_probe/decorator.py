@@ -11,11 +11,10 @@ through as the very same objects.
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 from lifecycle_probe._safe import report_failure
-from lifecycle_probe.config import Config, variable
+from lifecycle_probe.config import Config, variable_reader
 from lifecycle_probe.environment import current_environment
 from lifecycle_probe.extension import active_extension, extension_for_this_environment
 from lifecycle_probe.facts import in_flight
@@ -235,7 +234,7 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
                 incoming: Incoming | None = _incoming(event)
             elif sinks:
                 # Sinks that use nothing of the event (EMF, the log lines) skip parsing it.
-                incoming = (OTHER_TRIGGER, variable(_TRACE_VARIABLE), None, None)
+                incoming = (OTHER_TRIGGER, _trace_header(), None, None)
             else:
                 incoming = None  # ``exporter="none"``: numbers only, nobody to build for
             invocation = current_environment().begin_invocation(context, gap_ns, clock())
@@ -393,36 +392,47 @@ def _wrap(handler: Handler, config: Config, sinks: tuple[Sink, ...]) -> Handler:
 
 
 # The runtime sets _X_AMZN_TRACE_ID for each invocation before calling the handler: read
-# each time (config.variable: one lookup in os.environ's own mapping).
-_TRACE_VARIABLE = "_X_AMZN_TRACE_ID"
+# each time, with one lookup in os.environ's own mapping.
+_trace_header = variable_reader("_X_AMZN_TRACE_ID")
 
 
-# Modules the records need that INIT does not, imported by their first use.
-_TRIGGERS = "lifecycle_probe.triggers"
-_RESOURCES = "lifecycle_probe.resources"
+# What the records need and INIT does not, loaded by its first use: the probe's own import
+# (on whichever thread: the caller's, with a sync flush), kept here from then on.
+# triggers.py's readers of the event, with the first event a sink reads (OpenTelemetry's
+# and the console's do; EMF's and the log lines' never): (w3c_context_of, trigger_of).
+_event_readers: tuple[Any, Any] | None = None
+# resources.measure, with the first record (after the response, when deferred).
+_measure_resources: Any = None
 
 
-def _probe_import(name: str) -> Any:
-    # The probe's own import, on whichever thread (the caller's, with a sync flush).
+def _load_event_readers() -> tuple[Any, Any]:
+    global _event_readers
     with probe_work():
-        __import__(name)
-    return sys.modules[name]
+        from lifecycle_probe.triggers import trigger_of, w3c_context_of
+    _event_readers = (w3c_context_of, trigger_of)
+    return _event_readers
+
+
+def _load_measure_resources() -> Any:
+    global _measure_resources
+    with probe_work():
+        from lifecycle_probe.resources import measure
+    _measure_resources = measure
+    return measure
 
 
 def _incoming(event: Any) -> tuple[str, str | None, str | None, str | None]:
     """The trigger and the incoming trace context (X-Ray, then W3C headers) of an event."""
-    # Loaded with the first event a sink reads (OpenTelemetry's do; EMF's and the log
-    # lines' never): a function exporting EMF never imports it.
-    triggers = sys.modules.get(_TRIGGERS) or _probe_import(_TRIGGERS)
+    w3c_context_of, trigger_of = _event_readers or _load_event_readers()
     try:
-        traceparent, tracestate = triggers.w3c_context_of(event)
-        trigger = triggers.trigger_of(event)
+        traceparent, tracestate = w3c_context_of(event)
+        trigger = trigger_of(event)
     except Exception as exc:
         # An event whose own methods raise (a hostile mapping) costs its trigger and W3C
         # context, never its record.
         report_failure("event reading", exc)
-        return OTHER_TRIGGER, variable(_TRACE_VARIABLE), None, None
-    return trigger, variable(_TRACE_VARIABLE), traceparent, tracestate
+        return OTHER_TRIGGER, _trace_header(), None, None
+    return trigger, _trace_header(), traceparent, tracestate
 
 
 def _deadline_ns(context: Any, now_ns: int) -> int | None:
@@ -573,9 +583,8 @@ def _record(
     trigger, xray_trace_header, traceparent, tracestate = capture.incoming
     # /tmp and memory at the invocation's end (after the response when deferred); before
     # the events are taken: its warnings are events of this invocation.
-    # (resources.py is loaded with the first record: after the response, not at INIT)
-    resources = sys.modules.get(_RESOURCES) or _probe_import(_RESOURCES)
-    reading = resources.measure(environment, facts)
+    measure_resources = _measure_resources or _load_measure_resources()
+    reading = measure_resources(environment, facts)
     return InvocationRecord(
         facts=facts,
         end_ns=end_ns,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from itertools import pairwise
 
-from lifecycle_probe.config import variable
+from lifecycle_probe.config import variable, variable_reader
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,8 +70,14 @@ def temporary_directory(environ: Any = None) -> str:
     """The directory measured: ``TMPDIR`` when set (the local Lambda gives each environment
     its own), else ``/tmp``."""
     if environ is None:
-        return variable("TMPDIR") or "/tmp"
+        return _tmpdir() or "/tmp"
     return environ.get("TMPDIR") or "/tmp"
+
+
+# Read after every invocation, never cached: a test (or the function) may set TMPDIR
+# between invocations.
+_tmpdir = variable_reader("TMPDIR")
+_ephemeral_storage = variable_reader("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
 
 
 def statvfs_used(path: str) -> int:
@@ -183,7 +189,7 @@ def _page_size() -> int:
 def ephemeral_storage_bytes(environ: Any = None) -> int:
     """``AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE`` (MB) in bytes; Lambda's default 512 MB."""
     if environ is None:
-        raw = variable("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
+        raw = _ephemeral_storage()
     else:
         raw = environ.get("AWS_LAMBDA_FUNCTION_EPHEMERAL_STORAGE")
     try:

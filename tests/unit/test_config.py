@@ -190,3 +190,17 @@ def test_the_process_variables_are_those_of_the_configuration(monkeypatch):
     assert (config.flush, config.service, config.exporter) == ("sync", "orders", ("otlp",))
     monkeypatch.delenv("LIFECYCLE_PROBE_FLUSH")
     assert Config.resolve().flush == "after-response"
+
+
+def test_a_variable_reader_reads_the_variable_now_at_every_call(monkeypatch):
+    from lifecycle_probe.config import variable_reader
+
+    monkeypatch.delenv("LIFECYCLE_PROBE_TEST_READER", raising=False)
+    read = variable_reader("LIFECYCLE_PROBE_TEST_READER")
+    assert read() is None
+    monkeypatch.setenv("LIFECYCLE_PROBE_TEST_READER", "Root=1-abc")
+    assert read() == "Root=1-abc"
+    monkeypatch.setenv("LIFECYCLE_PROBE_TEST_READER", "Root=1-def")
+    assert read() == "Root=1-def"
+    monkeypatch.delenv("LIFECYCLE_PROBE_TEST_READER")
+    assert read() is None
