@@ -276,11 +276,13 @@ class ImportTracer:
         # The probe's own import (in_probe_work, inline: see probe_threads)? Until the
         # registry is loaded, by the first thread or block of the probe's, there is none:
         # so that INIT, where install() alone needs no registry, does not import it.
+        # (getattr: another thread may be running the registry's module body right now)
         registry = sys.modules.get(_REGISTRY)
-        if registry is None:
+        work_depth = None if registry is None else getattr(registry, "work_depth", None)
+        if work_depth is None:
             if name == _REGISTRY:  # its first import (a post-import hook's): the probe's
                 return original(name, import_)
-        elif registry.work_depth.__dict__.get("depth", _OUTSIDE)[0] > 0:
+        elif work_depth.__dict__.get("depth", _OUTSIDE)[0] > 0:
             return original(name, import_)
         try:
             stack: list[list[int]] = local.stack
@@ -429,9 +431,9 @@ def stop_import_tracing() -> None:
 def _run_hook(callback: Callback, module: ModuleType, name: str) -> None:
     # What a hook imports (the tracking code, wrapt) is the probe's, not the function's:
     # its time stays in the watched module's import, but it gets no span of its own.
-    from lifecycle_probe.probe_threads import probe_work
-
     try:
+        from lifecycle_probe.probe_threads import probe_work
+
         with probe_work():
             callback(module)
     except Exception as exc:

@@ -169,6 +169,7 @@ def install_connection_tracking(config: Config, asked: Mapping[str, Any] | None 
         for name in PROCESS_WIDE:
             _hold(name, getattr(config, name), asked)
         _configure_loaded_tracking()
+        _configure_loaded_watch()
         global _clients_watched
         if _tracking_wanted() and not _clients_watched:
             _clients_watched = True
@@ -210,6 +211,15 @@ def _configure_loaded_tracking() -> None:
         tracking.configure(
             _process_wide["stale_idle_s"][0], reporting=_tracking_wanted(), exporting=_exporting
         )
+
+
+def _configure_loaded_watch() -> None:
+    # The resource watch is only there once a record was built: it learns the share in
+    # force then (resources.resource_watch), and of a change from here on (an argument
+    # asking for one where a variable or the default gave the first).
+    resources = sys.modules.get("lifecycle_probe.resources")
+    if resources is not None and "tmp_warn_share" in _process_wide:
+        resources.follow_tmp_warn_share(_process_wide["tmp_warn_share"][0])
 
 
 def _track_client(module: ModuleType) -> None:

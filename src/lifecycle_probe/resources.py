@@ -41,6 +41,7 @@ __all__ = [
     "MIB",
     "ResourceWatch",
     "ephemeral_storage_bytes",
+    "follow_tmp_warn_share",
     "forget",
     "measure",
     "resource_watch",
@@ -334,6 +335,13 @@ _watch: list[ResourceWatch] = []
 def forget() -> None:
     """Forget the process's watch (tests that simulate a new runtime process)."""
     _watch.clear()
+
+
+def follow_tmp_warn_share(share: float) -> None:
+    """The process-wide share in force changed (installation.py): the watch, if made
+    already, uses it from now on."""
+    if _watch:
+        _watch[0].tmp_warn_share = share
 
 
 def resource_watch() -> ResourceWatch:

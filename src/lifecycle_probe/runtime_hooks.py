@@ -217,12 +217,14 @@ def register_snapshot_hooks() -> bool:
     _snapshot_hooks_registered = True
     try:
         # Values of random sources made during INIT, for the hazard search at the snapshot;
-        # and the records of a restore, loaded now so that the snapshot holds them and the
-        # restore never imports them. Both are the probe's imports, not the function's.
+        # and what the first invocation after a restore needs that other INITs leave to
+        # their first use (the restore's record, the event's trigger, the /tmp and memory
+        # watch), loaded now so that the snapshot holds them and a restore never imports
+        # them. All of them the probe's imports, not the function's.
         from lifecycle_probe.probe_threads import probe_work
 
         with probe_work():
-            from lifecycle_probe import rare_records  # noqa: F401
+            from lifecycle_probe import rare_records, resources, triggers  # noqa: F401
             from lifecycle_probe.snapstart import start_recording
 
         start_recording()

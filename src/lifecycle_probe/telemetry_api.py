@@ -189,6 +189,13 @@ class TelemetrySubscriber:
         """Take one batch of Telemetry API events (a JSON array, decoded). Never raises."""
         if not isinstance(events, list):
             return
+        try:
+            # The figures' record, loaded with the first batch (after the first response,
+            # never at INIT), before the lock: its import must not hold up the extension.
+            import lifecycle_probe.rare_records  # noqa: F401
+        except Exception as exc:
+            report_failure("the Telemetry API listener", exc)
+            return
         with self._cond:
             for event in events:
                 # One event the listener cannot take costs that event, not the batch.
@@ -239,8 +246,8 @@ class TelemetrySubscriber:
         assert isinstance(request_id, str)
         if request_id in self._figures and request_id not in self._pending:
             return  # handed over already: a repeat reaches no second export
-        # The model's record (sinks read it without importing this module), loaded with
-        # the first report, after the first response: never at INIT.
+        # The model's record (sinks read it without importing this module): loaded by
+        # receive, before the lock.
         from lifecycle_probe.rare_records import PlatformFigures
 
         figures = PlatformFigures(

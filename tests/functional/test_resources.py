@@ -318,3 +318,20 @@ def test_install_gives_its_tmp_share_to_every_probe(monkeypatch):
     assert install(tmp_warn_share=0.3)
     probe(exporter="console")(lambda e, c: None)
     assert resources.resource_watch().tmp_warn_share == 0.3
+
+
+def test_a_tmp_share_asked_for_after_the_first_record_is_the_watchs_from_then_on(monkeypatch):
+    from lifecycle_probe import probe, resources
+    from lifecycle_probe.testing import FakeContext, capture_records, fresh_environment
+
+    # GIVEN a probe on the default share whose invocation has made the watch
+    monkeypatch.delenv("LIFECYCLE_PROBE_TMP_WARN_SHARE", raising=False)
+    fresh_environment()
+    first = probe(exporter="console")(lambda e, c: None)
+    with capture_records():
+        first({}, FakeContext())
+    assert resources.resource_watch().tmp_warn_share == 0.8
+    # WHEN a second probe's argument asks for another share
+    probe(exporter="console", tmp_warn_share=0.5)(lambda e, c: None)
+    # THEN the watch made already uses it (an argument beats a default)
+    assert resources.resource_watch().tmp_warn_share == 0.5

@@ -99,9 +99,12 @@ def test_a_snapstart_init_loads_the_rare_records_before_the_snapshot():
         """,
         AWS_LAMBDA_INITIALIZATION_TYPE="snap-start",
     )
-    # THEN the restore's record is in memory before the snapshot, and loading it (with the
-    # hazard recording) was the probe's import, not the function's
+    # THEN what the first invocation after a restore needs is in memory before the
+    # snapshot (the restore's record, the trigger, the /tmp and memory watch), and loading
+    # it (with the hazard recording) was the probe's import, not the function's
     assert "lifecycle_probe.rare_records" in loaded
+    assert "lifecycle_probe.triggers" in loaded
+    assert "lifecycle_probe.resources" in loaded
     assert "fractions" in init_imports
     assert [m for m in init_imports if m.startswith("lifecycle_probe")] == []
 
@@ -174,3 +177,24 @@ def test_what_building_a_record_imports_is_the_probes_on_the_callers_thread(tmp_
     (first_events, first_imports), (_, second_imports) = records
     assert first_events == ["lifecycle.global.leak"]
     assert first_imports == second_imports == []
+
+
+def test_an_import_while_the_registry_is_half_loaded_is_the_functions_and_succeeds():
+    # GIVEN install() alone, and the registry of the probe's threads in sys.modules with
+    # its body not run yet (what another thread importing it for the first time leaves)
+    imports = run_fresh(
+        """
+        import json, sys, types
+        import lifecycle_probe
+        from lifecycle_probe.imports import active_tracer
+
+        lifecycle_probe.install()
+        sys.modules["lifecycle_probe.probe_threads"] = types.ModuleType(
+            "lifecycle_probe.probe_threads"
+        )
+        import fractions  # WHEN the function imports meanwhile
+        print(json.dumps([r.module for r in active_tracer().take_init()]))
+        """
+    )
+    # THEN its import succeeds and is recorded as the function's
+    assert "fractions" in imports
