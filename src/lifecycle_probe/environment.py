@@ -209,23 +209,24 @@ class Invocation:
         "start",
         "start_ns",
     )
-    environment: Environment
-    seq: int
-    start: str
-    start_ns: int
-    # When the previous invocation of this environment ended (None for its first).
-    previous_end_ns: int | None
-    # The INIT record, on the environment's first invocation only; after a SnapStart
-    # restore, the INIT before the snapshot, and the restore's record.
-    init: InitRecord | None
-    restore: RestoreRecord | None
-    # The Lambda context the handler was called with: its request id, ARN and deadline are
-    # read from it when the facts or the record are built, not on the caller's path.
-    context: Any
-    # The handler has returned or raised (the invocation may still be the context
-    # variable's value, until the next one replaces it: see facts.py).
-    ended: bool
-    _facts: LifecycleFacts | None
+    if TYPE_CHECKING:  # (the slots' types, for the type checker: INIT makes no dict of them)
+        environment: Environment
+        seq: int
+        start: str
+        start_ns: int
+        # When the previous invocation of this environment ended (None for its first).
+        previous_end_ns: int | None
+        # The INIT record, on the environment's first invocation only; after a SnapStart
+        # restore, the INIT before the snapshot, and the restore's record.
+        init: InitRecord | None
+        restore: RestoreRecord | None
+        # The Lambda context the handler was called with: its request id, ARN and deadline
+        # are read from it when the facts or the record are built, not on the caller's path.
+        context: Any
+        # The handler has returned or raised (the invocation may still be the context
+        # variable's value, until the next one replaces it: see facts.py).
+        ended: bool
+        _facts: LifecycleFacts | None
 
     def facts(self) -> LifecycleFacts:
         """The facts of this invocation, built once (two threads asking at once may both
@@ -235,19 +236,12 @@ class Invocation:
             facts = self._facts = self.environment.facts_of(self)
         return facts
 
-    def request_id(self) -> str | None:
-        """The request id Lambda gave the invocation, if the context has one."""
-        return self._context_string("aws_request_id")
-
     def invoked_function_arn(self) -> str | None:
         """The ARN the function was invoked as, if the context has one."""
-        return self._context_string("invoked_function_arn")
-
-    def _context_string(self, name: str) -> str | None:
         # Only a string counts (a test's MagicMock context answers every attribute with a
         # mock), and a context whose attributes raise has none.
         try:
-            value = getattr(self.context, name, None)
+            value = getattr(self.context, "invoked_function_arn", None)
         except Exception:
             return None
         return value if type(value) is str else None
@@ -537,7 +531,7 @@ class Environment:
             idle_s = (now_ns - last_end_ns) / 1e9 if now_ns > last_end_ns else 0.0
         try:
             request_id = getattr(invocation.context, "aws_request_id", None)
-        except Exception:  # a context whose attributes raise has none (_context_string)
+        except Exception:  # a context whose attributes raise has none
             request_id = None
         return LifecycleFacts(
             start=invocation.start,
