@@ -510,6 +510,22 @@ def count_instructions(code: str, env: dict[str, str], passes: int) -> int | Non
     return int(statistics.median(counts))
 
 
+def count_in_tree(
+    label: str, code: str, tree: Tree, compared: bool, passes: int
+) -> tuple[str, int | None]:
+    """Run ``code`` once in ``tree`` (its .pyc files), then count it; say why not where it
+    cannot be. The title to print the count under, and the count (None: not measured)."""
+    title = f"{label} ({tree.name} tree)" if compared else label
+    warm = run_child(code, tree.env)
+    if warm.returncode != 0:
+        print(f"    {title:<{LABEL_WIDTH}} not measured: {failure_of(warm)}")
+        return title, None
+    count = count_instructions(code, tree.env, passes)
+    if count is None:
+        print(f"    {title:<{LABEL_WIDTH}} not measured: valgrind is missing or failed")
+    return title, count
+
+
 def print_instruction_section(
     heading: str,
     baseline: tuple[str, str],
@@ -519,7 +535,7 @@ def print_instruction_section(
 ) -> None:
     """Count ``baseline`` (label, code) and each of ``probes`` in every tree, and print the
     counts with what each adds to its tree's baseline, before and now when two trees are
-    compared. Every code runs once unmeasured first, in each tree: the .pyc files."""
+    compared."""
     print()
     print(f"  {heading}")
     compared = len(trees) > 1
@@ -529,30 +545,17 @@ def print_instruction_section(
     # but not of the other's: every import that searches the whole path (the runtime
     # client's own) stats one directory more there, ~0.1 M instructions in all.
     bases: dict[str, int] = {}
-    label, code = baseline
     for tree in trees:
-        title = f"{label} ({tree.name} tree)" if compared else label
-        warm = run_child(code, tree.env)
-        if warm.returncode != 0:
-            print(f"    not measured: {label} fails: {failure_of(warm)}")
-            return
-        base = count_instructions(code, tree.env, passes)
+        title, base = count_in_tree(*baseline, tree, compared, passes)
         if base is None:
-            print("    not measured: valgrind is not installed or could not run the interpreter")
-            return
+            return  # (nothing to count the cases against)
         bases[tree.name] = base
         print(f"    {title:<{LABEL_WIDTH}} {base / 1e6:10.3f} M")
     for label, code in probes:
         added: dict[str, int] = {}
         for tree in trees:
-            title = f"{label} ({tree.name} tree)" if compared else label
-            warm = run_child(code, tree.env)
-            if warm.returncode != 0:
-                print(f"    {title:<{LABEL_WIDTH}} not measured: {failure_of(warm)}")
-                continue
-            count = count_instructions(code, tree.env, passes)
+            title, count = count_in_tree(label, code, tree, compared, passes)
             if count is None:
-                print(f"    {title:<{LABEL_WIDTH}} not measured: valgrind failed")
                 continue
             added[tree.name] = count - bases[tree.name]
             print(
