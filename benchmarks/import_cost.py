@@ -58,6 +58,10 @@ Instructions
       exporter beside ``import boto3``, against ``import boto3`` alone (skipped when
       ``boto3`` cannot be imported).
 
+    And per module the function imports at INIT: 200 empty modules imported after
+    ``install()`` in the runtime, against the same imports without the probe (what the
+    import hook and the tracer add to each import, the module's own cost taken out).
+
     With ``--other-tree`` every case is counted in both trees, with the counts before,
     now and their difference; each tree's baselines are counted in that tree (an editable
     install of this checkout leaves one more ``sys.path`` entry in the other tree's
@@ -87,6 +91,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,6 +126,10 @@ BOTO3_CASE = (
     "from lifecycle_probe import probe\nimport boto3\n"
     'probe(exporter="emf")(lambda event, context: None)',
 )
+# What the probe adds to each module the function imports at INIT (the import hook, and
+# the tracer's record of it): this many empty modules imported after ``install()`` in the
+# runtime, against the same imports without the probe.
+PER_IMPORT_MODULES = 200
 # Wide enough for the longest label with its tree, so that the columns line up.
 LABEL_WIDTH = max(len(label) for label, _ in (*PROBE_CASES, BOTO3_CASE)) + len(" (other tree)")
 
@@ -599,6 +608,7 @@ def print_instructions(trees: list[Tree], passes: int) -> None:
         trees,
         passes,
     )
+    print_per_import(trees, passes)
     boto3 = run_child(BOTO3_BASELINE, trees[0].env)
     if boto3.returncode != 0:
         print(
@@ -612,6 +622,57 @@ def print_instructions(trees: list[Tree], passes: int) -> None:
         trees,
         passes,
     )
+
+
+def per_import_cases(directory: str) -> list[tuple[str, str]]:
+    """The four runs whose counts give the probe's instructions per imported module: the
+    runtime with and without ``install()``, each with and without importing the
+    ``PER_IMPORT_MODULES`` modules written to ``directory``."""
+    runtime = RUNTIME_PREFIX + f"import sys; sys.path.insert(0, {directory!r})\n"
+    install = "import lifecycle_probe; lifecycle_probe.install()\n"
+    imports = "".join(f"import lp_bench_{index}\n" for index in range(PER_IMPORT_MODULES))
+    return [
+        ("runtime", runtime),
+        (f"runtime, {PER_IMPORT_MODULES} imports", runtime + imports),
+        ("install()", runtime + install),
+        (f"install(), {PER_IMPORT_MODULES} imports", runtime + install + imports),
+    ]
+
+
+def added_per_import(counts: Sequence[int]) -> float:
+    """Instructions the probe adds per module, from the four counts of per_import_cases."""
+    bare, bare_imports, installed, installed_imports = counts
+    return ((installed_imports - installed) - (bare_imports - bare)) / PER_IMPORT_MODULES
+
+
+def print_per_import(trees: list[Tree], passes: int) -> None:
+    """Instructions the probe adds to each module the function imports at INIT, in the
+    runtime: empty modules, so that the figure is the probe's part of an import alone."""
+    print()
+    print(
+        f"  per module the function imports at INIT ({PER_IMPORT_MODULES} empty modules after"
+        " install(), in the runtime, against the same imports without the probe)"
+    )
+    compared = len(trees) > 1
+    added: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="lp_bench_") as directory:
+        for index in range(PER_IMPORT_MODULES):
+            Path(directory, f"lp_bench_{index}.py").write_text(f"X = {index}\n")
+        cases = per_import_cases(directory)
+        for tree in trees:
+            counts = [count_in_tree(label, code, tree, compared, passes) for label, code in cases]
+            values = [count for _, count in counts]
+            if any(count is None for count in values):
+                continue
+            added[tree.name] = added_per_import([count for count in values if count is not None])
+            title = f"per import ({tree.name} tree)" if compared else "per import"
+            print(f"    {title:<{LABEL_WIDTH}} {added[tree.name] / 1e3:10.1f} k added")
+    if compared and len(added) == 2:
+        before, now = added["other"], added["this"]
+        print(
+            f"    {'':<{LABEL_WIDTH}} before -> now: {before / 1e3:.1f} k -> {now / 1e3:.1f} k"
+            f" per import  (difference {(now - before) / 1e3:+.1f} k)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,20 +1,24 @@
 """The import hooks: post-import callbacks, and the import tree of INIT.
 
-A finder placed first on ``sys.meta_path`` lets the real finders locate the module, then
-wraps only that module's loader so that the callbacks run right after the module's code
-has executed. The module never sees the wrapper: its ``__loader__`` and
-``__spec__.loader`` are set back to the real loader before its code runs. Callbacks are
-guarded: a failing callback is reported and the import carries on unchanged.
-
 Every import goes through ``importlib._bootstrap._find_and_load``, which the interpreter
 looks up afresh on each import, so wrapping that one function sees every module (source,
 bytecode, C extension, built-in, namespace package) with the time to find and to load it,
-nested imports inside. A per-thread stack turns the calls into a tree with cumulative and
-self time; threads importing at once keep separate stacks. A failing import is recorded
-with its error type and the error propagates unchanged.
+nested imports inside. That one wrapper serves both hooks:
 
-This is CPython's private import machinery (stable from 3.4 through 3.13). If it is not
-there, import tracing is switched off with one warning: nothing else depends on it.
+- Post-import callbacks run when the machinery's own ``_find_and_load`` returns the
+  watched module: after its code has run and the machinery is done with it. The module
+  never sees the probe (its loader is its own), and no finder of the probe's sits on
+  ``sys.meta_path`` to be asked about every import. Callbacks are guarded: a failing
+  callback is reported and the import carries on unchanged.
+- While tracing, a per-thread stack turns the calls into a tree with cumulative and self
+  time (a callback's time counts in its module's import); threads importing at once keep
+  separate stacks. A failing import is recorded with its error type and the error
+  propagates unchanged.
+
+The wrapper is in place while a callback waits or tracing runs, and taken out when neither
+does (a disabled probe leaves the machinery as it found it). This is CPython's private
+import machinery (stable from 3.4 through 3.13). If it is not there, imports are neither
+traced nor watched, with one warning: the probe's other signals do not depend on it.
 """
 
 from __future__ import annotations
@@ -36,18 +40,18 @@ from lifecycle_probe.records import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-    from importlib.machinery import ModuleSpec
+    from collections.abc import Callable
     from types import ModuleType
     from typing import Any
 
     Callback = Callable[[ModuleType], None]
+    # importlib._bootstrap._find_and_load(name, import_)
+    FindAndLoad = Callable[[str, Any], ModuleType]
     # An import as the tracer saw it: ImportRecord's fields, in order, with the module
     # file's path (``__spec__.origin``, whatever the loader set) in place of its origin.
     Seen = tuple[str, int, int, int, int, int | None, object, bool, str | None]
 
 __all__ = [
-    "PostImportFinder",
     "active_tracer",
     "handler_module_name",
     "origin_of",
@@ -58,119 +62,115 @@ __all__ = [
 ]
 
 
-class PostImportFinder:
-    """Meta-path finder that calls back once a watched module's code has run."""
-
-    def __init__(self) -> None:
-        self._callbacks: dict[str, list[Callback]] = {}
-
-    def watch(self, name: str, callback: Callback) -> None:
-        """Call ``callback(module)`` when module ``name`` finishes importing (once)."""
-        callbacks = self._callbacks.setdefault(name, [])
-        if callback not in callbacks:
-            callbacks.append(callback)
-
-    def fired(self, name: str) -> list[Callback]:
-        """Take the callbacks of ``name``: its module has been imported."""
-        return self._callbacks.pop(name, [])
-
-    def find_spec(
-        self, fullname: str, path: Sequence[str] | None = None, target: ModuleType | None = None
-    ) -> ModuleSpec | None:
-        if fullname not in self._callbacks:
-            return None
-        spec = _find_with_later_finders(self, fullname, path, target)
-        loader = None if spec is None else spec.loader
-        # A namespace package (no loader) runs no code we could wait for: the watch stays.
-        if spec is None or loader is None or not hasattr(loader, "exec_module"):
-            return spec
-        spec.loader = _NotifyingLoader(loader, fullname, self)  # type: ignore[assignment]
-        return spec
+# -- the one hook: importlib._bootstrap._find_and_load ----------------------------------------
+# The callbacks waiting for a module, by its name; the machinery's own _find_and_load (kept
+# after the hook is taken out: an import on another thread may still be running it); the
+# tracer, while tracing. The lock guards the callbacks and the hook's placement.
+_callbacks: dict[str, list[Callback]] = {}
+_original: FindAndLoad | None = None
+_active: ImportTracer | None = None
+_lock = _thread.allocate_lock()
+# Whether the machinery calls the hook: it stays called, doing nothing of its own, when it
+# could not be taken out because another library's wrapper was put around it since.
+_hooked = False
 
 
-def _find_with_later_finders(
-    me: object, fullname: str, path: Sequence[str] | None, target: ModuleType | None
-) -> ModuleSpec | None:
-    # Only the finders after this one: those before it have already said no.
-    finders = list(sys.meta_path)
-    after = finders[finders.index(me) + 1 :] if me in finders else finders
-    for finder in after:
-        find_spec = getattr(finder, "find_spec", None)
-        if find_spec is None:
-            continue
-        spec: ModuleSpec | None = find_spec(fullname, path, target)
-        if spec is not None:
-            return spec
-    return None
+def _find_and_load(name: str, import_: Any) -> ModuleType:
+    # What the interpreter calls for each import once the hook is in place.
+    tracer = _active
+    if tracer is not None:
+        return tracer.traced(name, import_)
+    return _load(name, import_)
 
 
-class _NotifyingLoader:
-    """Executes the module with its real loader, then runs the callbacks."""
+def _load(name: str, import_: Any) -> ModuleType:
+    # The machinery's own import, then the callbacks watching that module.
+    original = _original
+    assert original is not None  # (set before the hook is put in place, never unset)
+    module = original(name, import_)
+    if name in _callbacks:  # (no lock: a hint; the callbacks are taken under it)
+        _notify(name, module)
+    return module
 
-    def __init__(self, loader: Any, name: str, finder: PostImportFinder) -> None:
-        self._loader = loader
-        self._name = name
-        self._finder = finder
 
-    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
-        create: Callable[[ModuleSpec], ModuleType | None] | None = getattr(
-            self._loader, "create_module", None
+def _notify(name: str, module: ModuleType) -> None:
+    with _lock:
+        waiting = _callbacks.pop(name, ())
+    for callback in waiting:
+        _run_hook(callback, module, name)
+
+
+def _bootstrap_module() -> ModuleType | None:
+    # The interpreter calls _find_and_load on its frozen bootstrap module, which the
+    # importlib package (when imported) also registers as importlib._bootstrap.
+    return sys.modules.get("_frozen_importlib") or sys.modules.get("importlib._bootstrap")
+
+
+def _hook_imports() -> bool:
+    """Put the hook in place (call with the lock held); False, with one warning, where
+    the machinery has no ``_find_and_load``."""
+    global _original, _hooked
+    if _hooked:
+        return True
+    bootstrap = _bootstrap_module()
+    current = getattr(bootstrap, "_find_and_load", None)
+    if bootstrap is None or current is None:
+        warn_once(
+            "imports:unsupported",
+            "lifecycle_probe: this interpreter has no _frozen_importlib._find_and_load; "
+            "imports are neither traced nor watched",
         )
-        return None if create is None else create(spec)
-
-    def exec_module(self, module: ModuleType) -> None:
-        # Give the module its real loader back before its code runs (pkgutil,
-        # importlib.resources and friends look at it).
-        module.__loader__ = self._loader
-        if module.__spec__ is not None:
-            module.__spec__.loader = self._loader
-        # If this raises, the watch stays for a retried import; the error is the user's.
-        self._loader.exec_module(module)
-        for callback in self._finder.fired(self._name):
-            _run_hook(callback, module, self._name)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loader, name)
+        return False
+    # (another library's wrapper, or another copy of the probe's, stays inside ours)
+    _original = current
+    _find_and_load.__wrapped__ = current  # type: ignore[attr-defined]
+    setattr(bootstrap, "_find_and_load", _find_and_load)  # noqa: B010 - private module
+    _hooked = True
+    return True
 
 
-_finder: PostImportFinder | None = None
-_finder_lock = _thread.allocate_lock()
+def _unhook_if_idle() -> None:
+    # Neither a callback waits nor does tracing run: give the machinery its own function
+    # back, unless another wrapper has since been put around ours (ours then passes on,
+    # and is used again when wanted: wrapping it anew would make it call itself).
+    global _hooked
+    if _active is not None or _callbacks:
+        return
+    bootstrap = _bootstrap_module()
+    if _original is not None and getattr(bootstrap, "_find_and_load", None) is _find_and_load:
+        setattr(bootstrap, "_find_and_load", _original)  # noqa: B010 - private module
+        _hooked = False
 
 
 def when_imported(name: str, callback: Callback) -> None:
     """Call ``callback(module)`` once module ``name`` is imported (now, if it already is).
 
     A module that is still executing (the caller is inside its import) cannot be watched:
-    no finder sees it again, so nothing is registered for it.
+    its import began before the hook could see it, so nothing is registered for it.
     """
     module = sys.modules.get(name)
     if module is not None:
         if not _is_initialising(module):
             _run_hook(callback, module, name)
         return
-    global _finder
-    with _finder_lock:
-        if _finder is None:
-            _finder = PostImportFinder()
-            sys.meta_path.insert(0, _finder)
-        _finder.watch(name, callback)
+    with _lock:
+        if not _hook_imports():
+            return
+        callbacks = _callbacks.setdefault(name, [])
+        if callback not in callbacks:
+            callbacks.append(callback)
 
 
 def remove_post_import_hooks() -> None:
-    """Take the finder off ``sys.meta_path`` and drop every callback still waiting.
+    """Drop every callback still waiting; the hook goes too unless tracing runs.
 
     A disabled probe leaves no import hook behind (README "Configuration"), even when
-    importing ``probe`` had already put one in place. A later ``when_imported`` puts a
-    new finder in place.
+    importing ``probe`` had already put one in place. A later ``when_imported`` puts the
+    hook back in place.
     """
-    global _finder
-    with _finder_lock:
-        finder, _finder = _finder, None
-        if finder is None:
-            return
-        finder._callbacks.clear()
-        # By identity: a finder is no value to compare, and another library's may be equal.
-        sys.meta_path[:] = [f for f in sys.meta_path if f is not finder]
+    with _lock:
+        _callbacks.clear()
+        _unhook_if_idle()
 
 
 def _is_initialising(module: ModuleType) -> bool:
@@ -207,12 +207,6 @@ def origin_of(path: str | None, task_root: str | None) -> str:
     return ORIGIN_RUNTIME
 
 
-def _bootstrap_module() -> ModuleType | None:
-    # The interpreter calls _find_and_load on its frozen bootstrap module, which the
-    # importlib package (when imported) also registers as importlib._bootstrap.
-    return sys.modules.get("_frozen_importlib") or sys.modules.get("importlib._bootstrap")
-
-
 class ImportTracer:
     """Records imports as a tree. ``during_init`` tells it which phase an import belongs to."""
 
@@ -226,7 +220,6 @@ class ImportTracer:
         self.dropped = 0
         self.started_ns = time.time_ns()
         self._task_root = variable("LAMBDA_TASK_ROOT")
-        self._original: Callable[[str, Any], ModuleType] | None = None
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with fresh locks and no INIT imports of its own yet."""
@@ -234,44 +227,10 @@ class ImportTracer:
         self._local = _thread._local()
         self._init, self._later = [], []
 
-    def start(self) -> bool:
-        """Wrap the import machinery; False (with a warning) where it cannot be."""
-        bootstrap = _bootstrap_module()
-        original = getattr(bootstrap, "_find_and_load", None)
-        if bootstrap is None or original is None:
-            warn_once(
-                "imports:unsupported",
-                "lifecycle_probe: this interpreter has no _frozen_importlib._find_and_load; "
-                "imports are not traced",
-            )
-            return False
-        if getattr(original, "__lifecycle_probe_tracer__", None) is not None:
-            return True  # another tracer is already in place
-        self._original = original
-        tracer = self
-
-        def _find_and_load(name: str, import_: Any) -> ModuleType:
-            return tracer.traced(name, import_)
-
-        _find_and_load.__lifecycle_probe_tracer__ = self  # type: ignore[attr-defined]
-        _find_and_load.__wrapped__ = original  # type: ignore[attr-defined]
-        setattr(bootstrap, "_find_and_load", _find_and_load)  # noqa: B010 - private module
-        return True
-
-    def stop(self) -> None:
-        """Put the import machinery back as it was."""
-        bootstrap = _bootstrap_module()
-        current = getattr(bootstrap, "_find_and_load", None)
-        if (
-            self._original is not None
-            and getattr(current, "__lifecycle_probe_tracer__", None) is self
-        ):
-            setattr(bootstrap, "_find_and_load", self._original)  # noqa: B010 - private module
-
     def traced(self, name: str, import_: Any) -> ModuleType:
-        """Import ``name`` with the original machinery, timing it."""
-        original = self._original
-        assert original is not None
+        """Import ``name`` (and run its callbacks), timing it."""
+        original = _original
+        assert original is not None  # (set before the hook is put in place, never unset)
         local = self._local
         # The probe's own import (in_probe_work, inline: see probe_threads)? Until the
         # registry is loaded, by the first thread or block of the probe's, there is none:
@@ -281,9 +240,9 @@ class ImportTracer:
         work_depth = None if registry is None else getattr(registry, "work_depth", None)
         if work_depth is None:
             if name == _REGISTRY:  # its first import (a post-import hook's): the probe's
-                return original(name, import_)
+                return _load(name, import_)
         elif work_depth.__dict__.get("depth", _OUTSIDE)[0] > 0:
-            return original(name, import_)
+            return _load(name, import_)
         try:
             stack: list[list[int]] = local.stack
         except AttributeError:
@@ -294,14 +253,14 @@ class ImportTracer:
         ):
             # importlib.import_module of a module already imported still comes through
             # here: nothing is imported, nothing to record.
-            return original(name, import_)
+            return _load(name, import_)
         package = name.rpartition(".")[0]
         if package and package not in sys.modules:
             # The machinery would import the package from inside this import, nesting it
             # under its own submodule: import it first, as the import it really is.
             self.traced(package, import_)
             if name in sys.modules:  # importing the package imported this one too
-                return original(name, import_)
+                return _load(name, import_)
         # [import id, time spent in nested imports]
         frame = [next(self._ids), 0]
         parent_id = stack[-1][0] if stack else None
@@ -312,7 +271,11 @@ class ImportTracer:
         started = time.perf_counter_ns()
         error_type = None
         try:
+            # _load's work inline: one frame of the probe's fewer in the traceback of an
+            # error raised by the module's code.
             module = original(name, import_)
+            if name in _callbacks:
+                _notify(name, module)
         except BaseException as exc:
             error_type = type(exc).__qualname__
             raise
@@ -393,9 +356,6 @@ def _records(seen: list[Seen], task_root: str | None) -> tuple[ImportRecord, ...
     return tuple(records)
 
 
-_active: ImportTracer | None = None
-
-
 def active_tracer() -> ImportTracer | None:
     """The import tracer of this process, if tracing was started."""
     return _active
@@ -404,28 +364,31 @@ def active_tracer() -> ImportTracer | None:
 def start_import_tracing(during_init: Callable[[], bool]) -> ImportTracer | None:
     """Start tracing imports (once per process); the tracer, or None if unsupported."""
     global _active
-    if _active is None:
-        tracer = ImportTracer(during_init)
-        if not tracer.start():
-            return None
-        _active = tracer
-    return _active
+    tracer = ImportTracer(during_init)  # (before the lock: nothing is imported under it)
+    with _lock:
+        if _active is None and _hook_imports():
+            _active = tracer
+        return _active
+
+
+def stop_import_tracing() -> None:
+    """Stop tracing imports and forget what was recorded (a disabled probe, tests); the
+    hook goes too unless a callback waits."""
+    global _active
+    with _lock:
+        _active = None
+        _unhook_if_idle()
 
 
 def _after_fork_in_child() -> None:
+    # The lock may have been held by a thread the child does not have.
+    global _lock
+    _lock = _thread.allocate_lock()
     if _active is not None:
         _active.after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def stop_import_tracing() -> None:
-    """Stop tracing imports and forget what was recorded (a disabled probe, tests)."""
-    global _active
-    if _active is not None:
-        _active.stop()
-        _active = None
 
 
 def _run_hook(callback: Callback, module: ModuleType, name: str) -> None:

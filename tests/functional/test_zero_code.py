@@ -16,10 +16,11 @@ from opentelemetry.sdk.metrics.export import NumberDataPoint, Sum
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from lifecycle_probe import imports, installation
 from lifecycle_probe.config import Config
 from lifecycle_probe.environment import current_environment, wrapper_start_ns
 from lifecycle_probe.imports import (
-    PostImportFinder,
+    remove_post_import_hooks,
     stop_import_tracing,
     when_imported,
 )
@@ -147,26 +148,39 @@ def runtime_error(handler):
 def errors_without_and_with_the_probe(monkeypatch, handler, watch=None):
     """The runtime's error for ``handler`` without the probe, then under the zero-code
     entry point, which starts the import tracer as in a new runtime process (the tracer of
-    this test process is taken out first). ``watch`` is a module to give a post-import hook
-    when the probe is in place."""
+    this test process is taken out first). ``watch`` is a module the probe's ``install()``
+    gives a post-import hook, as it does the client libraries."""
     stop_import_tracing()
     reset_installation()
-    # and the post-import hooks earlier tests left (a failed import keeps its watch)
-    hooks = [finder for finder in sys.meta_path if isinstance(finder, PostImportFinder)]
-    for finder in hooks:
-        sys.meta_path.remove(finder)
-    loaded = set(sys.modules)
+    # and the post-import hooks earlier tests left (a failed import keeps its watch): as
+    # in a new runtime process, the import machinery is the interpreter's own until the
+    # entry point is imported. They are watched again after both runs.
+    waiting = {name: list(callbacks) for name, callbacks in imports._callbacks.items()}
+    remove_post_import_hooks()
+    assert not hasattr(sys.modules["_frozen_importlib"]._find_and_load, "__wrapped__")
     try:
-        without = runtime_error(handler)
+        loaded = set(sys.modules)
+        try:
+            without = runtime_error(handler)
+        finally:
+            for name in set(sys.modules) - loaded:  # the second run imports afresh, too
+                del sys.modules[name]
+        if watch is not None:
+            install = installation.install
+
+            def install_and_watch(**options):
+                installed = install(**options)
+                when_imported(watch, lambda module: None)
+                return installed
+
+            monkeypatch.setattr(installation, "install", install_and_watch)
+        monkeypatch.setenv("LIFECYCLE_PROBE_HANDLER", handler)
+        sys.modules.pop("lifecycle_probe.handler", None)
+        with_probe = runtime_error("lifecycle_probe.handler.handler")
     finally:
-        sys.meta_path[0:0] = hooks
-        for name in set(sys.modules) - loaded:  # the second run imports afresh, too
-            del sys.modules[name]
-    if watch is not None:
-        when_imported(watch, lambda module: None)
-    monkeypatch.setenv("LIFECYCLE_PROBE_HANDLER", handler)
-    sys.modules.pop("lifecycle_probe.handler", None)
-    with_probe = runtime_error("lifecycle_probe.handler.handler")
+        for name, callbacks in waiting.items():
+            for callback in callbacks:
+                when_imported(name, callback)
     return without, with_probe
 
 

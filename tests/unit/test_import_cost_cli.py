@@ -133,3 +133,25 @@ def test_each_tree_adds_to_its_own_baseline(import_cost, tmp_path, monkeypatch, 
     assert lines["case (this tree)"].endswith("added +9.000 M")
     assert lines["case (other tree)"].endswith("added +9.200 M")
     assert lines["before -> now: +9.200 M -> +9.000 M"].endswith("(difference -0.200 M)")
+
+
+def test_the_per_import_figure_is_the_probes_part_of_each_import(import_cost):
+    # GIVEN the four counts: the runtime, with the modules imported, with install(), both
+    modules = import_cost.PER_IMPORT_MODULES
+    counts = [100_000_000, 100_000_000 + modules * 300_000, 108_000_000]
+    counts.append(108_000_000 + modules * 315_000)
+    # THEN the probe's part of each import is what install() adds to the imports' cost
+    assert import_cost.added_per_import(counts) == 15_000
+
+
+def test_the_per_import_runs_differ_by_install_and_by_the_imports(import_cost, tmp_path):
+    # GIVEN the four runs for a directory of modules
+    bare, bare_imports, installed, installed_imports = import_cost.per_import_cases(str(tmp_path))
+    install = "import lifecycle_probe; lifecycle_probe.install()\n"
+    imports = "".join(f"import lp_bench_{i}\n" for i in range(import_cost.PER_IMPORT_MODULES))
+    # THEN each pair differs by the imports alone, and the two pairs by install() alone
+    assert bare[1].startswith(import_cost.RUNTIME_PREFIX)
+    assert str(tmp_path) in bare[1]
+    assert bare_imports[1] == bare[1] + imports
+    assert installed[1] == bare[1] + install
+    assert installed_imports[1] == installed[1] + imports
