@@ -6,10 +6,14 @@ bytecode, C extension, built-in, namespace package) with the time to find and to
 nested imports inside. That one wrapper serves both hooks:
 
 - Post-import callbacks run when the machinery's own ``_find_and_load`` returns the
-  watched module: after its code has run and the machinery is done with it. The module
-  never sees the probe (its loader is its own), and no finder of the probe's sits on
+  watched module whole (a circular import's half-made module waits for the end of its
+  import). Meanwhile the module counts as being imported, its import lock held, as inside
+  its loader: another thread importing it waits and gets it patched. The module never
+  sees the probe (its loader is its own), and no finder of the probe's sits on
   ``sys.meta_path`` to be asked about every import. Callbacks are guarded: a failing
-  callback is reported and the import carries on unchanged.
+  callback is reported and the import carries on unchanged. A module loaded without the
+  machinery's ``_find_and_load`` (``importlib.util.LazyLoader``, a hand-made
+  ``spec.loader.exec_module``) is not seen.
 - While tracing, a per-thread stack turns the calls into a tree with cumulative and self
   time (a callback's time counts in its module's import); threads importing at once keep
   separate stacks. A failing import is recorded with its error type and the error
@@ -45,7 +49,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     Callback = Callable[[ModuleType], None]
-    # importlib._bootstrap._find_and_load(name, import_)
+    # importlib._bootstrap._find_and_load(name, import_), and the probe's wrapper of it
     FindAndLoad = Callable[[str, Any], ModuleType]
     # An import as the tracer saw it: ImportRecord's fields, in order, with the module
     # file's path (``__spec__.origin``, whatever the loader set) in place of its origin.
@@ -63,41 +67,74 @@ __all__ = [
 
 
 # -- the one hook: importlib._bootstrap._find_and_load ----------------------------------------
-# The callbacks waiting for a module, by its name; the machinery's own _find_and_load (kept
-# after the hook is taken out: an import on another thread may still be running it); the
-# tracer, while tracing. The lock guards the callbacks and the hook's placement.
+# The callbacks waiting for a module, by its name; the tracer, while tracing; the probe's
+# wrapper, while the machinery calls it (it keeps the function it wraps as __wrapped__).
 _callbacks: dict[str, list[Callback]] = {}
-_original: FindAndLoad | None = None
 _active: ImportTracer | None = None
-_lock = _thread.allocate_lock()
-# Whether the machinery calls the hook: it stays called, doing nothing of its own, when it
-# could not be taken out because another library's wrapper was put around it since.
-_hooked = False
+_hook: FindAndLoad | None = None
+# Guards the callbacks and the hook's placement. Re-entrant: a signal handler or a
+# finaliser may import a watched module on a thread that holds it.
+_lock = _thread.RLock()
 
 
-def _find_and_load(name: str, import_: Any) -> ModuleType:
-    # What the interpreter calls for each import once the hook is in place.
-    tracer = _active
-    if tracer is not None:
-        return tracer.traced(name, import_)
-    return _load(name, import_)
+def _make_hook(original: FindAndLoad) -> FindAndLoad:
+    def _find_and_load(name: str, import_: Any) -> ModuleType:
+        # What the interpreter calls for each import while the hook is in place. The
+        # function it wraps is held here, not in a global: the module's globals may be
+        # reset under it (importlib.reload) while the machinery still calls it.
+        tracer = _active
+        if tracer is not None:
+            return tracer.traced(name, import_, original)
+        return _load(name, import_, original)
+
+    _find_and_load.__wrapped__ = original  # type: ignore[attr-defined]
+    return _find_and_load
 
 
-def _load(name: str, import_: Any) -> ModuleType:
-    # The machinery's own import, then the callbacks watching that module.
-    original = _original
-    assert original is not None  # (set before the hook is put in place, never unset)
-    module = original(name, import_)
-    if name in _callbacks:  # (no lock: a hint; the callbacks are taken under it)
+def _load(name: str, import_: Any, original: FindAndLoad) -> ModuleType:
+    # The machinery's own import, then the callbacks watching the module. While they run
+    # the module counts as being imported, as it did inside its loader's exec_module, and
+    # importlib's own lock of it is held (re-entrant for this thread, which the machinery
+    # takes again inside): another thread importing it meanwhile waits, and gets it
+    # patched, never half-way.
+    if name not in _callbacks:
+        return original(name, import_)
+    try:
+        held = _bootstrap_module()._get_module_lock(name)  # type: ignore[union-attr]
+        held.acquire()  # (a deadlock with another thread's import raises: then unheld)
+    except Exception:
+        held = None
+    try:
+        module = original(name, import_)
         _notify(name, module)
+    finally:
+        if held is not None:
+            held.release()
     return module
 
 
 def _notify(name: str, module: ModuleType) -> None:
+    """Run the callbacks waiting for ``module``, imported just now (never raises)."""
+    if name not in _callbacks or _is_initialising(module):
+        # Asked for again inside its own import (a circular import): the callbacks wait
+        # for the end of that import.
+        return
     with _lock:
         waiting = _callbacks.pop(name, ())
-    for callback in waiting:
-        _run_hook(callback, module, name)
+    spec = getattr(module, "__spec__", None)
+    try:
+        spec._initializing = True  # type: ignore[union-attr]
+    except Exception:  # no spec, or one that refuses attributes: the module as it is
+        spec = None
+    try:
+        for callback in waiting:
+            _run_hook(callback, module, name)
+    finally:
+        if spec is not None:
+            spec._initializing = False
+    if not _callbacks and _active is None:
+        with _lock:
+            _unhook_if_idle()
 
 
 def _bootstrap_module() -> ModuleType | None:
@@ -109,9 +146,7 @@ def _bootstrap_module() -> ModuleType | None:
 def _hook_imports() -> bool:
     """Put the hook in place (call with the lock held); False, with one warning, where
     the machinery has no ``_find_and_load``."""
-    global _original, _hooked
-    if _hooked:
-        return True
+    global _hook
     bootstrap = _bootstrap_module()
     current = getattr(bootstrap, "_find_and_load", None)
     if bootstrap is None or current is None:
@@ -121,25 +156,51 @@ def _hook_imports() -> bool:
             "imports are neither traced nor watched",
         )
         return False
+    if _hook is not None and (current is _hook or _still_called(_hook, current, bootstrap)):
+        return True
+    if getattr(current, "__globals__", None) is globals():
+        # This module's own hook, made before the module was reloaded: it reads the same
+        # globals, so it serves as it is (wrapping it would trace every import twice).
+        _hook = current
+        return True
     # (another library's wrapper, or another copy of the probe's, stays inside ours)
-    _original = current
-    _find_and_load.__wrapped__ = current  # type: ignore[attr-defined]
-    setattr(bootstrap, "_find_and_load", _find_and_load)  # noqa: B010 - private module
-    _hooked = True
+    _hook = _make_hook(current)
+    setattr(bootstrap, "_find_and_load", _hook)  # noqa: B010 - private module
+    return True
+
+
+def _still_called(hook: FindAndLoad, current: FindAndLoad, bootstrap: ModuleType) -> bool:
+    # Whether the machinery still reaches ``hook``. Not when the function in place is the
+    # machinery's own, or one ``hook`` wraps: a tool that wrapped the machinery while the
+    # hook went in around it has put back what it had found. Otherwise another wrapper
+    # sits on top of the hook, as far as can be told, and calls it.
+    if current is hook:
+        return True
+    if getattr(current, "__globals__", None) is vars(bootstrap):
+        return False
+    below: Any = hook
+    for _ in range(32):
+        below = getattr(below, "__wrapped__", None)
+        if below is None:
+            return True
+        if below is current:
+            return False
     return True
 
 
 def _unhook_if_idle() -> None:
     # Neither a callback waits nor does tracing run: give the machinery its own function
     # back, unless another wrapper has since been put around ours (ours then passes on,
-    # and is used again when wanted: wrapping it anew would make it call itself).
-    global _hooked
-    if _active is not None or _callbacks:
+    # and is used again when wanted: wrapping it anew would make it run twice).
+    global _hook
+    hook = _hook
+    if _active is not None or _callbacks or hook is None:
         return
     bootstrap = _bootstrap_module()
-    if _original is not None and getattr(bootstrap, "_find_and_load", None) is _find_and_load:
-        setattr(bootstrap, "_find_and_load", _original)  # noqa: B010 - private module
-        _hooked = False
+    if getattr(bootstrap, "_find_and_load", None) is hook:
+        original = getattr(hook, "__wrapped__")  # noqa: B009 - set by _make_hook
+        setattr(bootstrap, "_find_and_load", original)  # noqa: B010 - private module
+        _hook = None
 
 
 def when_imported(name: str, callback: Callback) -> None:
@@ -159,6 +220,11 @@ def when_imported(name: str, callback: Callback) -> None:
         callbacks = _callbacks.setdefault(name, [])
         if callback not in callbacks:
             callbacks.append(callback)
+    # An import of ``name`` that finished on another thread since the look above did not
+    # see the watch: call back now.
+    module = sys.modules.get(name)
+    if module is not None:
+        _notify(name, module)
 
 
 def remove_post_import_hooks() -> None:
@@ -227,10 +293,8 @@ class ImportTracer:
         self._local = _thread._local()
         self._init, self._later = [], []
 
-    def traced(self, name: str, import_: Any) -> ModuleType:
-        """Import ``name`` (and run its callbacks), timing it."""
-        original = _original
-        assert original is not None  # (set before the hook is put in place, never unset)
+    def traced(self, name: str, import_: Any, original: FindAndLoad) -> ModuleType:
+        """Import ``name`` with ``original`` (and run its callbacks), timing it."""
         local = self._local
         # The probe's own import (in_probe_work, inline: see probe_threads)? Until the
         # registry is loaded, by the first thread or block of the probe's, there is none:
@@ -240,9 +304,9 @@ class ImportTracer:
         work_depth = None if registry is None else getattr(registry, "work_depth", None)
         if work_depth is None:
             if name == _REGISTRY:  # its first import (a post-import hook's): the probe's
-                return _load(name, import_)
+                return _load(name, import_, original)
         elif work_depth.__dict__.get("depth", _OUTSIDE)[0] > 0:
-            return _load(name, import_)
+            return _load(name, import_, original)
         try:
             stack: list[list[int]] = local.stack
         except AttributeError:
@@ -253,14 +317,14 @@ class ImportTracer:
         ):
             # importlib.import_module of a module already imported still comes through
             # here: nothing is imported, nothing to record.
-            return _load(name, import_)
+            return _load(name, import_, original)
         package = name.rpartition(".")[0]
         if package and package not in sys.modules:
             # The machinery would import the package from inside this import, nesting it
             # under its own submodule: import it first, as the import it really is.
-            self.traced(package, import_)
+            self.traced(package, import_, original)
             if name in sys.modules:  # importing the package imported this one too
-                return _load(name, import_)
+                return _load(name, import_, original)
         # [import id, time spent in nested imports]
         frame = [next(self._ids), 0]
         parent_id = stack[-1][0] if stack else None
@@ -271,11 +335,12 @@ class ImportTracer:
         started = time.perf_counter_ns()
         error_type = None
         try:
-            # _load's work inline: one frame of the probe's fewer in the traceback of an
-            # error raised by the module's code.
-            module = original(name, import_)
+            # (the common case inline: one frame of the probe's fewer in the traceback of
+            # an error raised by the module's code)
             if name in _callbacks:
-                _notify(name, module)
+                module = _load(name, import_, original)
+            else:
+                module = original(name, import_)
         except BaseException as exc:
             error_type = type(exc).__qualname__
             raise
@@ -383,7 +448,7 @@ def stop_import_tracing() -> None:
 def _after_fork_in_child() -> None:
     # The lock may have been held by a thread the child does not have.
     global _lock
-    _lock = _thread.allocate_lock()
+    _lock = _thread.RLock()
     if _active is not None:
         _active.after_fork_in_child()
 

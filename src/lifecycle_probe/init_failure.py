@@ -258,7 +258,7 @@ def runtime_traceback(
     exception with the traceback returned here (with a bare ``raise``, which adds no frame
     of its own): so the function's frames follow the same machinery frames as before.
 
-    Further down, the import tracer's frames (and the post-import hook's loader) sit in
+    Further down, the import hook's frames (the tracer's, a watched module's) sit in
     the function's own nested imports: they are dropped, and with them a run of the
     import machinery's frames that the interpreter would have cut from an ``import``
     statement's traceback had the probe's frame not split it in two (the interpreter

@@ -91,8 +91,8 @@ def probe_disabled() -> None:
 
 
 def _withdraw() -> None:
-    """Take down the hooks importing ``probe`` put in place: the finder and its pending
-    post-import hooks, import tracing, the runtime client's wrapper.
+    """Take down the hooks importing ``probe`` put in place: the import hook with its
+    pending post-import callbacks and import tracing, the runtime client's wrapper.
 
     A client library patched already stays patched (undoing a patch under code that may
     hold its functions is riskier than leaving it): its tracking reports nothing. An

@@ -243,6 +243,8 @@ def test_a_failing_init_gives_the_runtime_the_same_error(user_module, monkeypatc
     )
     assert without is not None
     assert with_probe == without
+    # (the watch was in place during the run with the probe: a failed import keeps it)
+    assert "fn_watched" in imports._callbacks
     assert not [frame for frame in with_probe["stackTrace"] if "lifecycle_probe" in frame]
     # and the failure went to the sinks, once, with the Lambda error type
     ((failure, timeout_s),) = failures
