@@ -7,12 +7,10 @@ nested imports inside. That one wrapper serves both hooks:
 
 - Post-import callbacks run when the machinery's own ``_find_and_load`` returns the
   watched module whole (a circular import's half-made module waits for the end of its
-  import). Meanwhile the module counts as being imported, its import lock held, as inside
-  its loader: another thread importing it waits and gets it patched. The module never
-  sees the probe (its loader is its own), and no finder of the probe's sits on
-  ``sys.meta_path`` to be asked about every import. Callbacks are guarded: a failing
-  callback is reported and the import carries on unchanged. A module loaded without the
-  machinery's ``_find_and_load`` (``importlib.util.LazyLoader``, a hand-made
+  import). The module never sees the probe (its loader is its own), and no finder of the
+  probe's sits on ``sys.meta_path`` to be asked about every import. Callbacks are guarded:
+  a failing callback is reported and the import carries on unchanged. A module loaded
+  without the machinery's ``_find_and_load`` (``importlib.util.LazyLoader``, a hand-made
   ``spec.loader.exec_module``) is not seen.
 - While tracing, a per-thread stack turns the calls into a tree with cumulative and self
   time (a callback's time counts in its module's import); threads importing at once keep
@@ -85,53 +83,40 @@ def _make_hook(original: FindAndLoad) -> FindAndLoad:
         tracer = _active
         if tracer is not None:
             return tracer.traced(name, import_, original)
-        return _load(name, import_, original)
+        module = original(name, import_)
+        if name in _callbacks:  # (after the import: a callback of its package may watch it)
+            _notify(name, module)
+        return module
 
     _find_and_load.__wrapped__ = original  # type: ignore[attr-defined]
     return _find_and_load
 
 
 def _load(name: str, import_: Any, original: FindAndLoad) -> ModuleType:
-    # The machinery's own import, then the callbacks watching the module. While they run
-    # the module counts as being imported, as it did inside its loader's exec_module, and
-    # importlib's own lock of it is held (re-entrant for this thread, which the machinery
-    # takes again inside): another thread importing it meanwhile waits, and gets it
-    # patched, never half-way.
-    if name not in _callbacks:
-        return original(name, import_)
-    try:
-        held = _bootstrap_module()._get_module_lock(name)  # type: ignore[union-attr]
-        held.acquire()  # (a deadlock with another thread's import raises: then unheld)
-    except Exception:
-        held = None
-    try:
-        module = original(name, import_)
+    # An import the tracer does not record: the machinery's own, then its callbacks.
+    module = original(name, import_)
+    if name in _callbacks:
         _notify(name, module)
-    finally:
-        if held is not None:
-            held.release()
     return module
 
 
 def _notify(name: str, module: ModuleType) -> None:
-    """Run the callbacks waiting for ``module``, imported just now (never raises)."""
-    if name not in _callbacks or _is_initialising(module):
+    """Run the callbacks waiting for ``module``, imported just now (never raises).
+
+    The machinery has released the module's import lock by now: another thread that
+    imports the module while the callbacks run gets it before they are done, as it would
+    a client library loaded before the probe was (whose patch comes with ``install()``).
+    Holding the lock through the callbacks would make them part of the import for every
+    other thread: a callback's own imports could then deadlock with theirs.
+    """
+    if _is_initialising(module):
         # Asked for again inside its own import (a circular import): the callbacks wait
         # for the end of that import.
         return
     with _lock:
         waiting = _callbacks.pop(name, ())
-    spec = getattr(module, "__spec__", None)
-    try:
-        spec._initializing = True  # type: ignore[union-attr]
-    except Exception:  # no spec, or one that refuses attributes: the module as it is
-        spec = None
-    try:
-        for callback in waiting:
-            _run_hook(callback, module, name)
-    finally:
-        if spec is not None:
-            spec._initializing = False
+    for callback in waiting:
+        _run_hook(callback, module, name)
     if not _callbacks and _active is None:
         with _lock:
             _unhook_if_idle()
@@ -335,12 +320,11 @@ class ImportTracer:
         started = time.perf_counter_ns()
         error_type = None
         try:
-            # (the common case inline: one frame of the probe's fewer in the traceback of
-            # an error raised by the module's code)
-            if name in _callbacks:
-                module = _load(name, import_, original)
-            else:
-                module = original(name, import_)
+            # (_load inline: one frame of the probe's fewer in the traceback of an error
+            # raised by the module's code)
+            module = original(name, import_)
+            if name in _callbacks:  # (after the import: a callback of its package may watch it)
+                _notify(name, module)
         except BaseException as exc:
             error_type = type(exc).__qualname__
             raise

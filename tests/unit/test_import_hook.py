@@ -227,40 +227,97 @@ print(json.dumps([got, records.count("lp_hook_b"), "fractions" in sys.modules, m
     assert seen == [[1], 1, True, "probe"]
 
 
-def test_a_thread_importing_the_module_meanwhile_waits_for_its_callbacks():
-    # GIVEN a slow callback (as connection tracking's first patch, which loads wrapt)
-    # WHEN another thread imports the module while the callback runs
+def test_a_packages_callback_may_watch_the_submodule_being_imported():
+    # GIVEN a watched package whose callback watches a submodule (as botocore's patch
+    # watches botocore.endpoint), WHEN the first import names the submodule
     seen = run_fresh(
         PRELUDE
         + """
-import threading, time
-
-started = threading.Event()
-got = {}
-
-
-def other_thread():
-    started.wait(30)
-    import lp_hook_a
-
-    got["other thread"] = lp_hook_a.VALUE
+os.mkdir(os.path.join(directory, "lp_pkg"))
+open(os.path.join(directory, "lp_pkg", "__init__.py"), "w").close()
+with open(os.path.join(directory, "lp_pkg", "endpoint.py"), "w") as endpoint:
+    endpoint.write("VALUE = 2\\n")
+got = []
 
 
-def patch(module):
-    threading.Thread(target=other_thread, daemon=True).start()
-    started.set()
-    time.sleep(0.3)  # the other thread's import is under way meanwhile
-    module.VALUE = "patched"
+def package_imported(package):
+    got.append(package.__name__)
+    imports.when_imported("lp_pkg.endpoint", lambda module: got.append(module.VALUE))
 
 
-imports.when_imported("lp_hook_a", patch)
+imports.when_imported("lp_pkg", package_imported)
+import lp_pkg.endpoint
+print(json.dumps([got, sorted(imports._callbacks), machinery()]))
+"""
+    )
+    # THEN both callbacks ran, nothing is left waiting, and the hook is gone again
+    assert seen == [["lp_pkg", 2], [], "original"]
+
+
+def test_a_watch_asked_for_inside_a_callback_of_the_same_module_runs_at_once():
+    seen = run_fresh(
+        PRELUDE
+        + """
+got = []
+
+
+def first(module):
+    got.append("first")
+    imports.when_imported("lp_hook_a", lambda module: got.append("second"))
+
+
+imports.when_imported("lp_hook_a", first)
 import lp_hook_a
-
-deadline = time.monotonic() + 30
-while "other thread" not in got and time.monotonic() < deadline:
-    time.sleep(0.01)
 print(json.dumps(got))
 """
     )
-    # THEN the other thread got the module patched: its import waited for the callback
-    assert seen == {"other thread": "patched"}
+    assert seen == ["first", "second"]
+
+
+def test_the_hook_is_put_back_when_a_wrapper_under_it_is_put_back():
+    # GIVEN a tool's wrapper, the probe's hook around it, and then the tool's wrapper put
+    # back in place (what the probe had found: a tool bracketing the machinery twice)
+    seen = run_fresh(
+        PRELUDE
+        + """
+def tools(name, import_):
+    return ORIGINAL(name, import_)
+
+
+_frozen_importlib._find_and_load = tools
+imports.when_imported("lp_hook_a", lambda module: None)
+_frozen_importlib._find_and_load = tools
+# WHEN the probe next watches a module
+got = []
+imports.when_imported("lp_hook_b", lambda module: got.append(module.VALUE))
+import lp_hook_b
+print(json.dumps([got, machinery(), imports._hook.__wrapped__ is tools]))
+"""
+    )
+    # THEN its hook is around the tool's again, and the watch works
+    assert seen == [[1], "probe", True]
+
+
+def test_an_import_that_ends_while_the_watch_is_being_registered_calls_back():
+    # GIVEN the module's import finishing between when_imported's first look at
+    # sys.modules and its registration (another thread's import, made to happen here)
+    seen = run_fresh(
+        PRELUDE
+        + """
+hook_imports = imports._hook_imports
+
+
+def hook_then_import():
+    placed = hook_imports()
+    import lp_hook_a
+    return placed
+
+
+imports._hook_imports = hook_then_import
+got = []
+imports.when_imported("lp_hook_a", lambda module: got.append(module.VALUE))
+print(json.dumps([got, sorted(imports._callbacks)]))
+"""
+    )
+    # THEN the callback ran all the same, and does not wait for an import to come
+    assert seen == [[1], []]
