@@ -83,10 +83,7 @@ def _make_hook(original: FindAndLoad) -> FindAndLoad:
         tracer = _active
         if tracer is not None:
             return tracer.traced(name, import_, original)
-        module = original(name, import_)
-        if name in _callbacks:  # (after the import: a callback of its package may watch it)
-            _notify(name, module)
-        return module
+        return _load(name, import_, original)
 
     _find_and_load.__wrapped__ = original  # type: ignore[attr-defined]
     return _find_and_load
@@ -95,7 +92,7 @@ def _make_hook(original: FindAndLoad) -> FindAndLoad:
 def _load(name: str, import_: Any, original: FindAndLoad) -> ModuleType:
     # An import the tracer does not record: the machinery's own, then its callbacks.
     module = original(name, import_)
-    if name in _callbacks:
+    if name in _callbacks:  # (after the import: a callback of its package may watch it)
         _notify(name, module)
     return module
 
@@ -155,12 +152,11 @@ def _hook_imports() -> bool:
 
 
 def _still_called(hook: FindAndLoad, current: FindAndLoad, bootstrap: ModuleType) -> bool:
-    # Whether the machinery still reaches ``hook``. Not when the function in place is the
-    # machinery's own, or one ``hook`` wraps: a tool that wrapped the machinery while the
-    # hook went in around it has put back what it had found. Otherwise another wrapper
-    # sits on top of the hook, as far as can be told, and calls it.
-    if current is hook:
-        return True
+    # Whether the machinery still reaches ``hook``, which is not ``current`` (the function
+    # in place). Not when ``current`` is the machinery's own, or one ``hook`` wraps: a tool
+    # that wrapped the machinery while the hook went in around it has put back what it had
+    # found. Otherwise another wrapper sits on top of the hook, as far as can be told, and
+    # calls it.
     if getattr(current, "__globals__", None) is vars(bootstrap):
         return False
     below: Any = hook
